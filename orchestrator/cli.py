@@ -1,0 +1,117 @@
+"""The ``layerswap`` command line: sweep, report, ls, data."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from orchestrator.config import ConfigError, load_config
+from trainables.datasets import DATASETS, DataError, prepare_dataset
+from trainables.store import Store, StoreError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="layerswap", description="Which layers of a trained network matter? Sweeps of layer swaps."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    sweep = commands.add_parser("sweep", help="train a sweep's networks and measure every swap")
+    sweep.add_argument("config", help="sweep config (YAML), e.g. configs/demo.yaml")
+    sweep.add_argument("--store", help="store path or URI (overrides the config's store)")
+    sweep.add_argument("--address", help="Ray cluster to join (default: start Ray on this machine)")
+    sweep.add_argument("--seeds", type=int, help="use seeds 0..N-1 (overrides the config)")
+    sweep.add_argument("--epochs", type=int, help="train for N epochs (overrides the config)")
+    sweep.add_argument(
+        "--shared-fs", action="store_true",
+        help="the local store path is mounted by every node of the cluster",
+    )
+    sweep.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+
+    report = commands.add_parser("report", help="aggregate swap statistics, write tables and figures")
+    report.add_argument("store", help="store path or URI")
+    report.add_argument("--out", help="output directory (default: STORE/report)")
+    report.add_argument("--sweep", help="only this sweep")
+    report.add_argument(
+        "--critical-drop", type=float, default=0.05,
+        help="a layer is critical when its drop's 95%% CI lies above this (accuracy fraction)",
+    )
+
+    listing = commands.add_parser("ls", help="list the trials in a store")
+    listing.add_argument("store", help="store path or URI")
+    listing.add_argument("--sweep", help="only this sweep")
+
+    data = commands.add_parser("data", help="prepare a dataset under the data root")
+    data.add_argument("name", choices=DATASETS)
+    data.add_argument(
+        "--root", type=Path, help="data root (default: $LAYERSWAP_DATA, else ~/.cache/layerswap/data)"
+    )
+    return parser
+
+
+def command_sweep(args: argparse.Namespace) -> int:
+    from orchestrator.launch import run_sweep
+
+    config = load_config(args.config).with_overrides(args.store, args.seeds, args.epochs)
+    outcome = run_sweep(config, address=args.address, shared_fs=args.shared_fs)
+    print(
+        f"sweep {config.name}: {outcome.completed} trained, {outcome.skipped} skipped "
+        f"(already complete), {outcome.failed} failed, in {outcome.wall_seconds:.1f} s"
+    )
+    print(f"store: {outcome.store_uri}")
+    if outcome.failed:
+        print(f"layerswap: error: {outcome.failed} trials failed; run the same command again to retry them",
+              file=sys.stderr)
+        return 1
+    if not args.no_report:
+        from orchestrator.report import write_report
+
+        written = write_report(Store.open(outcome.store_uri), sweep=config.name)
+        print(f"report: {written[0].rsplit('/', 1)[0] if written else '(nothing written)'}")
+    return 0
+
+
+def command_report(args: argparse.Namespace) -> int:
+    from orchestrator.report import write_report
+
+    written = write_report(
+        Store.open(args.store), out_dir=args.out, sweep=args.sweep, critical_drop=args.critical_drop
+    )
+    for path in written:
+        print(path)
+    return 0
+
+
+def command_ls(args: argparse.Namespace) -> int:
+    from orchestrator.listing import format_listing
+
+    print(format_listing(Store.open(args.store), sweep=args.sweep))
+    return 0
+
+
+def command_data(args: argparse.Namespace) -> int:
+    print(prepare_dataset(args.name, args.root))
+    return 0
+
+
+COMMANDS = {"sweep": command_sweep, "report": command_report, "ls": command_ls, "data": command_data}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from orchestrator.report import ReportError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, StoreError, DataError, ReportError) as err:
+        print(f"layerswap: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("layerswap: interrupted; finished trials are kept, run again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Running a sweep: skip finished trials, start or join Ray, run the rest with Tune."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import ray
+from ray import tune
+
+from orchestrator.config import SweepConfig
+from orchestrator.grid import expand_grid
+from orchestrator.progress import ProgressCallback
+from trainables.datasets import load_dataset
+from trainables.spec import TrialSpec
+from trainables.store import Store, StoreError
+from trainables.tune_trial import run_tune_trial
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    store_uri: str
+    total: int
+    skipped: int
+    completed: int
+    failed: int
+    wall_seconds: float
+
+
+def sweep_record_relpath(config: SweepConfig, specs: list[TrialSpec]) -> tuple[str, bytes]:
+    """The sweep's grid record (config and expected trial ids), named by its content hash."""
+    record = {
+        "sweep": config.name,
+        "config": config.to_raw(),
+        "trial_ids": [spec.trial_id for spec in specs],
+    }
+    body = json.dumps(record, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return f"sweeps/{config.name}/{hashlib.sha256(body).hexdigest()[:16]}.json", body
+
+
+def connect_ray(address: str | None) -> None:
+    """Join ``address``, or start Ray on this machine (all its CPUs and GPUs)."""
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(address="local", include_dashboard=False)
+
+
+def check_store_reachable(store: Store, shared_fs: bool) -> None:
+    nodes = [node for node in ray.nodes() if node["Alive"]]
+    if len(nodes) > 1 and store.is_local and not shared_fs:
+        raise StoreError(
+            f"store: {store.uri!r} is a local path but the Ray cluster has {len(nodes)} nodes; "
+            "trials on other nodes would write to their own disks. Use an s3:// (or other "
+            "shared) URI, or pass --shared-fs if every node mounts this path"
+        )
+
+
+def trial_dirname(trial: tune.experiment.Trial) -> str:
+    return trial.config["pack"]["label"]
+
+
+def run_sweep(
+    config: SweepConfig, address: str | None = None, shared_fs: bool = False, log: Log = print
+) -> SweepOutcome:
+    """Run every trial of ``config`` whose trial row is not yet in the store."""
+    started = time.perf_counter()
+    store = Store.open(config.store)
+    specs = expand_grid(config)
+    finished = store.completed_trial_ids()
+    todo = [spec for spec in specs if spec.trial_id not in finished]
+    log(
+        f"sweep {config.name}: {len(specs)} trials in the grid, "
+        f"{len(specs) - len(todo)} already complete, {len(todo)} to run; store {store.uri}"
+    )
+    datasets = {config.dataset: load_dataset(config.dataset)} if todo else {}
+    record_path, record = sweep_record_relpath(config, specs)
+    if not store.exists(record_path):
+        store.write_bytes(record_path, record)
+    if not todo:
+        return SweepOutcome(store.uri, len(specs), len(specs), 0, 0, time.perf_counter() - started)
+
+    connect_ray(address)
+    check_store_reachable(store, shared_fs)
+    resources = {"cpu": config.resources.cpu_per_trial, "gpu": config.resources.gpu_per_trial}
+    trainable = tune.with_resources(
+        tune.with_parameters(run_tune_trial, datasets=datasets), resources
+    )
+    packs = [{"label": spec.trial_id, "specs": [spec.to_dict()]} for spec in todo]
+    tuner = tune.Tuner(
+        trainable,
+        param_space={
+            "pack": tune.grid_search(packs),
+            "sweep": config.name,
+            "store": store.uri,
+            "threads": max(1, int(config.resources.cpu_per_trial)),
+            "gpu_share": config.resources.gpu_per_trial,
+        },
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=config.max_concurrent_trials or None,
+            trial_name_creator=trial_dirname,
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=f"{config.name}-{datetime.now(UTC):%Y%m%d-%H%M%S}",
+            storage_path=store.path("tune"),
+            storage_filesystem=store.fs,
+            failure_config=tune.FailureConfig(max_failures=2),
+            callbacks=[ProgressCallback(len(todo), log)],
+            verbose=0,
+        ),
+    )
+    tuner.fit()
+    now_finished = store.completed_trial_ids()
+    completed = sum(spec.trial_id in now_finished for spec in todo)
+    return SweepOutcome(
+        store.uri,
+        len(specs),
+        len(specs) - len(todo),
+        completed,
+        len(todo) - completed,
+        time.perf_counter() - started,
+    )

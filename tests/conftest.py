@@ -1,0 +1,44 @@
+"""Shared fixtures: a real local Ray, tiny sweep configs on the synthetic dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import ray
+
+from orchestrator.config import SweepConfig, parse_config
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """A real Ray on this machine: 2 CPUs and one declared GPU (a scheduling resource only)."""
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def tiny_raw_config(store: Path, **overrides) -> dict:
+    raw = {
+        "name": "tiny",
+        "dataset": "synthetic",
+        "model": "mlp",
+        "widths": [[16, 8], [12]],
+        "seeds": 2,
+        "epochs": 3,
+        "batch_size": 64,
+        "optimizer": {"name": "sgd", "lr": 0.1},
+        "checkpoints": [0, 1, 3],
+        "swaps": ["reinit", "rerandomize", "transplant"],
+        "resources": {"cpu_per_trial": 0.5, "gpu_per_trial": 0.25},
+        "store": str(store),
+    }
+    raw.update(overrides)
+    return raw
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path) -> SweepConfig:
+    return parse_config(tiny_raw_config(tmp_path / "store"))

@@ -1,0 +1,88 @@
+"""Training one network on a dataset held as pre-normalised tensors on its device."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from trainables.datasets import DatasetTensors
+from trainables.models import build_model
+from trainables.seeding import derive_seed
+from trainables.spec import OptimizerSpec, TrialSpec
+
+StateDict = dict[str, torch.Tensor]
+EpochCallback = Callable[[int, float], None]
+"""Called after each epoch with (epoch, mean training loss over that epoch)."""
+
+
+@dataclass(frozen=True)
+class TrainedNetwork:
+    """A trained model and its weights at every checkpoint epoch (detached copies)."""
+
+    model: nn.Module
+    checkpoints: dict[int, StateDict]
+    train_seconds: float
+
+
+def initial_model(spec: TrialSpec, in_features: int, n_classes: int) -> nn.Module:
+    """The network at epoch 0: PyTorch's default init drawn from ``spec.seed``.
+
+    Built on the CPU so the initial weights are bit-identical on every device.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        return build_model(spec.model, in_features, spec.widths, n_classes)
+
+
+def make_optimizer(spec: OptimizerSpec, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if spec.name == "sgd":
+        return torch.optim.SGD(
+            params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
+        )
+    if spec.name == "adam":
+        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    raise ValueError(f"optimizer.name: {spec.name!r} is not known; allowed: sgd, adam")
+
+
+def snapshot(model: nn.Module) -> StateDict:
+    return {key: value.detach().clone() for key, value in model.state_dict().items()}
+
+
+def train_network(
+    spec: TrialSpec,
+    data: DatasetTensors,
+    device: torch.device,
+    on_epoch: EpochCallback | None = None,
+) -> TrainedNetwork:
+    """Train for ``spec.epochs`` epochs of minibatch steps over a seeded shuffle.
+
+    The last partial batch is kept (as a DataLoader with drop_last=False).
+    """
+    model = initial_model(spec, data.x_train.shape[1], data.n_classes).to(device)
+    optimizer = make_optimizer(spec.optimizer, list(model.parameters()))
+    shuffle = torch.Generator().manual_seed(derive_seed("shuffle", spec.seed))
+    checkpoints = {0: snapshot(model)}
+    n_train = data.x_train.shape[0]
+    started = time.perf_counter()
+    for epoch in range(1, spec.epochs + 1):
+        order = torch.randperm(n_train, generator=shuffle).to(device)
+        loss_sum = torch.zeros((), device=device)
+        for start in range(0, n_train, spec.batch_size):
+            batch = order[start : start + spec.batch_size]
+            loss = F.cross_entropy(model(data.x_train[batch]), data.y_train[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * batch.numel()
+        if epoch in spec.checkpoints:
+            checkpoints[epoch] = snapshot(model)
+        if on_epoch is not None:
+            on_epoch(epoch, float(loss_sum) / n_train)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return TrainedNetwork(model, checkpoints, time.perf_counter() - started)
