@@ -1,0 +1,239 @@
+"""Report figures: the data each one shows (testable) and its PNG rendering.
+
+Every figure is built from the stats table (``orchestrator.stats``), so what a
+figure shows is exactly what ``stats.csv`` says. Rendering uses matplotlib's
+object API with the Agg canvas (no pyplot, no display). Accuracies and errors
+are fractions in the data and percent on the figures.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from orchestrator.stats import ConfigKey, config_rows, find_row, last_epoch, layers_of
+
+FULL_MODEL = "full model"
+RERANDOMIZE = "rerandomize"
+DPI = 120
+
+
+@dataclass(frozen=True, eq=False)
+class Heatmap:
+    """Mean test error (fraction) per row and column, in the style of Zhang et al. Fig. 1.
+
+    Rows: each layer in depth order, then ``"full model"``. Columns: ``"rerandomize"``
+    (when measured), then one per checkpoint ``epochs[i]``.
+    Layer row, checkpoint c < last: the trained network with that layer reset to
+    its weights at c (``reinit``); c = last: the trained network itself.
+    Layer row, rerandomize: the trained network with that layer freshly drawn.
+    Full-model row, checkpoint c: the whole network at c (``none``); its
+    rerandomize cell is NaN (shown blank): a fresh draw of every layer is just
+    another initial network, which the epoch-0 cell already shows.
+    NaN = not measured.
+    """
+
+    rows: tuple[str, ...]
+    columns: tuple[str, ...]
+    epochs: tuple[int, ...]
+    error: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class Bars:
+    """Per-layer mean accuracy with its 95% CI for each of ``kinds`` (NaN = not measured).
+
+    ``mean``, ``low`` and ``high`` have shape (len(kinds), len(layers)).
+    ``trained`` is the trained network's mean accuracy, ``chance`` 1/n_classes.
+    """
+
+    layers: tuple[str, ...]
+    kinds: tuple[str, ...]
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    trained: float
+    chance: float | None
+
+
+@dataclass(frozen=True, eq=False)
+class DropProfile:
+    """Per-layer mean drop (fraction) and its CI for one configuration and one swap."""
+
+    label: str
+    layers: tuple[str, ...]
+    drop: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+BAR_KINDS = ("reinit@0", "transplant")
+"""reinit@0: trained net, one layer back to its initial weights;
+transplant: initial net, one layer given its trained weights."""
+
+
+def _acc(row: pd.Series | None) -> tuple[float, float, float]:
+    if row is None:
+        return (np.nan, np.nan, np.nan)
+    return (float(row["mean_acc"]), float(row["ci95_low"]), float(row["ci95_high"]))
+
+
+def heatmap_matrix(stats: pd.DataFrame, key: ConfigKey) -> Heatmap:
+    """The heatmap of one width configuration (see ``Heatmap``)."""
+    rows = config_rows(stats, key)
+    last = last_epoch(rows)
+    layers = layers_of(rows)
+    epochs = sorted(
+        {int(e) for e in rows.loc[rows["kind"].isin(["none", "reinit"]), "epoch"].dropna()}
+    )
+    has_rerandomize = bool((rows["kind"] == RERANDOMIZE).any())
+    columns = ([RERANDOMIZE] if has_rerandomize else []) + [
+        f"epoch {e} (trained)" if e == last else f"epoch {e}" for e in epochs
+    ]
+    error = np.full((len(layers) + 1, len(columns)), np.nan)
+    offset = int(has_rerandomize)
+    trained = find_row(rows, "none", None, last) if last is not None else None
+    for i, layer in enumerate(layers):
+        if has_rerandomize:
+            error[i, 0] = 1 - _acc(find_row(rows, RERANDOMIZE, layer, None))[0]
+        for j, epoch in enumerate(epochs):
+            row = trained if epoch == last else find_row(rows, "reinit", layer, epoch)
+            error[i, offset + j] = 1 - _acc(row)[0]
+    for j, epoch in enumerate(epochs):
+        error[len(layers), offset + j] = 1 - _acc(find_row(rows, "none", None, epoch))[0]
+    return Heatmap(tuple(layers) + (FULL_MODEL,), tuple(columns), tuple(epochs), error)
+
+
+def bar_data(stats: pd.DataFrame, key: ConfigKey, chance: float | None) -> Bars:
+    """Accuracy of reinit to epoch 0 and of transplant, per layer (see ``Bars``)."""
+    rows = config_rows(stats, key)
+    last = last_epoch(rows)
+    layers = layers_of(rows)
+    values = np.array(
+        [
+            [_acc(find_row(rows, "reinit", layer, 0)) for layer in layers],
+            [_acc(find_row(rows, "transplant", layer, last)) for layer in layers],
+        ]
+    ).reshape(len(BAR_KINDS), len(layers), 3)
+    trained = _acc(find_row(rows, "none", None, last))[0] if last is not None else np.nan
+    return Bars(
+        tuple(layers), BAR_KINDS, values[..., 0], values[..., 1], values[..., 2], trained, chance
+    )
+
+
+def drop_profile(
+    stats: pd.DataFrame, key: ConfigKey, kind: str, epoch: int | None, label: str
+) -> DropProfile:
+    """Mean drop vs trained of ``kind`` (at ``epoch``) for each layer of one configuration."""
+    rows = config_rows(stats, key)
+    layers = layers_of(rows)
+    found = [find_row(rows, kind, layer, epoch) for layer in layers]
+    values = np.array(
+        [
+            (np.nan,) * 3
+            if row is None
+            else (row["mean_drop"], row["drop_ci95_low"], row["drop_ci95_high"])
+            for row in found
+        ],
+        dtype=float,
+    ).reshape(len(layers), 3)
+    return DropProfile(label, tuple(layers), values[:, 0], values[:, 1], values[:, 2])
+
+
+def to_png(figure: Figure) -> bytes:
+    """Render a figure to PNG bytes."""
+    FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def plot_heatmap(heatmap: Heatmap, title: str) -> Figure:
+    """Cells colored and labelled with the mean test error in percent; blank = not measured."""
+    n_rows, n_cols = heatmap.error.shape
+    figure = Figure(figsize=(2.5 + 1.0 * n_cols, 1.6 + 0.55 * n_rows))
+    axes = figure.add_subplot()
+    cmap = colormaps["RdYlGn_r"].with_extremes(bad="white")
+    percent = 100 * heatmap.error
+    vmax = max(float(np.nanmax(percent)) if np.isfinite(percent).any() else 0.0, 1.0)
+    image = axes.imshow(np.ma.masked_invalid(percent), cmap=cmap, vmin=0, vmax=vmax, aspect="auto")
+    for (i, j), value in np.ndenumerate(percent):
+        if np.isfinite(value):
+            dark = not 0.2 <= value / vmax <= 0.8  # both ends of RdYlGn are dark
+            color = "white" if dark else "black"
+            axes.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=9, color=color)
+    axes.set_xticks(range(n_cols), heatmap.columns, rotation=30, ha="right")
+    axes.set_yticks(range(n_rows), heatmap.rows)
+    axes.set_xlabel("layer re-randomized, or reset to its weights at this checkpoint")
+    axes.set_ylabel("layer changed")
+    axes.set_title(title, fontsize=10)
+    figure.colorbar(image, ax=axes, label="mean test error (%)")
+    return figure
+
+
+def plot_bars(bars: Bars, title: str) -> Figure:
+    """Grouped bars per layer with 95% CI error bars; trained and chance as reference lines."""
+    n_layers = len(bars.layers)
+    figure = Figure(figsize=(max(5.0, 1.3 * n_layers + 2.5), 4.0))
+    axes = figure.add_subplot()
+    positions = np.arange(n_layers)
+    width = 0.8 / len(bars.kinds)
+    labels = {
+        "reinit@0": "trained net, layer reset to init (reinit@0)",
+        "transplant": "initial net + this trained layer (transplant)",
+    }
+    for k, kind in enumerate(bars.kinds):
+        mean = 100 * bars.mean[k]
+        errors = 100 * np.vstack([bars.mean[k] - bars.low[k], bars.high[k] - bars.mean[k]])
+        axes.bar(
+            positions + (k - (len(bars.kinds) - 1) / 2) * width,
+            np.nan_to_num(mean),
+            width,
+            yerr=np.nan_to_num(errors),
+            capsize=4,
+            label=labels.get(kind, kind),
+        )
+    if np.isfinite(bars.trained):
+        axes.axhline(100 * bars.trained, color="black", linestyle="--", label="trained network")
+    if bars.chance is not None:
+        axes.axhline(100 * bars.chance, color="grey", linestyle=":", label="chance")
+    axes.set_xticks(positions, bars.layers)
+    axes.set_ylim(0, 105)
+    axes.set_xlabel("layer")
+    axes.set_ylabel("test accuracy (%), mean ± 95% CI")
+    axes.set_title(title, fontsize=10)
+    axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
+    return figure
+
+
+def plot_drop_profiles(panels: Sequence[tuple[str, Sequence[DropProfile]]], title: str) -> Figure:
+    """One panel per swap: drop vs layer position, one line per width configuration."""
+    figure = Figure(figsize=(6.0 * len(panels), 4.2))
+    axes_list = figure.subplots(1, len(panels), squeeze=False)[0]
+    for axes, (panel_title, profiles) in zip(axes_list, panels, strict=True):
+        for profile in profiles:
+            position = np.arange(1, len(profile.layers) + 1)
+            errors = 100 * np.vstack([profile.drop - profile.low, profile.high - profile.drop])
+            axes.errorbar(
+                position,
+                100 * profile.drop,
+                yerr=errors,
+                marker="o",
+                capsize=3,
+                label=profile.label,
+            )
+        axes.axhline(0, color="black", linewidth=0.8)
+        axes.set_xlabel("layer position (1 = first layer, input side)")
+        axes.set_ylabel("drop vs trained (points), mean ± 95% CI")
+        axes.set_title(panel_title, fontsize=10)
+        axes.xaxis.get_major_locator().set_params(integer=True)
+        axes.legend(fontsize=8)
+    figure.suptitle(title, fontsize=11)
+    return figure

@@ -1,0 +1,187 @@
+"""What a store holds: complete trials, each sweep's expected grid, what is missing.
+
+``load_contents`` is the one reader used by ``layerswap ls`` and ``layerswap
+report``. A trial is complete when its trial row exists (``index/trials``);
+swap rows of any other trial are ignored and it counts as missing. A sweep's
+expected trials are the union of the ``trial_ids`` of its stored configs
+(``sweeps/<sweep>/<hash>.json``). Trial ids are hashes of the spec, so two
+sweeps may share a trial: a trial belongs to the sweep named in its row and to
+every sweep whose grid lists it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from trainables.store import Store, StoreError
+
+REQUIRED = {
+    "trials": ("trial_id", "sweep", "dataset", "model", "widths", "seed", "epochs", "test_acc"),
+    "swaps": ("trial_id", "kind", "test_acc"),
+}
+"""Columns that must be non-null in every row; a null means a file of another schema."""
+
+
+@dataclass(frozen=True)
+class SweepStatus:
+    """Completion of one sweep: ``expected`` is None when no config of it is stored."""
+
+    sweep: str
+    complete: int
+    expected: int | None
+    missing: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StoreContents:
+    """The complete trials (one row per trial and sweep it belongs to) and their swaps."""
+
+    trials: pa.Table
+    swaps: pa.Table
+    sweeps: tuple[SweepStatus, ...]
+    unfinished: tuple[str, ...]
+    """Trial ids with swap rows but no trial row (running, or crashed)."""
+
+
+def load_contents(store: Store, sweep: str | None = None) -> StoreContents:
+    """Read the trials and swaps indexes and the sweep configs, restricted to ``sweep``.
+
+    Raises StoreError with one line when ``store`` is not a layerswap store, a
+    file does not match its table's schema, or ``sweep`` is unknown.
+    """
+    if not store.exists("index/trials") and not store.exists("sweeps"):
+        raise StoreError(f"{store.uri} is not a layerswap store (no index/trials)")
+    trials = _read_checked(store, "trials")
+    complete_ids = set(trials.column("trial_id").to_pylist())
+    expected = _expected_trials(store)
+    trials = _assign_sweeps(trials, expected)
+    known = sorted(set(expected) | set(trials.column("sweep").to_pylist()))
+    started = {_trial_id(p) for p in store.list_files("index/swaps")}
+    unfinished = started - complete_ids
+    if sweep is not None:
+        if sweep not in known:
+            names = ", ".join(known) or "none"
+            raise StoreError(
+                f"{store.uri}: no sweep named {sweep!r} (sweeps in the store: {names})"
+            )
+        trials = trials.filter(pc.equal(trials.column("sweep"), sweep))
+        known = [sweep]
+        unfinished &= expected.get(sweep, set())
+    swaps = _read_checked(store, "swaps")
+    swaps = swaps.filter(pc.is_in(swaps.column("trial_id"), trials.column("trial_id").unique()))
+    statuses = tuple(_status(name, trials, expected.get(name), complete_ids) for name in known)
+    return StoreContents(trials, swaps, statuses, tuple(sorted(unfinished)))
+
+
+def _trial_id(relpath: str) -> str:
+    return relpath.rsplit("/", 1)[-1].removesuffix(".parquet")
+
+
+def _read_checked(store: Store, table: str) -> pa.Table:
+    data = store.read_index(table)
+    for column in REQUIRED[table]:
+        if data.column(column).null_count:
+            raise StoreError(
+                f"{store.uri}: index/{table} has rows without {column!r}: "
+                f"its files do not match the {table} schema"
+            )
+    return data
+
+
+def _expected_trials(store: Store) -> dict[str, set[str]]:
+    expected: dict[str, set[str]] = {}
+    for relpath in store.list_files("sweeps"):
+        if not relpath.endswith(".json"):
+            continue
+        try:
+            record = json.loads(store.read_bytes(relpath))
+            name, ids = str(record["sweep"]), [str(i) for i in record["trial_ids"]]
+        except (ValueError, KeyError, TypeError) as err:
+            raise StoreError(f"{store.path(relpath)} is not a sweep record ({err})") from None
+        expected.setdefault(name, set()).update(ids)
+    return expected
+
+
+def _assign_sweeps(trials: pa.Table, expected: dict[str, set[str]]) -> pa.Table:
+    """One row per (trial, sweep it belongs to), the ``sweep`` column set accordingly."""
+    parts = [trials]
+    for name, ids in sorted(expected.items()):
+        others = trials.filter(
+            pc.and_(
+                pc.is_in(trials.column("trial_id"), pa.array(sorted(ids), pa.string())),
+                pc.not_equal(trials.column("sweep"), name),
+            )
+        )
+        if others.num_rows:
+            index = trials.schema.get_field_index("sweep")
+            parts.append(
+                others.set_column(index, "sweep", pa.array([name] * others.num_rows, pa.string()))
+            )
+    return pa.concat_tables(parts)
+
+
+def _status(
+    name: str, trials: pa.Table, expected: set[str] | None, complete_ids: set[str]
+) -> SweepStatus:
+    mine = trials.filter(pc.equal(trials.column("sweep"), name))
+    if expected is None:
+        return SweepStatus(name, mine.num_rows, None, ())
+    done = expected & complete_ids
+    return SweepStatus(name, len(done), len(expected), tuple(sorted(expected - done)))
+
+
+def _text_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+        for row in [header, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def format_listing(store: Store, sweep: str | None = None) -> str:
+    """``layerswap ls``: the complete trials as a table, then counts per sweep.
+
+    Accuracy is printed in percent. Raises StoreError (one line) as ``load_contents``.
+    """
+    contents = load_contents(store, sweep)
+    trials = contents.trials.select(
+        ["sweep", "widths", "seed", "test_acc", "hostname", "node_id", "finished_at"]
+    ).to_pylist()
+    trials.sort(key=lambda r: (r["sweep"], list(r["widths"]), r["seed"]))
+    rows = [
+        [
+            r["sweep"],
+            "-".join(str(w) for w in r["widths"]),
+            str(r["seed"]),
+            f"{100 * r['test_acc']:.2f}%",
+            r["hostname"] or r["node_id"] or "?",
+            r["finished_at"].strftime("%Y-%m-%d %H:%M:%S UTC") if r["finished_at"] else "?",
+        ]
+        for r in trials
+    ]
+    header = ["sweep", "widths", "seed", "test_acc", "node", "finished_at"]
+    parts = [_text_table(header, rows) if rows else "no complete trials yet"]
+    counts = [
+        [
+            s.sweep,
+            str(s.complete),
+            "?" if s.expected is None else str(s.expected),
+            "? (no config stored)" if s.expected is None else str(len(s.missing)),
+        ]
+        for s in contents.sweeps
+    ]
+    if counts:
+        parts.append(_text_table(["sweep", "complete", "expected", "missing"], counts))
+    if contents.unfinished:
+        parts.append(
+            f"{len(contents.unfinished)} trial(s) started but not finished: "
+            + ", ".join(contents.unfinished[:5])
+            + (" …" if len(contents.unfinished) > 5 else "")
+        )
+    return "\n\n".join(parts)

@@ -1,0 +1,78 @@
+"""`layerswap ls`: the trial table, counts per sweep, what is missing from a sweep's grid."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from orchestrator.listing import format_listing, load_contents
+from tests.test_stats import standard_swaps, write_trial
+from trainables.store import Store, StoreError
+
+
+def record(store: Store, sweep: str, ids: list[str], name: str = "cfg") -> None:
+    data = {"sweep": sweep, "config": {"name": sweep}, "trial_ids": ids}
+    store.write_bytes(f"sweeps/{sweep}/{name}.json", json.dumps(data).encode())
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    """Sweep "a": grid a0-a2 (over two configs), a0 and a1 done, a2 unfinished.
+    Sweep "b": grid [a1, b0], b0 done; a1 (run by "a") counts for "b" too.
+    Sweep "c": one trial, no config stored."""
+    store = Store.open(str(tmp_path / "store"))
+    write_trial(store, "a0", standard_swaps(0.9, [0.5]), sweep="a", seed=0, trained=0.9)
+    write_trial(store, "a1", standard_swaps(0.9, [0.5]), sweep="a", seed=1, trained=0.9123)
+    write_trial(store, "a2", standard_swaps(0.9, [0.5]), sweep="a", finished=False)
+    write_trial(store, "b0", standard_swaps(0.9, [0.5]), sweep="b", widths=(32, 16), trained=0.8)
+    write_trial(store, "c0", standard_swaps(0.9, [0.5]), sweep="c", trained=0.7)
+    record(store, "a", ["a0", "a1"], "old")
+    record(store, "a", ["a1", "a2"], "new")
+    record(store, "b", ["a1", "b0"])
+    return store
+
+
+def test_table_and_counts(store: Store) -> None:
+    text = format_listing(store)
+    lines = text.split("\n\n")[0].splitlines()
+    assert lines[0].split() == ["sweep", "widths", "seed", "test_acc", "node", "finished_at"]
+    assert "a      8-4     1     91.23%    node-1  2025-01-02 03:04:05 UTC" in lines
+    assert sum(line.startswith("b ") for line in lines) == 2  # b0 and the shared a1
+    counts = text.split("\n\n")[1].splitlines()
+    assert counts[0].split() == ["sweep", "complete", "expected", "missing"]
+    assert counts[2].split() == ["a", "2", "3", "1"]
+    assert counts[3].split() == ["b", "2", "2", "0"]
+    assert counts[4].split()[:3] == ["c", "1", "?"] and "no config stored" in counts[4]
+    assert "1 trial(s) started but not finished: a2" in text
+
+
+def test_one_sweep(store: Store) -> None:
+    contents = load_contents(store, "a")
+    assert sorted(contents.trials.column("trial_id").to_pylist()) == ["a0", "a1"]
+    (status,) = contents.sweeps
+    assert (status.complete, status.expected, status.missing) == (2, 3, ("a2",))
+    assert contents.unfinished == ("a2",)
+    assert set(contents.swaps.column("trial_id").to_pylist()) == {"a0", "a1"}
+    assert "c0" not in format_listing(store, sweep="a")
+
+
+def test_store_with_only_a_config(tmp_path: Path) -> None:
+    store = Store.open(str(tmp_path))
+    record(store, "a", ["x", "y"])
+    text = format_listing(store)
+    assert text.startswith("no complete trials yet")
+    assert text.splitlines()[-1].split() == ["a", "0", "2", "2"]
+
+
+def test_not_a_store(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match=r"is not a layerswap store \(no index/trials\)"):
+        format_listing(Store.open(str(tmp_path)))
+
+
+def test_bad_sweep_record(tmp_path: Path) -> None:
+    store = Store.open(str(tmp_path))
+    store.write_bytes("sweeps/a/x.json", b"{not json")
+    with pytest.raises(StoreError, match="is not a sweep record"):
+        format_listing(store)

@@ -1,0 +1,227 @@
+"""Per-layer statistics against an independent computation (numpy / scipy.stats.t)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from scipy import stats as st
+
+from orchestrator.stats import (
+    STATS_COLUMNS,
+    STATS_SCHEMA,
+    compute_stats,
+    layer_sort_key,
+    stats_to_arrow,
+    stats_to_csv,
+)
+from trainables.schemas import SWAPS_SCHEMA, TRIALS_SCHEMA
+from trainables.store import Store
+
+Swap = tuple[str, str | None, int | None, float]
+"""(kind, layer, epoch, test_acc); rerandomize rows get draw numbers in order."""
+
+
+def trial_table(
+    trial_id: str,
+    *,
+    sweep: str = "demo",
+    widths: Sequence[int] = (8, 4),
+    seed: int = 0,
+    trained: float = 0.9,
+    epochs: int = 2,
+    n_classes: int = 10,
+) -> pa.Table:
+    row: dict = {field.name: None for field in TRIALS_SCHEMA}
+    row.update(
+        trial_id=trial_id,
+        sweep=sweep,
+        dataset="synthetic",
+        model="mlp",
+        widths=list(widths),
+        seed=seed,
+        epochs=epochs,
+        checkpoints=sorted({0, 1, epochs}),
+        test_acc=trained,
+        init_test_acc=0.1,
+        n_classes=n_classes,
+        hostname=f"node-{seed % 2}",
+        finished_at=dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+    )
+    return pa.Table.from_pylist([row], schema=TRIALS_SCHEMA)
+
+
+def swaps_table(trial_id: str, swaps: Sequence[Swap]) -> pa.Table:
+    rows, draws = [], {}
+    for kind, layer, epoch, acc in swaps:
+        draw = None
+        if kind == "rerandomize":
+            draw = draws[layer] = draws.get(layer, -1) + 1
+        rows.append(
+            dict(trial_id=trial_id, kind=kind, layer=layer, epoch=epoch, draw=draw, test_acc=acc)
+        )
+    return pa.Table.from_pylist(rows, schema=SWAPS_SCHEMA)
+
+
+def write_trial(store: Store, trial_id: str, swaps: Sequence[Swap], finished: bool = True, **kw):
+    """Write a trial's swap rows and, if ``finished``, its trial row (written last)."""
+    store.write_index("swaps", trial_id, swaps_table(trial_id, swaps))
+    if finished:
+        store.write_index("trials", trial_id, trial_table(trial_id, **kw))
+
+
+def standard_swaps(
+    trained: float,
+    reinit0: Sequence[float],
+    *,
+    epochs: int = 2,
+    other: float | None = None,
+    rerandomize: Sequence[float] = (),
+    transplant: Sequence[float] | None = None,
+) -> list[Swap]:
+    """A full swap table: none at 0, 1, epochs; per layer reinit at 0 and 1, draws, transplant."""
+    other = trained - 0.01 if other is None else other
+    rows: list[Swap] = [
+        ("none", None, 0, 0.1),
+        ("none", None, 1, 0.8),
+        ("none", None, epochs, trained),
+    ]
+    for i, acc in enumerate(reinit0):
+        layer = f"fc{i + 1}"
+        rows += [("reinit", layer, 0, acc), ("reinit", layer, 1, other)]
+        rows += [("rerandomize", layer, None, a) for a in rerandomize]
+        t_acc = 0.1 + 0.1 * i if transplant is None else transplant[i]
+        rows.append(("transplant", layer, epochs, t_acc))
+    return rows
+
+
+def t_ci(values: Sequence[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=float)
+    return st.t.interval(0.95, len(arr) - 1, loc=arr.mean(), scale=st.sem(arr))
+
+
+def read_back(store: Store):
+    return compute_stats(store.read_index("trials"), store.read_index("swaps"))
+
+
+def pick(stats, kind: str, layer: str | None = None, epoch: int | None = None, widths=(8, 4)):
+    mask = (stats["kind"] == kind) & stats["widths"].map(lambda w: tuple(w) == tuple(widths))
+    mask &= stats["layer"].isna() if layer is None else stats["layer"] == layer
+    mask &= stats["epoch"].isna() if epoch is None else stats["epoch"] == epoch
+    found = stats[mask.fillna(False).astype(bool)]
+    assert len(found) == 1, found
+    return found.iloc[0]
+
+
+TRAINED = [0.90, 0.92, 0.94]
+FC1_REINIT0 = [0.50, 0.55, 0.62]
+DRAWS = {0: [0.20, 0.30], 1: [0.25, 0.27], 2: [0.40, 0.10]}
+
+
+@pytest.fixture
+def known_store(tmp_path: Path) -> Store:
+    """Three seeds of widths (8, 4) with chosen accuracies, one seed of (16,), one unfinished."""
+    store = Store.open(str(tmp_path / "store"))
+    for seed, trained in enumerate(TRAINED):
+        swaps = standard_swaps(
+            trained, [FC1_REINIT0[seed], trained - 0.01, trained], rerandomize=DRAWS[seed]
+        )
+        write_trial(store, f"a{seed}", swaps, seed=seed, trained=trained)
+    write_trial(store, "single", standard_swaps(0.8, [0.3, 0.79]), widths=(16,), trained=0.8)
+    write_trial(store, "unfinished", standard_swaps(0.1, [0.0, 0.0, 0.0]), finished=False)
+    return store
+
+
+def test_columns_are_the_contract(known_store: Store) -> None:
+    stats = read_back(known_store)
+    assert list(stats.columns) == STATS_COLUMNS
+    assert set(stats["widths"].map(tuple)) == {(8, 4), (16,)}  # "unfinished" left out
+
+
+def test_mean_std_ci_against_scipy(known_store: Store) -> None:
+    row = pick(read_back(known_store), "reinit", "fc1", 0)
+    low, high = t_ci(FC1_REINIT0)
+    assert row["n"] == 3
+    assert row["mean_acc"] == pytest.approx(np.mean(FC1_REINIT0))
+    assert row["std_acc"] == pytest.approx(np.std(FC1_REINIT0, ddof=1))
+    assert (row["ci95_low"], row["ci95_high"]) == pytest.approx((low, high))
+    assert (row["min_acc"], row["max_acc"]) == (0.50, 0.62)
+
+
+def test_paired_drop_ci_excludes_zero(known_store: Store) -> None:
+    row = pick(read_back(known_store), "reinit", "fc1", 0)
+    drops = np.array(TRAINED) - np.array(FC1_REINIT0)  # 0.40, 0.37, 0.32
+    low, high = t_ci(drops)
+    assert row["mean_drop"] == pytest.approx(drops.mean())
+    assert (row["drop_ci95_low"], row["drop_ci95_high"]) == pytest.approx((low, high))
+    assert row["drop_ci95_low"] > 0
+    # Paired: the drop of a constant offset has no spread although accuracies vary.
+    offset = pick(read_back(known_store), "reinit", "fc2", 0)
+    assert offset["mean_drop"] == pytest.approx(0.01)
+    assert offset["drop_ci95_low"] == pytest.approx(0.01)
+    assert offset["ci95_high"] - offset["ci95_low"] > 0.05
+
+
+def test_rerandomize_draws_are_averaged_within_a_seed(known_store: Store) -> None:
+    row = pick(read_back(known_store), "rerandomize", "fc1", None)
+    per_seed = [np.mean(DRAWS[s]) for s in range(3)]
+    assert row["n"] == 3
+    assert row["mean_acc"] == pytest.approx(np.mean(per_seed))
+    assert (row["ci95_low"], row["ci95_high"]) == pytest.approx(t_ci(per_seed))
+    assert (row["min_acc"], row["max_acc"]) == pytest.approx((min(per_seed), max(per_seed)))
+
+
+def test_single_seed_interval_is_the_point(known_store: Store) -> None:
+    row = pick(read_back(known_store), "reinit", "fc1", 0, widths=(16,))
+    assert row["n"] == 1
+    assert math.isnan(row["std_acc"])
+    assert row["ci95_low"] == row["ci95_high"] == row["mean_acc"] == pytest.approx(0.3)
+    assert row["drop_ci95_low"] == row["drop_ci95_high"] == pytest.approx(0.5)
+
+
+def test_trained_none_row_has_zero_drop(known_store: Store) -> None:
+    row = pick(read_back(known_store), "none", None, 2)
+    assert row["mean_acc"] == pytest.approx(np.mean(TRAINED))
+    assert row["mean_drop"] == row["drop_ci95_low"] == row["drop_ci95_high"] == 0
+
+
+def test_alpha_is_a_group_key_and_layers_sort_by_number(tmp_path: Path) -> None:
+    store = Store.open(str(tmp_path))
+    swaps: list[Swap] = [("none", None, 2, 0.9)]
+    swaps += [("reinit", f"fc{i}", 0, 0.5) for i in (10, 2, 9, 1)]
+    write_trial(store, "t", swaps)
+    rows = swaps_table("t", [("interpolate", "fc1", None, a) for a in (0.6, 0.7)]).to_pylist()
+    rows[0]["alpha"], rows[1]["alpha"] = 0.25, 0.5
+    store.write_index("swaps", "u", pa.Table.from_pylist(rows, schema=SWAPS_SCHEMA))
+    store.write_index("trials", "u", trial_table("u"))
+    stats = read_back(store)
+    reinit = stats[stats["kind"] == "reinit"]
+    assert list(reinit["layer"]) == ["fc1", "fc2", "fc9", "fc10"]
+    interpolate = stats[stats["kind"] == "interpolate"]
+    assert list(interpolate["alpha"]) == [0.25, 0.5]
+    assert list(interpolate["mean_acc"]) == [0.6, 0.7]
+    assert sorted(["fc10", "fc9", "fc1"], key=layer_sort_key) == ["fc1", "fc9", "fc10"]
+
+
+def test_arrow_and_csv_forms(known_store: Store) -> None:
+    stats = read_back(known_store)
+    table = stats_to_arrow(stats)
+    assert table.schema == STATS_SCHEMA
+    assert table.num_rows == len(stats)
+    assert table.column("widths").to_pylist()[0] == [8, 4]
+    csv = stats_to_csv(stats).splitlines()
+    assert csv[0] == ",".join(STATS_COLUMNS)
+    assert csv[1].startswith("demo,synthetic,mlp,8-4,none,,0,,3,")
+    assert len(csv) == len(stats) + 1
+
+
+def test_no_complete_trial_gives_an_empty_table(tmp_path: Path) -> None:
+    store = Store.open(str(tmp_path))
+    write_trial(store, "x", standard_swaps(0.9, [0.5]), finished=False)
+    stats = read_back(store)
+    assert stats.empty and list(stats.columns) == STATS_COLUMNS
