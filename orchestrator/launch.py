@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import ray
 from ray import tune
 
-from orchestrator.config import SweepConfig
+from orchestrator.config import ConfigError, Resources, SweepConfig
 from orchestrator.grid import expand_grid
 from orchestrator.progress import ProgressCallback
 from trainables.datasets import load_dataset
@@ -64,6 +64,20 @@ def check_store_reachable(store: Store, shared_fs: bool) -> None:
         )
 
 
+def check_resources_fit(resources: Resources) -> None:
+    """On a fixed (non-autoscaling) Ray, refuse a trial that could never be scheduled."""
+    available = ray.cluster_resources()
+    for field, key, asked in (
+        ("resources.cpu_per_trial", "CPU", resources.cpu_per_trial),
+        ("resources.gpu_per_trial", "GPU", resources.gpu_per_trial),
+    ):
+        if asked > available.get(key, 0):
+            raise ConfigError(
+                f"{field}: {asked} is more than this Ray has ({available.get(key, 0):g} {key}); "
+                f"lower it{' or set it to 0 to train on the CPU' if key == 'GPU' else ''}"
+            )
+
+
 def trial_dirname(trial: tune.experiment.Trial) -> str:
     return trial.config["pack"]["label"]
 
@@ -81,15 +95,18 @@ def run_sweep(
         f"sweep {config.name}: {len(specs)} trials in the grid, "
         f"{len(specs) - len(todo)} already complete, {len(todo)} to run; store {store.uri}"
     )
-    datasets = {config.dataset: load_dataset(config.dataset)} if todo else {}
+    if todo:
+        datasets = {config.dataset: load_dataset(config.dataset)}
+        connect_ray(address)
+        check_store_reachable(store, shared_fs)
+        if address is None:
+            check_resources_fit(config.resources)
     record_path, record = sweep_record_relpath(config, specs)
     if not store.exists(record_path):
         store.write_bytes(record_path, record)
     if not todo:
         return SweepOutcome(store.uri, len(specs), len(specs), 0, 0, time.perf_counter() - started)
 
-    connect_ray(address)
-    check_store_reachable(store, shared_fs)
     resources = {"cpu": config.resources.cpu_per_trial, "gpu": config.resources.gpu_per_trial}
     trainable = tune.with_resources(
         tune.with_parameters(run_tune_trial, datasets=datasets), resources

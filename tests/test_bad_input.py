@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,3 +86,21 @@ def test_seeds_override_is_validated(tmp_path, capsys):
     code, err = run_cli(tmp_path, text, "--seeds", "0", capsys=capsys)
     assert code == 2
     assert_one_clear_line(err, "seeds: 0")
+
+
+def test_gpu_share_on_a_machine_without_gpus_is_refused(tmp_path):
+    """Starts its own Ray (in a subprocess) that sees no GPU, whatever the machine has."""
+    raw = tiny_raw_config(tmp_path / "store", resources={"cpu_per_trial": 1, "gpu_per_trial": 0.5})
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "sweep", str(config), "--no-report"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
+    assert result.returncode == 2
+    # Ray's own start-up lines come first; ours is one line, the last.
+    error_lines = [line for line in result.stderr.splitlines() if "layerswap: error" in line]
+    assert error_lines == result.stderr.strip().splitlines()[-1:]
+    assert "resources.gpu_per_trial: 0.5 is more than this Ray has (0 GPU)" in error_lines[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "store").exists()

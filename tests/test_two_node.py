@@ -1,0 +1,54 @@
+"""A sweep joined to a two-node Ray cluster (head + worker on 127.0.0.1) spreads its trials."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+from ray.cluster_utils import Cluster
+
+from tests.conftest import tiny_raw_config
+from trainables.store import Store
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    cluster = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    yield cluster
+    cluster.shutdown()
+
+
+def sweep_cli(config, address: str, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "sweep", str(config), "--address", address,
+         "--no-report", *extra],
+        capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_trials_run_on_both_nodes(two_nodes, tmp_path):
+    config = tmp_path / "config.yaml"
+    raw = tiny_raw_config(tmp_path / "store", widths=[[16, 8]], seeds=4,
+                          resources={"cpu_per_trial": 1, "gpu_per_trial": 0})
+    config.write_text(yaml.safe_dump(raw))
+    result = sweep_cli(config, two_nodes.address, "--shared-fs")
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = Store.open(str(tmp_path / "store")).read_index("trials")
+    assert trials.num_rows == 4
+    node_ids = set(trials["node_id"].to_pylist())
+    cluster_nodes = {node.node_id for node in two_nodes.list_all_nodes()}
+    assert node_ids == cluster_nodes and len(node_ids) == 2
+
+
+def test_local_store_on_a_multi_node_cluster_needs_shared_fs(two_nodes, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_raw_config(tmp_path / "store", seeds=1)))
+    result = sweep_cli(config, two_nodes.address)
+    assert result.returncode == 2
+    assert "is a local path but the Ray cluster has 2 nodes" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "store").exists()
