@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,13 +15,15 @@ from ray import tune
 
 from orchestrator.config import ConfigError, Resources, SweepConfig
 from orchestrator.grid import expand_grid
-from orchestrator.progress import ProgressCallback
+from orchestrator.progress import ProgressCallback, label
 from trainables.datasets import load_dataset
 from trainables.spec import TrialSpec
 from trainables.store import Store, StoreError
 from trainables.tune_trial import run_tune_trial
 
 Log = Callable[[str], None]
+MAX_RETRIES = 2
+"""Times Tune restarts a trial whose worker died (it resumes from its last epoch)."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,14 @@ def sweep_record_relpath(config: SweepConfig, specs: list[TrialSpec]) -> tuple[s
     return f"sweeps/{config.name}/{hashlib.sha256(body).hexdigest()[:16]}.json", body
 
 
+def test_crash_hook() -> dict | None:
+    """Test-only: make every trial kill its worker once at an epoch (see CrashHook)."""
+    epoch = os.environ.get("LAYERSWAP_TEST_CRASH_AT_EPOCH")
+    if not epoch:
+        return None
+    return {"epoch": int(epoch), "marker": os.environ["LAYERSWAP_TEST_CRASH_MARKER"]}
+
+
 def connect_ray(address: str | None) -> None:
     """Join ``address``, or start Ray on this machine (all its CPUs and GPUs)."""
     if ray.is_initialized():
@@ -51,7 +62,8 @@ def connect_ray(address: str | None) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(address="local", include_dashboard=False)
+        # Trial output stays in Tune's trial logs; the driver prints one line per event.
+        ray.init(address="local", include_dashboard=False, log_to_driver=False)
 
 
 def check_store_reachable(store: Store, shared_fs: bool) -> None:
@@ -76,10 +88,6 @@ def check_resources_fit(resources: Resources) -> None:
                 f"{field}: {asked} is more than this Ray has ({available.get(key, 0):g} {key}); "
                 f"lower it{' or set it to 0 to train on the CPU' if key == 'GPU' else ''}"
             )
-
-
-def trial_dirname(trial: tune.experiment.Trial) -> str:
-    return trial.config["pack"]["label"]
 
 
 def run_sweep(
@@ -117,20 +125,22 @@ def run_sweep(
         param_space={
             "pack": tune.grid_search(packs),
             "sweep": config.name,
-            "store": store.uri,
+            "store": store.location,
             "threads": max(1, int(config.resources.cpu_per_trial)),
             "gpu_share": config.resources.gpu_per_trial,
+            "test_crash": test_crash_hook(),
         },
         tune_config=tune.TuneConfig(
             max_concurrent_trials=config.max_concurrent_trials or None,
-            trial_name_creator=trial_dirname,
-            trial_dirname_creator=trial_dirname,
+            trial_name_creator=label,
+            trial_dirname_creator=label,
         ),
         run_config=tune.RunConfig(
             name=f"{config.name}-{datetime.now(UTC):%Y%m%d-%H%M%S}",
             storage_path=store.path("tune"),
             storage_filesystem=store.fs,
-            failure_config=tune.FailureConfig(max_failures=2),
+            failure_config=tune.FailureConfig(max_failures=MAX_RETRIES),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[ProgressCallback(len(todo), log)],
             verbose=0,
         ),

@@ -17,6 +17,11 @@ def format_elapsed(seconds: float) -> str:
     return f"{hours:d}:{minutes:02d}:{secs:02d}"
 
 
+def label(trial) -> str:
+    """The trial id the sweep gave this Tune trial."""
+    return trial.config["pack"]["label"]
+
+
 class ProgressCallback(tune.Callback):
     """Prints a line per finished or failed trial, and a heartbeat while trials run."""
 
@@ -25,13 +30,17 @@ class ProgressCallback(tune.Callback):
         self.log = log
         self.started = time.monotonic()
         self.last_line = self.started
+        self.finished: set[str] = set()
+        self.failed: set[str] = set()
 
     def status(self, trials: list) -> str:
-        counts = Counter(trial.status for trial in trials)
+        counts = Counter(
+            trial.status for trial in trials if label(trial) not in self.finished | self.failed
+        )
         return (
             f"[{format_elapsed(time.monotonic() - self.started)}] "
-            f"done {counts['TERMINATED']}/{self.total}, running {counts['RUNNING']}, "
-            f"pending {counts['PENDING']}, failed {counts['ERROR']}"
+            f"done {len(self.finished)}/{self.total}, running {counts['RUNNING']}, "
+            f"pending {counts['PENDING']}, failed {len(self.failed)}"
         )
 
     def _emit(self, line: str) -> None:
@@ -39,22 +48,24 @@ class ProgressCallback(tune.Callback):
         self.last_line = time.monotonic()
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self.finished.add(label(trial))
         result = trial.last_result or {}
         accuracy = result.get("test_acc")
         detail = f"test_acc {accuracy:.4f}" if accuracy is not None else "finished"
-        self._emit(f"{self.status(trials)} | {trial.config['pack']['label']} {detail}")
+        self._emit(f"{self.status(trials)} | {label(trial)} {detail}")
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self._emit(f"{self.status(trials)} | {trial.config['pack']['label']} FAILED: {trial.error_file}")
+        self.failed.add(label(trial))
+        self._emit(f"{self.status(trials)} | {label(trial)} FAILED: {trial.error_file}")
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
-        self._emit(f"{self.status(trials)} | {trial.config['pack']['label']} failed, retrying")
+        self._emit(f"{self.status(trials)} | {label(trial)} failed, retrying")
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
         if time.monotonic() - self.last_line >= HEARTBEAT_SECONDS:
             running = [t for t in trials if t.status == "RUNNING"]
             epochs = ", ".join(
-                f"{t.config['pack']['label'][:8]}@{(t.last_result or {}).get('epoch', 0)}"
+                f"{label(t)[:8]}@{(t.last_result or {}).get('epoch', 0)}"
                 for t in running
             )
             self._emit(f"{self.status(trials)}" + (f" | epochs {epochs}" if epochs else ""))

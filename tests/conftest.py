@@ -15,7 +15,7 @@ def local_ray():
     """A real Ray on this machine: 2 CPUs and one declared GPU (a scheduling resource only)."""
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

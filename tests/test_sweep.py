@@ -24,6 +24,7 @@ from trainables.schemas import SWAPS_SCHEMA, TRIALS_SCHEMA, WEIGHTS_SCHEMA
 from trainables.seeding import derive_seed
 from trainables.spec import TrialSpec
 from trainables.store import Store, weights_relpath
+from trainables.training import EpochEnd
 from trainables.trial import Placement, run_network
 
 
@@ -151,8 +152,8 @@ def test_a_trial_that_fails_half_way_leaves_no_result(tmp_path):
     data = load_dataset("synthetic").tensors("cpu")
     placement = Placement.here(torch.device("cpu"))
 
-    def crash_at_epoch_2(epoch: int, loss: float) -> None:
-        if epoch == 2:
+    def crash_at_epoch_2(end: EpochEnd) -> None:
+        if end.epoch == 2:
             raise RuntimeError("worker died")
 
     with pytest.raises(RuntimeError, match="worker died"):

@@ -23,16 +23,17 @@ def two_nodes():
 
 
 def sweep_cli(config, address: str, *extra: str) -> subprocess.CompletedProcess:
+    """The CLI run from the config's folder, so a relative store path is relative to it."""
     return subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "sweep", str(config), "--address", address,
          "--no-report", *extra],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, cwd=config.parent,
     )
 
 
 def test_trials_run_on_both_nodes(two_nodes, tmp_path):
     config = tmp_path / "config.yaml"
-    raw = tiny_raw_config(tmp_path / "store", widths=[[16, 8]], seeds=4,
+    raw = tiny_raw_config("store", widths=[[16, 8]], seeds=4,
                           resources={"cpu_per_trial": 1, "gpu_per_trial": 0})
     config.write_text(yaml.safe_dump(raw))
     result = sweep_cli(config, two_nodes.address, "--shared-fs")

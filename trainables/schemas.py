@@ -37,6 +37,7 @@ TRIALS_SCHEMA = pa.schema(
         # Extensions (DESIGN.md allows added columns):
         ("n_classes", pa.int32()),
         ("swap_seconds", pa.float64()),
+        ("resumed_from_epoch", pa.int32()),  # null unless a retried trial resumed training
     ]
 )
 

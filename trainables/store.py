@@ -50,9 +50,14 @@ def index_relpath(table: str, trial_id: str) -> str:
 
 @dataclass(frozen=True)
 class Store:
-    """A store root: ``uri`` as the user gave it, ``fs`` and ``root`` inside it."""
+    """A store root: ``uri`` as the user gave it, ``fs`` and ``root`` inside it.
+
+    ``location`` is ``uri`` made independent of the working directory (local
+    paths absolute): what to hand to workers, whose working directory differs.
+    """
 
     uri: str
+    location: str
     fs: pafs.FileSystem
     root: str
 
@@ -70,10 +75,22 @@ class Store:
                 "such as s3://bucket/prefix"
             ) from None
         root = root.rstrip("/")
-        info = fs.get_file_info(root) if root else None
+        try:
+            info = fs.get_file_info(root) if root else None
+            bucket = root.split("/", 1)[0]
+            if fs.type_name in _ATOMIC_ON_CLOSE and fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+                raise StoreError(
+                    f"store: bucket {bucket!r} of {uri!r} does not exist; create it first "
+                    f"(e.g. aws s3 mb s3://{bucket})"
+                )
+        except OSError as err:
+            raise StoreError(
+                f"store: cannot reach {uri!r} ({err}); check the credentials, and for an S3-compatible "
+                "server the endpoint_override, scheme and region options of the URI"
+            ) from None
         if info is not None and info.type == pafs.FileType.File:
             raise StoreError(f"store: {uri!r} is a file, not a store directory")
-        return cls(uri=str(uri), fs=fs, root=root)
+        return cls(uri=str(uri), location=location, fs=fs, root=root)
 
     @property
     def is_local(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -16,8 +17,52 @@ from trainables.seeding import derive_seed
 from trainables.spec import OptimizerSpec, TrialSpec
 
 StateDict = dict[str, torch.Tensor]
-EpochCallback = Callable[[int, float], None]
-"""Called after each epoch with (epoch, mean training loss over that epoch)."""
+SnapshotCallback = Callable[[int, StateDict], None]
+"""Called with (epoch, detached copy of the weights) at epoch 0 and each checkpoint epoch."""
+
+
+@dataclass(frozen=True)
+class TrainingState:
+    """Everything needed to continue training bit-identically after ``epoch``.
+
+    Holds references to live tensors: serialise it before training goes on.
+    """
+
+    epoch: int
+    model: StateDict
+    optimizer: dict
+    shuffle_rng: torch.Tensor
+
+    def save(self, path: Path) -> None:
+        torch.save(
+            {"epoch": self.epoch, "model": self.model, "optimizer": self.optimizer,
+             "shuffle_rng": self.shuffle_rng},
+            path,
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> TrainingState:
+        return cls(**torch.load(path, map_location="cpu", weights_only=True))
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """What a trainer reports after each epoch: mean training loss and resumable state."""
+
+    epoch: int
+    train_loss: float
+    state: TrainingState
+
+
+EpochCallback = Callable[[EpochEnd], None]
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Continue from ``state``; ``snapshots`` are the checkpoint weights saved up to then."""
+
+    state: TrainingState
+    snapshots: dict[int, StateDict]
 
 
 @dataclass(frozen=True)
@@ -58,18 +103,29 @@ def train_network(
     data: DatasetTensors,
     device: torch.device,
     on_epoch: EpochCallback | None = None,
+    on_snapshot: SnapshotCallback | None = None,
+    resume: Resume | None = None,
 ) -> TrainedNetwork:
     """Train for ``spec.epochs`` epochs of minibatch steps over a seeded shuffle.
 
     The last partial batch is kept (as a DataLoader with drop_last=False).
+    ``train_seconds`` counts only the epochs run by this call.
     """
     model = initial_model(spec, data.x_train.shape[1], data.n_classes).to(device)
     optimizer = make_optimizer(spec.optimizer, list(model.parameters()))
     shuffle = torch.Generator().manual_seed(derive_seed("shuffle", spec.seed))
-    checkpoints = {0: snapshot(model)}
+    if resume is None:
+        first_epoch, checkpoints = 1, {0: snapshot(model)}
+        if on_snapshot is not None:
+            on_snapshot(0, checkpoints[0])
+    else:
+        model.load_state_dict(resume.state.model)
+        optimizer.load_state_dict(resume.state.optimizer)
+        shuffle.set_state(resume.state.shuffle_rng)
+        first_epoch, checkpoints = resume.state.epoch + 1, dict(resume.snapshots)
     n_train = data.x_train.shape[0]
     started = time.perf_counter()
-    for epoch in range(1, spec.epochs + 1):
+    for epoch in range(first_epoch, spec.epochs + 1):
         order = torch.randperm(n_train, generator=shuffle).to(device)
         loss_sum = torch.zeros((), device=device)
         for start in range(0, n_train, spec.batch_size):
@@ -81,8 +137,11 @@ def train_network(
             loss_sum += loss.detach() * batch.numel()
         if epoch in spec.checkpoints:
             checkpoints[epoch] = snapshot(model)
+            if on_snapshot is not None:
+                on_snapshot(epoch, checkpoints[epoch])
         if on_epoch is not None:
-            on_epoch(epoch, float(loss_sum) / n_train)
+            state = TrainingState(epoch, model.state_dict(), optimizer.state_dict(), shuffle.get_state())
+            on_epoch(EpochEnd(epoch, float(loss_sum) / n_train, state))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return TrainedNetwork(model, checkpoints, time.perf_counter() - started)

@@ -21,11 +21,17 @@ import torch
 from torch import nn
 
 from trainables.datasets import DatasetTensors
-from trainables.models import tensor_layer
+from trainables.models import build_model, tensor_layer
 from trainables.spec import TrialSpec
 from trainables.store import Store, spec_relpath, weights_relpath
 from trainables.swaps import evaluate, swap_variants
-from trainables.training import EpochCallback, StateDict, train_network
+from trainables.training import (
+    EpochCallback,
+    Resume,
+    StateDict,
+    TrainingState,
+    train_network,
+)
 
 
 @dataclass(frozen=True)
@@ -59,10 +65,14 @@ def save_checkpoint(
     store: Store, trial_id: str, epoch: int, state: StateDict, layers: dict[str, str]
 ) -> list[dict]:
     """Write one epoch's safetensors file; return its weights index rows."""
-    relpath = weights_relpath(trial_id, epoch)
     tensors = {key: value.detach().cpu().contiguous() for key, value in state.items()}
     metadata_ = {"trial_id": trial_id, "epoch": str(epoch)}
-    store.write_bytes(relpath, safetensors.torch.save(tensors, metadata=metadata_))
+    store.write_bytes(weights_relpath(trial_id, epoch), safetensors.torch.save(tensors, metadata=metadata_))
+    return checkpoint_rows(trial_id, epoch, tensors, layers)
+
+
+def checkpoint_rows(trial_id: str, epoch: int, state: StateDict, layers: dict[str, str]) -> list[dict]:
+    """The weights index rows of one checkpoint file."""
     return [
         {
             "trial_id": trial_id,
@@ -73,9 +83,9 @@ def save_checkpoint(
             "dtype": str(tensor.dtype).removeprefix("torch."),
             "nbytes": tensor.numel() * tensor.element_size(),
             "sha256": tensor_sha256(tensor),
-            "path": relpath,
+            "path": weights_relpath(trial_id, epoch),
         }
-        for key, tensor in tensors.items()
+        for key, tensor in state.items()
     ]
 
 
@@ -101,6 +111,20 @@ def measure_swaps(
     return rows
 
 
+def load_snapshots(store: Store, spec: TrialSpec, upto: int, device: torch.device) -> dict[int, StateDict]:
+    """The checkpoint weights a resumed trial already wrote (epochs <= ``upto``)."""
+    return {
+        epoch: {
+            key: value.to(device)
+            for key, value in safetensors.torch.load(
+                store.read_bytes(weights_relpath(spec.trial_id, epoch))
+            ).items()
+        }
+        for epoch in spec.checkpoints
+        if epoch <= upto
+    }
+
+
 def run_network(
     spec: TrialSpec,
     data: DatasetTensors,
@@ -108,17 +132,29 @@ def run_network(
     sweep: str,
     placement: Placement,
     on_epoch: EpochCallback | None = None,
+    resume_from: TrainingState | None = None,
 ) -> dict:
-    """Train one network and write all its store files; returns its trial row."""
+    """Train one network and write all its store files; returns its trial row.
+
+    Checkpoint weights are written as soon as training reaches them, so a
+    trial resumed from ``resume_from`` reads the earlier ones back.
+    """
     trial_id = spec.trial_id
     store.write_bytes(spec_relpath(trial_id), spec.canonical_json())
-    network = train_network(spec, data, placement.device, on_epoch)
-    layers = tensor_layer(network.model)
-    weight_rows = [
-        row
-        for epoch, state in sorted(network.checkpoints.items())
-        for row in save_checkpoint(store, trial_id, epoch, state, layers)
-    ]
+    with torch.device("meta"):  # layer names only: no memory, no init
+        layers = tensor_layer(build_model(spec.model, data.x_train.shape[1], spec.widths, data.n_classes))
+    weight_rows: list[dict] = []
+
+    def save_snapshot(epoch: int, state: StateDict) -> None:
+        weight_rows.extend(save_checkpoint(store, trial_id, epoch, state, layers))
+
+    resume = None
+    if resume_from is not None:
+        snapshots = load_snapshots(store, spec, resume_from.epoch, placement.device)
+        resume = Resume(resume_from, snapshots)
+        for epoch, state in sorted(snapshots.items()):
+            weight_rows.extend(checkpoint_rows(trial_id, epoch, state, layers))
+    network = train_network(spec, data, placement.device, on_epoch, save_snapshot, resume)
     swap_started = time.perf_counter()
     swap_rows = measure_swaps(spec, network.model, network.checkpoints, data)
     swap_seconds = time.perf_counter() - swap_started
@@ -149,6 +185,7 @@ def run_network(
         "finished_at": datetime.now(UTC),
         "n_classes": data.n_classes,
         "swap_seconds": swap_seconds,
+        "resumed_from_epoch": resume_from.epoch if resume_from is not None else None,
     }
     store.write_index("weights", trial_id, pa.Table.from_pylist(weight_rows))
     store.write_index("swaps", trial_id, pa.Table.from_pylist(swap_rows))

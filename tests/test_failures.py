@@ -1,0 +1,97 @@
+"""Injected failures: a trial's worker dies mid-training; the sweep's driver is SIGKILLed."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow.dataset as ds
+import safetensors.torch
+import torch
+import yaml
+
+from orchestrator.config import parse_config
+from orchestrator.grid import expand_grid
+from orchestrator.launch import run_sweep
+from tests.conftest import tiny_raw_config
+from trainables.datasets import load_dataset
+from trainables.schemas import TRIALS_SCHEMA, WEIGHTS_SCHEMA
+from trainables.store import Store, weights_relpath
+from trainables.training import train_network
+
+
+def test_a_killed_trial_resumes_from_its_last_epoch_with_identical_weights(
+    local_ray, tmp_path, monkeypatch
+):
+    marker = tmp_path / "killed"
+    monkeypatch.setenv("LAYERSWAP_TEST_CRASH_AT_EPOCH", "3")
+    monkeypatch.setenv("LAYERSWAP_TEST_CRASH_MARKER", str(marker))
+    raw = tiny_raw_config(tmp_path / "store", widths=[[16, 8]], seeds=[5], epochs=5,
+                          checkpoints=[0, 2, 5], optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9})
+    config = parse_config(raw)
+    lines: list[str] = []
+    outcome = run_sweep(config, log=lines.append)
+    assert (outcome.completed, outcome.failed) == (1, 0)
+    assert marker.read_text() == "killed at epoch 3\n"
+    assert any("failed, retrying" in line for line in lines), lines
+
+    store = Store.open(str(tmp_path / "store"))
+    [row] = store.read_index("trials").to_pylist()
+    assert row["resumed_from_epoch"] == 3
+
+    spec = expand_grid(config)[0]
+    uninterrupted = train_network(spec, load_dataset("synthetic").tensors("cpu"), torch.device("cpu"))
+    for epoch in spec.checkpoints:
+        stored = safetensors.torch.load(store.read_bytes(weights_relpath(spec.trial_id, epoch)))
+        expected = uninterrupted.checkpoints[epoch]
+        assert stored.keys() == expected.keys()
+        for key in stored:
+            assert torch.equal(stored[key], expected[key]), (epoch, key)
+
+
+def wait_for(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_a_killed_driver_and_a_rerun_finish_the_sweep_without_duplicates(tmp_path):
+    store_path = tmp_path / "store"
+    config = tmp_path / "config.yaml"
+    raw = tiny_raw_config(store_path, widths=[[64, 32]], seeds=6, epochs=6, checkpoints=[0, 3, 6],
+                          resources={"cpu_per_trial": 1, "gpu_per_trial": 0})
+    config.write_text(yaml.safe_dump(raw))
+    command = [sys.executable, "-m", "orchestrator.cli", "sweep", str(config), "--no-report"]
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trials_dir = store_path / "index" / "trials"
+    try:
+        started = wait_for(lambda: trials_dir.exists() and any(trials_dir.glob("[!_]*.parquet")), 240)
+        assert started, "no trial finished before the timeout"
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    finished_before = {p.stem for p in trials_dir.glob("[!_]*.parquet")}
+    assert 1 <= len(finished_before) < 6
+    stamps = {tid: (trials_dir / f"{tid}.parquet").stat().st_mtime_ns for tid in finished_before}
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"{len(finished_before)} skipped (already complete)" in rerun.stdout
+
+    trials = ds.dataset(trials_dir, schema=TRIALS_SCHEMA, format="parquet").to_table()
+    ids = trials["trial_id"].to_pylist()
+    expected = {spec.trial_id for spec in expand_grid(parse_config(raw))}
+    assert sorted(ids) == sorted(expected)  # every trial exactly once
+    assert {tid: (trials_dir / f"{tid}.parquet").stat().st_mtime_ns for tid in finished_before} == stamps
+    weights = ds.dataset(store_path / "index" / "weights", schema=WEIGHTS_SCHEMA,
+                         format="parquet").to_table().to_pylist()
+    assert len(weights) == 6 * 3 * 6  # trials × checkpoints × tensors (3 layers), no duplicates
+    for row in weights:
+        tensor = safetensors.torch.load_file(store_path / row["path"])[row["tensor"]]
+        assert hashlib.sha256(tensor.numpy().tobytes()).hexdigest() == row["sha256"]
