@@ -1,4 +1,4 @@
-"""The ``layerswap`` command line: sweep, report, ls, data."""
+"""The ``layerswap`` command line: sweep, report, ls, data, preflight, verify."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the local store path is mounted by every node of the cluster",
     )
     sweep.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    sweep.add_argument("--wandb", metavar="PROJECT", help="log every network to this W&B project")
 
     report = commands.add_parser("report", help="aggregate swap statistics, write tables and figures")
     report.add_argument("store", help="store path or URI")
@@ -48,13 +49,23 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--root", type=Path, help="data root (default: $LAYERSWAP_DATA, else ~/.cache/layerswap/data)"
     )
+
+    preflight = commands.add_parser(
+        "preflight", help="check every Ray node: versions, GPUs, and a write/read/delete of the store"
+    )
+    preflight.add_argument("--address", help="Ray cluster to check (default: start Ray on this machine)")
+    preflight.add_argument("--store", help="store path or URI to probe (default: the config's store)")
+    preflight.add_argument("--config", help="sweep config: compare its resources per trial with the nodes")
+
+    verify = commands.add_parser("verify", help="check every trial's files against the store's index")
+    verify.add_argument("store", help="store path or URI")
     return parser
 
 
 def command_sweep(args: argparse.Namespace) -> int:
     from orchestrator.launch import run_sweep
 
-    config = load_config(args.config).with_overrides(args.store, args.seeds, args.epochs)
+    config = load_config(args.config).with_overrides(args.store, args.seeds, args.epochs, args.wandb)
     outcome = run_sweep(config, address=args.address, shared_fs=args.shared_fs)
     print(
         f"sweep {config.name}: {outcome.completed} trained, {outcome.skipped} skipped "
@@ -68,8 +79,13 @@ def command_sweep(args: argparse.Namespace) -> int:
     if not args.no_report:
         from orchestrator.report import write_report
 
-        written = write_report(Store.open(outcome.store_uri), sweep=config.name)
-        print(f"report: {written[0].rsplit('/', 1)[0] if written else '(nothing written)'}")
+        store = Store.open(outcome.store_uri)
+        written = write_report(store, sweep=config.name)
+        print(f"report: {written[0].rsplit('/', 1)[0]}")
+        if config.wandb is not None:
+            from orchestrator.wandb_report import attach_report
+
+            attach_report(config.wandb, config.name, store.fs, written)
     return 0
 
 
@@ -96,7 +112,41 @@ def command_data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"sweep": command_sweep, "report": command_report, "ls": command_ls, "data": command_data}
+def command_preflight(args: argparse.Namespace) -> int:
+    from orchestrator.launch import connect_ray
+    from orchestrator.preflight import format_preflight, run_preflight
+
+    config = load_config(args.config) if args.config else None
+    store = args.store or (config.store if config else None)
+    connect_ray(args.address)
+    result = run_preflight(store, config.resources if config else None)
+    print(format_preflight(result))
+    return 1 if result.problems else 0
+
+
+def command_verify(args: argparse.Namespace) -> int:
+    from orchestrator.verify import verify_store
+
+    result = verify_store(Store.open(args.store))
+    for problem in result.problems:
+        print(problem)
+    if result.problems:
+        trials = len({problem.trial_id for problem in result.problems})
+        print(f"layerswap: error: {len(result.problems)} problem(s) in {trials} of {result.trials} trials",
+              file=sys.stderr)
+        return 1
+    print(f"ok: {result.trials} trials, {result.files} files verified")
+    return 0
+
+
+COMMANDS = {
+    "sweep": command_sweep,
+    "report": command_report,
+    "ls": command_ls,
+    "data": command_data,
+    "preflight": command_preflight,
+    "verify": command_verify,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

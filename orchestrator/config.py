@@ -16,13 +16,14 @@ import yaml
 from trainables.datasets import DATASETS
 from trainables.models import MODELS
 from trainables.spec import SWAP_KINDS, OptimizerSpec
+from trainables.wandb_log import WANDB_MODES, WandbSpec, wandb_spec_to_dict
 
 OPTIMIZERS = ("sgd", "adam")
 PRECISIONS = ("fp32",)
 TOP_LEVEL_KEYS = (
     "name", "dataset", "model", "widths", "seeds", "epochs", "batch_size", "optimizer",
     "checkpoints", "swaps", "rerandomize_draws", "resources", "store", "precision",
-    "max_concurrent_trials",
+    "max_concurrent_trials", "wandb",
 )
 
 
@@ -56,12 +57,19 @@ class SweepConfig:
     precision: str = "fp32"
     max_concurrent_trials: int = 0
     """0 = as many as the cluster's resources allow."""
+    wandb: WandbSpec | None = None
 
     def with_overrides(
-        self, store: str | None = None, seeds: int | None = None, epochs: int | None = None
+        self,
+        store: str | None = None,
+        seeds: int | None = None,
+        epochs: int | None = None,
+        wandb_project: str | None = None,
     ) -> SweepConfig:
         """The config with command-line overrides applied and re-validated."""
         raw = self.to_raw()
+        if wandb_project is not None:
+            raw["wandb"] = {**(raw["wandb"] or {"mode": "online"}), "project": wandb_project}
         if store is not None:
             raw["store"] = store
         if seeds is not None:
@@ -97,6 +105,7 @@ class SweepConfig:
             "store": self.store,
             "precision": self.precision,
             "max_concurrent_trials": self.max_concurrent_trials,
+            "wandb": wandb_spec_to_dict(self.wandb),
         }
 
 
@@ -233,6 +242,28 @@ def _resources(value: Any) -> Resources:
     return Resources(_number(value, "resources.cpu_per_trial", 1.0, positive=True), gpu)
 
 
+def _wandb(value: Any) -> WandbSpec | None:
+    allowed = "expected {project: NAME, mode: online|offline, entity: NAME, dir: PATH}"
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - {"project", "mode", "entity", "dir",
+                                                     "init_timeout_seconds"}:
+        raise _fail("wandb", value, allowed)
+    project = value.get("project")
+    if not isinstance(project, str) or not project:
+        raise _fail("wandb.project", project, "expected a W&B project name")
+    for field in ("entity", "dir"):
+        if value.get(field) is not None and not isinstance(value[field], str):
+            raise _fail(f"wandb.{field}", value[field], "expected a string")
+    return WandbSpec(
+        project=project,
+        mode=_choice(value, "mode", WANDB_MODES, "online"),
+        entity=value.get("entity"),
+        dir=value.get("dir"),
+        init_timeout_seconds=_number(value, "wandb.init_timeout_seconds", 60.0, positive=True),
+    )
+
+
 def parse_config(raw: dict[str, Any]) -> SweepConfig:
     unknown = sorted(set(raw) - set(TOP_LEVEL_KEYS))
     if unknown:
@@ -260,4 +291,5 @@ def parse_config(raw: dict[str, Any]) -> SweepConfig:
         resources=_resources(raw.get("resources")),
         precision=_choice(raw, "precision", PRECISIONS, "fp32"),
         max_concurrent_trials=_int(raw, "max_concurrent_trials", 0, default=0),
+        wandb=_wandb(raw.get("wandb")),
     )

@@ -20,6 +20,7 @@ from trainables.datasets import load_dataset
 from trainables.spec import TrialSpec
 from trainables.store import Store, StoreError
 from trainables.tune_trial import run_tune_trial
+from trainables.wandb_log import wandb_spec_to_dict
 
 Log = Callable[[str], None]
 MAX_RETRIES = 2
@@ -120,6 +121,9 @@ def run_sweep(
         tune.with_parameters(run_tune_trial, datasets=datasets), resources
     )
     packs = [{"label": spec.trial_id, "specs": [spec.to_dict()]} for spec in todo]
+    # Trials checkpoint every epoch (to resume where a dead worker stopped); with
+    # short epochs Tune would warn about its own experiment snapshots each time.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     tuner = tune.Tuner(
         trainable,
         param_space={
@@ -129,6 +133,7 @@ def run_sweep(
             "threads": max(1, int(config.resources.cpu_per_trial)),
             "gpu_share": config.resources.gpu_per_trial,
             "test_crash": test_crash_hook(),
+            "wandb": wandb_spec_to_dict(config.wandb),
         },
         tune_config=tune.TuneConfig(
             max_concurrent_trials=config.max_concurrent_trials or None,

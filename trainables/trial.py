@@ -29,6 +29,7 @@ from trainables.training import (
     EpochCallback,
     Resume,
     StateDict,
+    TrainedNetwork,
     TrainingState,
     train_network,
 )
@@ -133,8 +134,8 @@ def run_network(
     placement: Placement,
     on_epoch: EpochCallback | None = None,
     resume_from: TrainingState | None = None,
-) -> dict:
-    """Train one network and write all its store files; returns its trial row.
+) -> NetworkResult:
+    """Train one network and write all its store files.
 
     Checkpoint weights are written as soon as training reaches them, so a
     trial resumed from ``resume_from`` reads the earlier ones back.
@@ -155,6 +156,33 @@ def run_network(
         for epoch, state in sorted(snapshots.items()):
             weight_rows.extend(checkpoint_rows(trial_id, epoch, state, layers))
     network = train_network(spec, data, placement.device, on_epoch, save_snapshot, resume)
+    return record_network(
+        spec, network, weight_rows, data, store, sweep, placement,
+        resume_from.epoch if resume_from is not None else None,
+    )
+
+
+@dataclass(frozen=True)
+class NetworkResult:
+    trial_row: dict
+    swap_rows: list[dict]
+
+
+def record_network(
+    spec: TrialSpec,
+    network: TrainedNetwork,
+    weight_rows: list[dict],
+    data: DatasetTensors,
+    store: Store,
+    sweep: str,
+    placement: Placement,
+    resumed_from_epoch: int | None = None,
+) -> NetworkResult:
+    """Measure every swap of a trained network and write its index rows, trial row last.
+
+    ``weight_rows`` describe its checkpoint files, already written.
+    """
+    trial_id = spec.trial_id
     swap_started = time.perf_counter()
     swap_rows = measure_swaps(spec, network.model, network.checkpoints, data)
     swap_seconds = time.perf_counter() - swap_started
@@ -185,9 +213,9 @@ def run_network(
         "finished_at": datetime.now(UTC),
         "n_classes": data.n_classes,
         "swap_seconds": swap_seconds,
-        "resumed_from_epoch": resume_from.epoch if resume_from is not None else None,
+        "resumed_from_epoch": resumed_from_epoch,
     }
     store.write_index("weights", trial_id, pa.Table.from_pylist(weight_rows))
     store.write_index("swaps", trial_id, pa.Table.from_pylist(swap_rows))
     store.write_index("trials", trial_id, pa.Table.from_pylist([trial_row]))
-    return trial_row
+    return NetworkResult(trial_row, swap_rows)

@@ -2,8 +2,9 @@
 
 A trial's config carries ``pack`` ({"label": trial id, "specs": spec dicts,
 one per network}), the ``sweep`` name, the ``store`` URI, ``threads`` (its
-CPU share) and ``gpu_share``. Datasets arrive through Ray's object store
-(``tune.with_parameters``), so workers need no local copy.
+CPU share), ``gpu_share`` and ``wandb`` (W&B settings or None). Datasets
+arrive through Ray's object store (``tune.with_parameters``), so workers
+need no local copy.
 
 After every epoch the trial reports a Tune checkpoint holding the training
 state; when Tune retries a trial whose worker died, it resumes from there and
@@ -27,6 +28,7 @@ from trainables.spec import TrialSpec
 from trainables.store import Store
 from trainables.training import EpochEnd, TrainingState
 from trainables.trial import Placement, run_network
+from trainables.wandb_log import WandbRun, wandb_spec_from_dict
 
 STATE_FILE = "training_state.pt"
 TRIAL_ID_FILE = "trial_id"
@@ -63,8 +65,11 @@ class EpochReporter:
     spec: TrialSpec
     networks_done: int
     crash: CrashHook | None
+    wandb_run: WandbRun | None
 
     def __call__(self, end: EpochEnd) -> None:
+        if self.wandb_run is not None:
+            self.wandb_run.log_epoch(end)
         metrics = {"seed": self.spec.seed, "epoch": end.epoch, "train_loss": end.train_loss,
                    "networks_done": self.networks_done}
         with tempfile.TemporaryDirectory() as directory:
@@ -92,6 +97,7 @@ def run_tune_trial(config: dict[str, Any], datasets: dict[str, DatasetArrays]) -
     store = Store.open(config["store"])
     placement = Placement.here(trial_device(float(config["gpu_share"])))
     crash = CrashHook(**config["test_crash"]) if config.get("test_crash") else None
+    wandb_settings = wandb_spec_from_dict(config.get("wandb"))
     specs = [TrialSpec.from_dict(spec) for spec in config["pack"]["specs"]]
     finished = store.completed_trial_ids()
     restored = restored_state()
@@ -102,11 +108,18 @@ def run_tune_trial(config: dict[str, Any], datasets: dict[str, DatasetArrays]) -
         if spec.dataset not in tensors:
             tensors[spec.dataset] = datasets[spec.dataset].tensors(placement.device)
         resume_from = restored[1] if restored and restored[0] == spec.trial_id else None
-        row = run_network(
-            spec, tensors[spec.dataset], store, config["sweep"], placement,
-            EpochReporter(spec, done, crash), resume_from,
+        wandb_run = (
+            WandbRun(wandb_settings, spec, config["sweep"], tensors[spec.dataset])
+            if wandb_settings else None
         )
+        result = run_network(
+            spec, tensors[spec.dataset], store, config["sweep"], placement,
+            EpochReporter(spec, done, crash, wandb_run), resume_from,
+        )
+        if wandb_run is not None:
+            wandb_run.finish(result.swap_rows, result.trial_row)
         tune.report(
             {"seed": spec.seed, "epoch": spec.epochs, "networks_done": done + 1,
-             "test_acc": row["test_acc"], "init_test_acc": row["init_test_acc"]}
+             "test_acc": result.trial_row["test_acc"],
+             "init_test_acc": result.trial_row["init_test_acc"]}
         )

@@ -1,0 +1,102 @@
+"""Optional Weights & Biases logging: one run per network, grouped by sweep.
+
+Every W&B call is guarded: a W&B failure (no server, bad key, full disk)
+prints one warning and turns logging off for that network; it never fails
+the trial.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from trainables.datasets import DatasetTensors
+from trainables.models import build_model
+from trainables.spec import TrialSpec
+from trainables.swaps import evaluate
+from trainables.training import EpochEnd
+
+WANDB_MODES = ("online", "offline")
+
+
+@dataclass(frozen=True)
+class WandbSpec:
+    """Where runs go. ``dir`` None = the trial's own folder (Tune keeps it)."""
+
+    project: str
+    mode: str = "online"
+    entity: str | None = None
+    dir: str | None = None
+    init_timeout_seconds: float = 60.0
+
+
+class WandbRun:
+    """One network's W&B run; every method is a no-op once W&B has failed."""
+
+    def __init__(self, settings: WandbSpec, spec: TrialSpec, sweep: str, data: DatasetTensors) -> None:
+        self.data = data
+        self.run: Any = None
+        with torch.device("meta"):  # structure only: evaluated with the epoch's tensors
+            self.model = build_model(spec.model, data.x_train.shape[1], spec.widths, data.n_classes)
+        self._guard("init", self._init, settings, spec, sweep)
+
+    def _init(self, settings: WandbSpec, spec: TrialSpec, sweep: str) -> None:
+        import wandb
+
+        self.run = wandb.init(
+            project=settings.project,
+            entity=settings.entity,
+            mode=settings.mode,
+            dir=settings.dir,
+            group=sweep,
+            name=spec.trial_id,
+            job_type="train",
+            config={**spec.to_dict(), "trial_id": spec.trial_id, "sweep": sweep},
+            reinit="create_new",
+            settings=wandb.Settings(silent=True, init_timeout=settings.init_timeout_seconds),
+        )
+
+    def _guard(self, what: str, action, *args) -> None:
+        if what != "init" and self.run is None:
+            return
+        try:
+            action(*args)
+        except Exception as err:  # noqa: BLE001 - W&B must never fail a trial
+            print(f"layerswap: W&B {what} failed, logging off for this network: {err}", file=sys.stderr)
+            self.run = None
+
+    def log_epoch(self, end: EpochEnd) -> None:
+        """Training loss of the epoch and test accuracy of the network after it."""
+        self._guard("log", self._log_epoch, end)
+
+    def _log_epoch(self, end: EpochEnd) -> None:
+        result = evaluate(self.model, end.state.model, self.data.x_test, self.data.y_test)
+        self.run.log(
+            {"epoch": end.epoch, "train_loss": end.train_loss, "test_acc": result.test_acc,
+             "test_loss": result.test_loss}
+        )
+
+    def finish(self, swap_rows: list[dict], trial_row: dict) -> None:
+        """The swap table and the trained/initial accuracies, then close the run."""
+        self._guard("finish", self._finish, swap_rows, trial_row)
+
+    def _finish(self, swap_rows: list[dict], trial_row: dict) -> None:
+        import wandb
+
+        columns = ["kind", "layer", "epoch", "draw", "test_acc", "test_loss"]
+        table = wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in swap_rows])
+        self.run.log({"swaps": table})
+        for key in ("test_acc", "test_loss", "init_test_acc", "train_seconds", "swap_seconds"):
+            self.run.summary[key] = trial_row[key]
+        self.run.finish()
+
+
+def wandb_spec_from_dict(data: dict | None) -> WandbSpec | None:
+    return WandbSpec(**data) if data else None
+
+
+def wandb_spec_to_dict(settings: WandbSpec | None) -> dict | None:
+    return asdict(settings) if settings else None
