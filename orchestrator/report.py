@@ -495,7 +495,7 @@ def _reading_notes(threshold: float, has_single_seed: bool) -> list[Block]:
 
 def _output(store: Store, out_dir: str | None) -> Store:
     if out_dir is None:
-        return Store(uri=f"{store.uri.rstrip('/')}/report", fs=store.fs, root=store.path("report"))
+        return store.child("report")
     return Store.open(out_dir)
 
 

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import duckdb
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 import safetensors.torch
 import torch
 from torch import nn
 
+from orchestrator.cli import main
 from orchestrator.config import parse_config
 from orchestrator.grid import expand_grid
 from orchestrator.launch import run_sweep
@@ -166,3 +168,27 @@ def test_a_trial_that_fails_half_way_leaves_no_result(tmp_path):
     row = run_network(spec, data, store, "tiny", placement).trial_row
     assert store.completed_trial_ids() == {spec.trial_id} and row["test_acc"] > 0.25
     assert os.path.exists(tmp_path / "store" / "trials" / spec.trial_id / "spec.json")
+
+
+def test_report_and_ls_read_the_sweep_store(finished_sweep, tmp_path, capsys):
+    _, store, _ = finished_sweep
+    assert main(["report", str(store), "--out", str(tmp_path / "report")]) == 0
+    stats = pq.read_table(tmp_path / "report" / "stats.parquet").to_pylist()
+    swaps = read_table(store, "swaps", SWAPS_SCHEMA).to_pylist()
+    trials = {row["trial_id"]: row for row in read_table(store, "trials", TRIALS_SCHEMA).to_pylist()}
+    for group in stats:
+        if group["kind"] != "reinit":
+            continue
+        accs = [
+            s["test_acc"] for s in swaps
+            if s["kind"] == "reinit" and s["layer"] == group["layer"] and s["epoch"] == group["epoch"]
+            and trials[s["trial_id"]]["widths"] == group["widths"]
+        ]
+        assert group["n"] == len(accs) == 2
+        assert group["mean_acc"] == pytest.approx(sum(accs) / 2)
+    assert {"report.md", "report.html", "stats.csv"} <= {p.name for p in (tmp_path / "report").iterdir()}
+    assert main(["ls", str(store)]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith("tiny ") for line in listing) == 4 + 1  # 4 trials, 1 count line
+    [counts] = [line.split() for line in listing if line.startswith("tiny ") and "-" not in line]
+    assert counts == ["tiny", "4", "4", "0"]  # complete, expected, missing

@@ -92,6 +92,17 @@ class Store:
             raise StoreError(f"store: {uri!r} is a file, not a store directory")
         return cls(uri=str(uri), location=location, fs=fs, root=root)
 
+    def child(self, relpath: str) -> Store:
+        """The folder ``relpath`` of this store, as a store of its own (e.g. ``report``)."""
+        uri, _, query = self.uri.partition("?")
+        location, _, location_query = self.location.partition("?")
+        return Store(
+            uri=f"{uri.rstrip('/')}/{relpath}" + (f"?{query}" if query else ""),
+            location=f"{location.rstrip('/')}/{relpath}" + (f"?{location_query}" if location_query else ""),
+            fs=self.fs,
+            root=self.path(relpath),
+        )
+
     @property
     def is_local(self) -> bool:
         return self.fs.type_name == "local"
