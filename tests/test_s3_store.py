@@ -1,0 +1,122 @@
+"""A store on S3: a real S3-compatible server (moto in server mode) on 127.0.0.1, started here."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pyarrow.fs as pafs
+import pytest
+import yaml
+
+from orchestrator.cli import main
+from orchestrator.config import parse_config
+from orchestrator.grid import expand_grid
+from tests.conftest import tiny_raw_config
+from trainables.store import Store, StoreError
+
+BUCKET = "layerswap-test"
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """host:port of a moto S3 server holding an empty bucket; AWS credentials set in the environment."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in CREDENTIALS.items():
+            env.setenv(name, value)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    assert server.poll() is None, "moto server exited"
+                    assert time.monotonic() < deadline, "moto server did not start in 30 s"
+                    time.sleep(0.2)
+            endpoint = f"127.0.0.1:{port}"
+            admin, _ = pafs.FileSystem.from_uri(
+                f"s3://{BUCKET}?endpoint_override={endpoint}&scheme=http&allow_bucket_creation=true"
+            )
+            admin.create_dir(BUCKET)
+            yield endpoint
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+
+
+def s3_uri(endpoint: str, prefix: str, **options: str) -> str:
+    options = {"endpoint_override": endpoint, "scheme": "http", **options}
+    query = "&".join(f"{name}={value}" for name, value in options.items())
+    return f"s3://{BUCKET}/{prefix}?{query}"
+
+
+def test_store_opens_s3_uris_with_endpoint_and_region_options(s3_endpoint):
+    store = Store.open(s3_uri(s3_endpoint, "options", region="eu-west-1"))
+    assert (store.fs.type_name, store.fs.region, store.root) == ("s3", "eu-west-1", f"{BUCKET}/options")
+    store.write_bytes("trials/x/spec.json", b"{}")
+    store.write_bytes("index/trials/_tmp-half.parquet", b"")
+    assert store.read_bytes("trials/x/spec.json") == b"{}"
+    assert store.list_files("") == ["trials/x/spec.json"]
+    assert Store.open(s3_uri(s3_endpoint, "options")).read_bytes("trials/x/spec.json") == b"{}"
+
+
+def test_a_missing_bucket_is_one_clear_error(s3_endpoint):
+    with pytest.raises(StoreError, match="bucket 'no-such-bucket' .* does not exist"):
+        Store.open(s3_uri(s3_endpoint, "x").replace(BUCKET, "no-such-bucket"))
+
+
+def test_sweep_ls_report_and_verify_on_s3(s3_endpoint, tmp_path, capsys):
+    uri = s3_uri(s3_endpoint, "runs/tiny")
+    raw = tiny_raw_config(
+        tmp_path / "unused", widths=[[12]], epochs=2, checkpoints=[0, 2], swaps=["reinit"],
+        resources={"cpu_per_trial": 1, "gpu_per_trial": 0},
+    )
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    # its own Ray, started with the credentials in its environment, as a user would run it
+    sweep = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "sweep", str(config_path), "--store", uri, "--no-report"],
+        capture_output=True, text=True, timeout=300, env=os.environ,
+    )
+    assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
+    assert "2 trained" in sweep.stdout
+    store = Store.open(uri)
+    expected = {spec.trial_id for spec in expand_grid(parse_config(raw))}
+    assert store.completed_trial_ids() == expected
+    assert store.read_index("swaps").num_rows == 2 * (2 + 2)  # per trial: none@0,2 and reinit@0 x 2 layers
+    assert store.list_files("tune"), "Ray Tune's state is written to the store on S3"
+    assert not (tmp_path / "unused").exists(), "the config's own store was not touched"
+
+    assert main(["ls", uri]) == 0
+    listing = capsys.readouterr().out
+    assert "tiny" in listing and listing.count("\ntiny ") >= 2
+
+    assert main(["verify", uri]) == 0
+    assert f"ok: 2 trials, {2 * (1 + 2)} files verified" in capsys.readouterr().out
+
+    assert main(["report", uri]) == 0
+    capsys.readouterr()
+    written = store.list_files("report")
+    assert {"report/stats.parquet", "report/stats.csv", "report/report.md"} <= set(written)
