@@ -15,15 +15,15 @@ import yaml
 
 from trainables.datasets import DATASETS
 from trainables.models import MODELS
+from trainables.precision import PRECISIONS
 from trainables.spec import SWAP_KINDS, OptimizerSpec
 from trainables.wandb_log import WANDB_MODES, WandbSpec, wandb_spec_to_dict
 
 OPTIMIZERS = ("sgd", "adam")
-PRECISIONS = ("fp32",)
 TOP_LEVEL_KEYS = (
     "name", "dataset", "model", "widths", "seeds", "epochs", "batch_size", "optimizer",
     "checkpoints", "swaps", "rerandomize_draws", "resources", "store", "precision",
-    "max_concurrent_trials", "wandb",
+    "max_concurrent_trials", "wandb", "pack",
 )
 
 
@@ -58,6 +58,8 @@ class SweepConfig:
     max_concurrent_trials: int = 0
     """0 = as many as the cluster's resources allow."""
     wandb: WandbSpec | None = None
+    pack: int = 0
+    """Networks (seeds of one width config) trained together per trial; 0 = auto."""
 
     def with_overrides(
         self,
@@ -106,6 +108,7 @@ class SweepConfig:
             "precision": self.precision,
             "max_concurrent_trials": self.max_concurrent_trials,
             "wandb": wandb_spec_to_dict(self.wandb),
+            "pack": self.pack or "auto",
         }
 
 
@@ -264,6 +267,14 @@ def _wandb(value: Any) -> WandbSpec | None:
     )
 
 
+def _pack(value: Any) -> int:
+    if value is None or value == "auto":
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _fail("pack", value, "expected auto or an integer >= 1 (networks trained together)")
+    return value
+
+
 def parse_config(raw: dict[str, Any]) -> SweepConfig:
     unknown = sorted(set(raw) - set(TOP_LEVEL_KEYS))
     if unknown:
@@ -292,4 +303,5 @@ def parse_config(raw: dict[str, Any]) -> SweepConfig:
         precision=_choice(raw, "precision", PRECISIONS, "fp32"),
         max_concurrent_trials=_int(raw, "max_concurrent_trials", 0, default=0),
         wandb=_wandb(raw.get("wandb")),
+        pack=_pack(raw.get("pack")),
     )

@@ -15,6 +15,7 @@ from ray import tune
 
 from orchestrator.config import ConfigError, Resources, SweepConfig
 from orchestrator.grid import expand_grid
+from orchestrator.packing import make_packs
 from orchestrator.progress import ProgressCallback, label
 from trainables.datasets import load_dataset
 from trainables.spec import TrialSpec
@@ -106,6 +107,7 @@ def run_sweep(
     )
     if todo:
         datasets = {config.dataset: load_dataset(config.dataset)}
+        packs = make_packs(config, todo, datasets[config.dataset], log)
         connect_ray(address)
         check_store_reachable(store, shared_fs)
         if address is None:
@@ -120,14 +122,15 @@ def run_sweep(
     trainable = tune.with_resources(
         tune.with_parameters(run_tune_trial, datasets=datasets), resources
     )
-    packs = [{"label": spec.trial_id, "specs": [spec.to_dict()]} for spec in todo]
     # Trials checkpoint every epoch (to resume where a dead worker stopped); with
     # short epochs Tune would warn about its own experiment snapshots each time.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     tuner = tune.Tuner(
         trainable,
         param_space={
-            "pack": tune.grid_search(packs),
+            "pack": tune.grid_search(
+                [{"label": pack[0].trial_id, "specs": [spec.to_dict() for spec in pack]} for pack in packs]
+            ),
             "sweep": config.name,
             "store": store.location,
             "threads": max(1, int(config.resources.cpu_per_trial)),
@@ -137,6 +140,7 @@ def run_sweep(
         },
         tune_config=tune.TuneConfig(
             max_concurrent_trials=config.max_concurrent_trials or None,
+            reuse_actors=True,  # a worker that imported torch once trains the next trial too
             trial_name_creator=label,
             trial_dirname_creator=label,
         ),
@@ -146,7 +150,7 @@ def run_sweep(
             storage_filesystem=store.fs,
             failure_config=tune.FailureConfig(max_failures=MAX_RETRIES),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[ProgressCallback(len(todo), log)],
+            callbacks=[ProgressCallback(len(packs), log)],
             verbose=0,
         ),
     )

@@ -50,8 +50,10 @@ class ProgressCallback(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self.finished.add(label(trial))
         result = trial.last_result or {}
-        accuracy = result.get("test_acc")
+        accuracy, networks = result.get("test_acc"), result.get("networks", 1)
         detail = f"test_acc {accuracy:.4f}" if accuracy is not None else "finished"
+        if networks > 1:
+            detail += f" (mean of {networks} networks)"
         self._emit(f"{self.status(trials)} | {label(trial)} {detail}")
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pyarrow.dataset as ds
+import pytest
 import safetensors.torch
 import torch
 import yaml
@@ -18,38 +19,45 @@ from orchestrator.grid import expand_grid
 from orchestrator.launch import run_sweep
 from tests.conftest import tiny_raw_config
 from trainables.datasets import load_dataset
+from trainables.packed import train_pack
 from trainables.schemas import TRIALS_SCHEMA, WEIGHTS_SCHEMA
 from trainables.store import Store, weights_relpath
 from trainables.training import train_network
 
 
+@pytest.mark.parametrize("seeds", [[5], [5, 6]], ids=["one network", "pack of two"])
 def test_a_killed_trial_resumes_from_its_last_epoch_with_identical_weights(
-    local_ray, tmp_path, monkeypatch
+    local_ray, tmp_path, monkeypatch, seeds
 ):
     marker = tmp_path / "killed"
     monkeypatch.setenv("LAYERSWAP_TEST_CRASH_AT_EPOCH", "3")
     monkeypatch.setenv("LAYERSWAP_TEST_CRASH_MARKER", str(marker))
-    raw = tiny_raw_config(tmp_path / "store", widths=[[16, 8]], seeds=[5], epochs=5,
+    raw = tiny_raw_config(tmp_path / "store", widths=[[16, 8]], seeds=seeds, epochs=5, pack=len(seeds),
                           checkpoints=[0, 2, 5], optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9})
     config = parse_config(raw)
     lines: list[str] = []
     outcome = run_sweep(config, log=lines.append)
-    assert (outcome.completed, outcome.failed) == (1, 0)
+    assert (outcome.completed, outcome.failed) == (len(seeds), 0)
     assert marker.read_text() == "killed at epoch 3\n"
     assert any("failed, retrying" in line for line in lines), lines
 
     store = Store.open(str(tmp_path / "store"))
-    [row] = store.read_index("trials").to_pylist()
-    assert row["resumed_from_epoch"] == 3
+    rows = store.read_index("trials").to_pylist()
+    assert [row["resumed_from_epoch"] for row in rows] == [3] * len(seeds)
 
-    spec = expand_grid(config)[0]
-    uninterrupted = train_network(spec, load_dataset("synthetic").tensors("cpu"), torch.device("cpu"))
-    for epoch in spec.checkpoints:
-        stored = safetensors.torch.load(store.read_bytes(weights_relpath(spec.trial_id, epoch)))
-        expected = uninterrupted.checkpoints[epoch]
-        assert stored.keys() == expected.keys()
-        for key in stored:
-            assert torch.equal(stored[key], expected[key]), (epoch, key)
+    specs = expand_grid(config)
+    data = load_dataset("synthetic").tensors("cpu")
+    if len(specs) == 1:
+        uninterrupted = [train_network(specs[0], data, torch.device("cpu"))]
+    else:
+        uninterrupted = train_pack(specs, data, torch.device("cpu"))
+    for spec, network in zip(specs, uninterrupted, strict=True):
+        for epoch in spec.checkpoints:
+            stored = safetensors.torch.load(store.read_bytes(weights_relpath(spec.trial_id, epoch)))
+            expected = network.checkpoints[epoch]
+            assert stored.keys() == expected.keys()
+            for key in stored:
+                assert torch.equal(stored[key], expected[key]), (spec.seed, epoch, key)
 
 
 def wait_for(predicate, timeout: float) -> bool:
@@ -64,7 +72,7 @@ def wait_for(predicate, timeout: float) -> bool:
 def test_a_killed_driver_and_a_rerun_finish_the_sweep_without_duplicates(tmp_path):
     store_path = tmp_path / "store"
     config = tmp_path / "config.yaml"
-    raw = tiny_raw_config(store_path, widths=[[64, 32]], seeds=6, epochs=6, checkpoints=[0, 3, 6],
+    raw = tiny_raw_config(store_path, widths=[[64, 32]], seeds=6, epochs=6, checkpoints=[0, 3, 6], pack=1,
                           resources={"cpu_per_trial": 1, "gpu_per_trial": 0})
     config.write_text(yaml.safe_dump(raw))
     command = [sys.executable, "-m", "orchestrator.cli", "sweep", str(config), "--no-report"]

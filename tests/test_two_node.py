@@ -33,7 +33,7 @@ def sweep_cli(config, address: str, *extra: str) -> subprocess.CompletedProcess:
 
 def test_trials_run_on_both_nodes(two_nodes, tmp_path):
     config = tmp_path / "config.yaml"
-    raw = tiny_raw_config("store", widths=[[16, 8]], seeds=4,
+    raw = tiny_raw_config("store", widths=[[16, 8]], seeds=4, pack=1,
                           resources={"cpu_per_trial": 1, "gpu_per_trial": 0})
     config.write_text(yaml.safe_dump(raw))
     result = sweep_cli(config, two_nodes.address, "--shared-fs")

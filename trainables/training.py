@@ -13,6 +13,7 @@ from torch.nn import functional as F
 
 from trainables.datasets import DatasetTensors
 from trainables.models import build_model
+from trainables.precision import precision_context
 from trainables.seeding import derive_seed
 from trainables.spec import OptimizerSpec, TrialSpec
 
@@ -130,7 +131,9 @@ def train_network(
         loss_sum = torch.zeros((), device=device)
         for start in range(0, n_train, spec.batch_size):
             batch = order[start : start + spec.batch_size]
-            loss = F.cross_entropy(model(data.x_train[batch]), data.y_train[batch])
+            with precision_context(spec.precision, device):
+                x, y = data.x_train.index_select(0, batch), data.y_train.index_select(0, batch)
+                loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

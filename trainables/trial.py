@@ -24,7 +24,7 @@ from trainables.datasets import DatasetTensors
 from trainables.models import build_model, tensor_layer
 from trainables.spec import TrialSpec
 from trainables.store import Store, spec_relpath, weights_relpath
-from trainables.swaps import evaluate, swap_variants
+from trainables.swaps import evaluate_variants, swap_variants
 from trainables.training import (
     EpochCallback,
     Resume,
@@ -93,23 +93,22 @@ def checkpoint_rows(trial_id: str, epoch: int, state: StateDict, layers: dict[st
 def measure_swaps(
     spec: TrialSpec, model: nn.Module, checkpoints: dict[int, StateDict], data: DatasetTensors
 ) -> list[dict]:
-    rows = []
-    for variant in swap_variants(spec, model, checkpoints):
-        result = evaluate(model, variant.params, data.x_test, data.y_test)
-        rows.append(
-            {
-                "trial_id": spec.trial_id,
-                "kind": variant.kind,
-                "layer": variant.layer,
-                "epoch": variant.epoch,
-                "alpha": None,
-                "draw": variant.draw,
-                "test_acc": result.test_acc,
-                "test_loss": result.test_loss,
-                "n_test": result.n_test,
-            }
-        )
-    return rows
+    variants = list(swap_variants(spec, model, checkpoints))
+    results = evaluate_variants(model, variants, data.x_test, data.y_test)
+    return [
+        {
+            "trial_id": spec.trial_id,
+            "kind": variant.kind,
+            "layer": variant.layer,
+            "epoch": variant.epoch,
+            "alpha": None,
+            "draw": variant.draw,
+            "test_acc": result.test_acc,
+            "test_loss": result.test_loss,
+            "n_test": result.n_test,
+        }
+        for variant, result in zip(variants, results, strict=True)
+    ]
 
 
 def load_snapshots(store: Store, spec: TrialSpec, upto: int, device: torch.device) -> dict[int, StateDict]:

@@ -1,20 +1,23 @@
 """The function Ray Tune runs in a worker: one trial = a pack of networks.
 
-A trial's config carries ``pack`` ({"label": trial id, "specs": spec dicts,
-one per network}), the ``sweep`` name, the ``store`` URI, ``threads`` (its
-CPU share), ``gpu_share`` and ``wandb`` (W&B settings or None). Datasets
-arrive through Ray's object store (``tune.with_parameters``), so workers
-need no local copy.
+A trial's config carries ``pack`` ({"label": trial id of its first network,
+"specs": spec dicts, one per network}), the ``sweep`` name, the ``store``
+URI, ``threads`` (its CPU share), ``gpu_share`` and ``wandb`` (W&B settings
+or None). Datasets arrive through Ray's object store
+(``tune.with_parameters``), so workers need no local copy.
 
-After every epoch the trial reports a Tune checkpoint holding the training
-state; when Tune retries a trial whose worker died, it resumes from there and
-finishes with the same weights as an uninterrupted run. Networks of the pack
-whose trial row is already in the store are not trained again.
+A pack of one network trains with :func:`train_network`; a larger pack with
+:func:`train_pack` (stacked weights). After every epoch the trial reports a
+Tune checkpoint holding the training state; when Tune retries a trial whose
+worker died, it resumes from there and finishes with the same weights as an
+uninterrupted run. Networks whose trial row is already in the store are not
+recorded again.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,15 +26,17 @@ from typing import Any
 import torch
 from ray import tune
 
-from trainables.datasets import DatasetArrays, DatasetTensors
+from trainables.datasets import DatasetArrays
+from trainables.pack_trial import run_pack
+from trainables.packed import PackEpochEnd, network_view
 from trainables.spec import TrialSpec
 from trainables.store import Store
-from trainables.training import EpochEnd, TrainingState
-from trainables.trial import Placement, run_network
+from trainables.training import EpochEnd, StateDict, TrainingState
+from trainables.trial import NetworkResult, Placement, run_network
 from trainables.wandb_log import WandbRun, wandb_spec_from_dict
 
 STATE_FILE = "training_state.pt"
-TRIAL_ID_FILE = "trial_id"
+TRIAL_IDS_FILE = "trial_ids"
 
 
 def trial_device(gpu_share: float) -> torch.device:
@@ -58,36 +63,43 @@ class CrashHook:
             os._exit(17)
 
 
+def network_params(end: EpochEnd | PackEpochEnd, k: int) -> StateDict:
+    """Network ``k``'s weights (views) from an epoch report of one network or a pack."""
+    return network_view(end.state.model, k) if isinstance(end, PackEpochEnd) else end.state.model
+
+
 @dataclass(frozen=True)
 class EpochReporter:
-    """Reports each epoch to Tune with a checkpoint of the network's training state."""
+    """Reports each epoch to Tune with a checkpoint of the training state (and to W&B)."""
 
-    spec: TrialSpec
-    networks_done: int
+    specs: list[TrialSpec]
     crash: CrashHook | None
-    wandb_run: WandbRun | None
+    wandb_runs: list[WandbRun | None]
 
-    def __call__(self, end: EpochEnd) -> None:
-        if self.wandb_run is not None:
-            self.wandb_run.log_epoch(end)
-        metrics = {"seed": self.spec.seed, "epoch": end.epoch, "train_loss": end.train_loss,
-                   "networks_done": self.networks_done}
+    def __call__(self, end: EpochEnd | PackEpochEnd) -> None:
+        losses = end.train_losses if isinstance(end, PackEpochEnd) else [end.train_loss]
+        for k, run in enumerate(self.wandb_runs):
+            if run is not None:
+                run.log_epoch(end.epoch, losses[k], network_params(end, k))
+        metrics = {"epoch": end.epoch, "train_loss": statistics.fmean(losses),
+                   "networks": len(self.specs)}
         with tempfile.TemporaryDirectory() as directory:
             end.state.save(Path(directory) / STATE_FILE)
-            (Path(directory) / TRIAL_ID_FILE).write_text(self.spec.trial_id)
+            ids = "\n".join(spec.trial_id for spec in self.specs)
+            (Path(directory) / TRIAL_IDS_FILE).write_text(ids)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
         if self.crash is not None:
             self.crash.maybe_crash(end.epoch)
 
 
-def restored_state() -> tuple[str, TrainingState] | None:
-    """(trial id, training state) of the checkpoint Tune restored this trial from, if any."""
+def restored_state() -> tuple[list[str], TrainingState] | None:
+    """(trial ids trained, training state) of the checkpoint Tune restored this trial from."""
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as directory:
-        trial_id = (Path(directory) / TRIAL_ID_FILE).read_text()
-        return trial_id, TrainingState.load(Path(directory) / STATE_FILE)
+        trial_ids = (Path(directory) / TRIAL_IDS_FILE).read_text().splitlines()
+        return trial_ids, TrainingState.load(Path(directory) / STATE_FILE)
 
 
 def run_tune_trial(config: dict[str, Any], datasets: dict[str, DatasetArrays]) -> None:
@@ -99,27 +111,32 @@ def run_tune_trial(config: dict[str, Any], datasets: dict[str, DatasetArrays]) -
     crash = CrashHook(**config["test_crash"]) if config.get("test_crash") else None
     wandb_settings = wandb_spec_from_dict(config.get("wandb"))
     specs = [TrialSpec.from_dict(spec) for spec in config["pack"]["specs"]]
-    finished = store.completed_trial_ids()
+    finished = frozenset(store.completed_trial_ids())
+    if all(spec.trial_id in finished for spec in specs):
+        return
     restored = restored_state()
-    tensors: dict[str, DatasetTensors] = {}
-    for done, spec in enumerate(specs):
-        if spec.trial_id in finished:
-            continue
-        if spec.dataset not in tensors:
-            tensors[spec.dataset] = datasets[spec.dataset].tensors(placement.device)
-        resume_from = restored[1] if restored and restored[0] == spec.trial_id else None
-        wandb_run = (
-            WandbRun(wandb_settings, spec, config["sweep"], tensors[spec.dataset])
-            if wandb_settings else None
-        )
-        result = run_network(
-            spec, tensors[spec.dataset], store, config["sweep"], placement,
-            EpochReporter(spec, done, crash, wandb_run), resume_from,
-        )
-        if wandb_run is not None:
-            wandb_run.finish(result.swap_rows, result.trial_row)
-        tune.report(
-            {"seed": spec.seed, "epoch": spec.epochs, "networks_done": done + 1,
-             "test_acc": result.trial_row["test_acc"],
-             "init_test_acc": result.trial_row["init_test_acc"]}
-        )
+    if restored is not None and restored[0] == [spec.trial_id for spec in specs]:
+        resume_from: TrainingState | None = restored[1]  # the whole pack, as checkpointed
+    else:
+        resume_from, specs = None, [spec for spec in specs if spec.trial_id not in finished]
+    data = datasets[specs[0].dataset].tensors(placement.device)
+    wandb_runs = [
+        WandbRun(wandb_settings, spec, config["sweep"], data)
+        if wandb_settings is not None and spec.trial_id not in finished else None
+        for spec in specs
+    ]
+    reporter = EpochReporter(specs, crash, wandb_runs)
+    results: list[NetworkResult]
+    if len(specs) == 1:
+        results = [run_network(specs[0], data, store, config["sweep"], placement, reporter, resume_from)]
+    else:
+        results = run_pack(specs, data, store, config["sweep"], placement, reporter, resume_from, finished)
+    runs = {spec.trial_id: run for spec, run in zip(specs, wandb_runs, strict=True) if run is not None}
+    for result in results:
+        if result.trial_row["trial_id"] in runs:
+            runs[result.trial_row["trial_id"]].finish(result.swap_rows, result.trial_row)
+    accuracies = [result.trial_row["test_acc"] for result in results]
+    tune.report(
+        {"epoch": specs[0].epochs, "networks": len(results),
+         "test_acc": statistics.fmean(accuracies) if accuracies else float("nan")}
+    )

@@ -17,7 +17,7 @@ from trainables.datasets import DatasetTensors
 from trainables.models import build_model
 from trainables.spec import TrialSpec
 from trainables.swaps import evaluate
-from trainables.training import EpochEnd
+from trainables.training import StateDict
 
 WANDB_MODES = ("online", "offline")
 
@@ -68,14 +68,14 @@ class WandbRun:
             print(f"layerswap: W&B {what} failed, logging off for this network: {err}", file=sys.stderr)
             self.run = None
 
-    def log_epoch(self, end: EpochEnd) -> None:
-        """Training loss of the epoch and test accuracy of the network after it."""
-        self._guard("log", self._log_epoch, end)
+    def log_epoch(self, epoch: int, train_loss: float, params: StateDict) -> None:
+        """Training loss of the epoch and test accuracy of the network (``params``) after it."""
+        self._guard("log", self._log_epoch, epoch, train_loss, params)
 
-    def _log_epoch(self, end: EpochEnd) -> None:
-        result = evaluate(self.model, end.state.model, self.data.x_test, self.data.y_test)
+    def _log_epoch(self, epoch: int, train_loss: float, params: StateDict) -> None:
+        result = evaluate(self.model, params, self.data.x_test, self.data.y_test)
         self.run.log(
-            {"epoch": end.epoch, "train_loss": end.train_loss, "test_acc": result.test_acc,
+            {"epoch": epoch, "train_loss": train_loss, "test_acc": result.test_acc,
              "test_loss": result.test_loss}
         )
 

@@ -1,0 +1,206 @@
+"""How close one training epoch comes to this machine's matmul (and, on a GPU, memory) floor.
+
+The matmul floor is the time this machine needs for the bare matrix products
+of one epoch, each timed with ``torch.mm`` at the exact shape and layout the
+training step uses (batch 256): per layer the forward ``addmm(b, x, W.t())``,
+the weight gradient ``g.t() @ x`` and the input gradient ``g @ W`` (none for
+the first layer, whose input is data). FLOPs per epoch are therefore
+``(6 * params - 2 * params_fc1) * n_train`` rather than the usual ``6 * params *
+n_train``; both are reported. On a GPU the memory floor is the bytes one step
+must move (weights read twice and written once with their gradients and the
+optimizer's read-modify-write, activations written and read back) over the
+measured copy bandwidth; the floor is the larger of the two.
+
+Achieved is the epoch time of :func:`train_network` (pack 1) and of
+:func:`train_pack` at the automatic pack size, per network; efficiency is
+floor / achieved.
+
+    python -m benchmarks.roofline [--quick]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from benchmarks.common import (
+    NETWORKS,
+    QUICK_STEPS,
+    Mode,
+    best_seconds,
+    busy_warning,
+    device,
+    layerswap_steps,
+    mnist,
+    network_spec,
+    parse_mode,
+    report,
+    table,
+    write_result,
+)
+from trainables.datasets import prepare_dataset
+from trainables.packed import default_pack_size, parameter_count, step_flops
+
+BATCH = 256
+N_FEATURES, N_CLASSES = 784, 10
+MIN_SAMPLE_SECONDS = 0.005
+"""Each timing sample repeats a small matmul until it lasts about this long (s)."""
+
+
+@dataclass(frozen=True)
+class Matmul:
+    """One matrix product of a training step: ``label``, FLOPs and the measured seconds."""
+
+    label: str
+    flops: int
+    seconds: float
+
+    @property
+    def gflops(self) -> float:
+        return self.flops / self.seconds / 1e9
+
+
+def time_matmul(run: Callable[[], torch.Tensor], where: torch.device, repeats: int) -> float:
+    """Median seconds of one ``run()``, repeated inside each sample to outlast timer noise."""
+    once = best_seconds(run, 3, where)
+    inner = max(1, math.ceil(MIN_SAMPLE_SECONDS / max(once, 1e-9)))
+    return best_seconds(lambda: [run() for _ in range(inner)], repeats, where) / inner
+
+
+def step_matmuls(widths: tuple[int, ...], pack: int, where: torch.device, repeats: int) -> list[Matmul]:
+    """Every matmul of one training step of ``pack`` networks, timed at its own shape and layout.
+
+    A pack of 1 is :func:`train_network`'s step (``torch.mm``/``addmm`` on
+    (out, in) weights); a larger pack is :func:`train_pack`'s (``bmm``/``baddbmm``
+    on (K, in, out) weights).
+    """
+    dims = (N_FEATURES, *widths, N_CLASSES)
+    products = []
+    for index, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+        runs = _layer_products(fan_in, fan_out, pack, where)
+        if index == 0:
+            del runs["dx"]  # the first layer's input is data: no gradient
+        flops = pack * 2 * BATCH * fan_in * fan_out
+        for kind, run in runs.items():
+            label = f"fc{index + 1} {BATCH}x{fan_in}x{fan_out} {kind}"
+            products.append(Matmul(label, flops, time_matmul(run, where, repeats)))
+    return products
+
+
+def _layer_products(
+    fan_in: int, fan_out: int, pack: int, where: torch.device
+) -> dict[str, Callable[[], torch.Tensor]]:
+    """The forward, weight-gradient and input-gradient products of one layer."""
+    if pack == 1:
+        x, grad = torch.randn(BATCH, fan_in, device=where), torch.randn(BATCH, fan_out, device=where)
+        weight, bias = torch.randn(fan_out, fan_in, device=where), torch.randn(fan_out, device=where)
+        return {
+            "fwd": lambda: torch.addmm(bias, x, weight.t()),
+            "dW": lambda: grad.t().mm(x),
+            "dx": lambda: grad.mm(weight),
+        }
+    x = torch.randn(pack, BATCH, fan_in, device=where)
+    grad = torch.randn(pack, BATCH, fan_out, device=where)
+    weight_t = torch.randn(pack, fan_in, fan_out, device=where)
+    bias = torch.randn(pack, 1, fan_out, device=where)
+    return {
+        "fwd": lambda: torch.baddbmm(bias, x, weight_t),
+        "dW": lambda: torch.bmm(x.transpose(1, 2), grad),
+        "dx": lambda: torch.bmm(grad, weight_t.transpose(1, 2)),
+    }
+
+
+def copy_bandwidth(where: torch.device, repeats: int) -> float:
+    """Device memory bandwidth in bytes/s: a 256 MiB tensor copied (read + write)."""
+    source = torch.empty(64 * 2**20, device=where)
+    target = torch.empty_like(source)
+    seconds = best_seconds(lambda: target.copy_(source), repeats, where)
+    return 2 * source.numel() * source.element_size() / seconds
+
+
+def step_bytes(widths: tuple[int, ...], pack: int) -> int:
+    """Bytes one training step must move at least (float32), for ``pack`` networks.
+
+    Weights: read forward, read for the input gradient, gradient written, then
+    the optimizer reads weight and gradient and writes the weight (6 passes).
+    Activations: the input batch gathered (read + write), each layer's output
+    written, read by the next layer and by backward, its gradient written and
+    read (5 passes).
+    """
+    params = parameter_count(widths, N_FEATURES, N_CLASSES)
+    units = sum(widths) + N_CLASSES
+    return pack * 4 * (6 * params + BATCH * (2 * N_FEATURES + 5 * units))
+
+
+def measure(name: str, widths: tuple[int, ...], mode: Mode, where: torch.device) -> dict[str, Any]:
+    data = mnist(where)
+    n_train = data.x_train.shape[0]
+    steps_per_epoch = n_train / BATCH
+    flops_epoch = steps_per_epoch * step_flops(widths, N_FEATURES, N_CLASSES, BATCH)
+    params = parameter_count(widths, N_FEATURES, N_CLASSES)
+    bandwidth = copy_bandwidth(where, mode.pick(5, 20)) if where.type == "cuda" else None
+    spec = replace(network_spec(widths), epochs=1, checkpoints=(0, 1))
+    steps = mode.pick(QUICK_STEPS[name], math.ceil(steps_per_epoch))
+    packs = []
+    for pack in sorted({1, default_pack_size(widths, where, threads=torch.get_num_threads())}):
+        products = step_matmuls(widths, pack, where, mode.pick(5, 20))
+        matmul_floor = steps_per_epoch * sum(p.seconds for p in products) / pack
+        memory_floor = steps_per_epoch * step_bytes(widths, 1) / bandwidth if bandwidth else 0.0
+        floor = max(matmul_floor, memory_floor)
+        achieved = n_train / layerswap_steps(spec, data, steps, pack)  # all K networks share the time
+        packs.append({
+            "pack": pack,
+            "matmul_floor_epoch_seconds": matmul_floor,
+            "memory_floor_epoch_seconds": memory_floor,
+            "floor_epoch_seconds": floor,
+            "achieved_epoch_seconds": achieved,
+            "efficiency": floor / achieved,
+            "peak_gflops_at_shapes": flops_epoch / matmul_floor / 1e9,
+            "achieved_gflops": flops_epoch / achieved / 1e9,
+            "matmuls": [{"label": p.label, "flops": p.flops, "seconds": p.seconds, "gflops": p.gflops}
+                        for p in products],
+        })
+    print(f"  {name}: done", flush=True)
+    return {
+        "widths": list(widths),
+        "params": params,
+        "flops_per_epoch": flops_epoch,
+        "flops_per_epoch_6pn": 6 * params * n_train,
+        "copy_bandwidth_bytes_per_second": bandwidth,
+        "packs": packs,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    mode = parse_mode(__doc__.splitlines()[0], argv)
+    warning = busy_warning()
+    where = device()
+    prepare_dataset("mnist")
+    results = {name: measure(name, widths, mode, where) for name, widths in NETWORKS.items()}
+    headers = [
+        "network", "pack", "GFLOP/epoch", "peak GFLOP/s", "achieved GFLOP/s", "floor s", "achieved s",
+        "floor/achieved",
+    ]
+    rows = [
+        [name, p["pack"], r["flops_per_epoch"] / 1e9, p["peak_gflops_at_shapes"], p["achieved_gflops"],
+         p["floor_epoch_seconds"], p["achieved_epoch_seconds"], p["efficiency"]]
+        for name, r in results.items()
+        for p in r["packs"]
+    ]
+    text = table(headers, rows)
+    text += (
+        f"\ndevice {where}, {torch.get_num_threads()} threads; peak = the step's matmuls timed alone at "
+        "their shapes (batch 256; bmm at the pack's shapes for pack > 1); seconds per network-epoch"
+    )
+    if warning:
+        text += f"\n{warning}"
+    path = write_result("roofline", mode, {"device": str(where), "networks": results, "warning": warning})
+    report("roofline: one epoch against the matmul floor", text, path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Packed training: K networks trained at once match K networks trained one by one."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from trainables.datasets import load_dataset
+from trainables.packed import (
+    MAX_PACK,
+    PackEpochEnd,
+    PackResume,
+    check_memory_fits,
+    default_pack_size,
+    estimate_trial_memory_bytes,
+    train_pack,
+)
+from trainables.spec import OptimizerSpec, TrialSpec
+from trainables.training import TrainingState, initial_model, train_network
+
+CPU = torch.device("cpu")
+
+# After one epoch (16 SGD steps here) packed and unpacked weights differ by a few
+# float32 ulps: the pack multiplies with batched kernels (baddbmm) whose blocking
+# and summation order differ from addmm's, so each step's gradients differ in the
+# last bits (float32 epsilon is 1.2e-7) and training carries that forward. The
+# observed difference is below 1e-6; 1e-5 absolute leaves room for other BLAS
+# builds while still catching any real difference (a wrong batch, a wrong
+# gradient scale), which moves weights by ~1e-2 and more.
+ATOL = 1e-5
+RTOL = 1e-4
+
+
+def make_specs(k: int, optimizer: OptimizerSpec, epochs: int = 1) -> list[TrialSpec]:
+    base = TrialSpec(
+        dataset="synthetic", data_mean=0.0, data_std=1.0, model="mlp", widths=(24, 12),
+        seed=0, epochs=epochs, batch_size=64, optimizer=optimizer,
+        checkpoints=tuple(range(epochs + 1)), swaps=("reinit",),
+    )
+    return [replace(base, seed=seed) for seed in range(3, 3 + k)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny networks: one thread is fastest, and immune to other processes' load on the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("synthetic").tensors(CPU)
+
+
+def test_initial_weights_are_bit_identical_to_unpacked(data):
+    specs = make_specs(3, OptimizerSpec("sgd", 0.1))
+    packed = train_pack(specs, data, CPU)
+    for spec, network in zip(specs, packed, strict=True):
+        initial = initial_model(spec, data.x_train.shape[1], data.n_classes).state_dict()
+        assert list(network.checkpoints[0]) == list(initial)
+        for key, tensor in initial.items():
+            assert torch.equal(network.checkpoints[0][key], tensor)
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        OptimizerSpec("sgd", 0.1),
+        OptimizerSpec("sgd", 0.05, momentum=0.9, weight_decay=1e-3),
+        OptimizerSpec("adam", 1e-3, weight_decay=1e-4),
+    ],
+    ids=["sgd", "sgd-momentum", "adam"],
+)
+def test_one_epoch_packed_matches_unpacked(data, optimizer):
+    specs = make_specs(3, optimizer)
+    packed_losses: list[list[float]] = []
+    packed = train_pack(specs, data, CPU, on_epoch=lambda end: packed_losses.append(end.train_losses))
+    for k, (spec, network) in enumerate(zip(specs, packed, strict=True)):
+        seen: list[float] = []
+        alone = train_network(spec, data, CPU, on_epoch=lambda end, seen=seen: seen.append(end.train_loss))
+        assert set(network.checkpoints) == set(alone.checkpoints) == {0, 1}
+        for key, expected in alone.checkpoints[1].items():
+            torch.testing.assert_close(network.checkpoints[1][key], expected, atol=ATOL, rtol=RTOL)
+            assert not torch.equal(expected, alone.checkpoints[0][key])  # training moved it
+        final = network.model.state_dict()
+        assert all(torch.equal(final[key], network.checkpoints[1][key]) for key in final)
+        assert packed_losses[0][k] == pytest.approx(seen[0], rel=1e-5)
+
+
+def test_a_resumed_pack_finishes_bit_identical_to_an_uninterrupted_one(data, tmp_path):
+    specs = make_specs(2, OptimizerSpec("adam", 1e-3), epochs=2)
+
+    def save_state(end: PackEpochEnd) -> None:
+        end.state.save(tmp_path / f"epoch{end.epoch}.pt")  # the state holds live tensors
+
+    snapshots: list[dict[int, dict]] = [{}, {}]
+    whole = train_pack(
+        specs, data, CPU, on_epoch=save_state,
+        on_snapshot=lambda k, epoch, state: snapshots[k].update({epoch: state}),
+    )
+    assert [set(s) for s in snapshots] == [{0, 1, 2}, {0, 1, 2}]
+    saved = [{e: s[e] for e in (0, 1)} for s in snapshots]
+    state = TrainingState.load(tmp_path / "epoch1.pt")
+    resumed = train_pack(specs, data, CPU, resume=PackResume(state, saved))
+    for before, after in zip(whole, resumed, strict=True):
+        for epoch in (0, 1, 2):
+            expected = before.checkpoints[epoch]
+            assert all(torch.equal(expected[key], t) for key, t in after.checkpoints[epoch].items())
+
+
+def test_pack_of_different_widths_or_a_repeated_trial_is_refused(data):
+    specs = make_specs(2, OptimizerSpec("sgd", 0.1))
+    with pytest.raises(ValueError, match="widths"):
+        train_pack([specs[0], replace(specs[1], widths=(24, 8))], data, CPU)
+    with pytest.raises(ValueError, match="epochs"):
+        train_pack([specs[0], replace(specs[1], epochs=2, checkpoints=(0, 1, 2))], data, CPU)
+    with pytest.raises(ValueError, match="twice"):
+        train_pack([specs[0], specs[0]], data, CPU)
+    with pytest.raises(ValueError, match="no specs"):
+        train_pack([], data, CPU)
+
+
+def test_memory_estimate_grows_with_the_pack_and_refusals_name_the_figures():
+    sizes = dict(n_features=784, n_classes=10, n_train=60_000, n_test=10_000, batch_size=256)
+    seed_net = (2048, 1024, 512, 256)
+    one = estimate_trial_memory_bytes(seed_net, **sizes, pack=1, n_checkpoints=6)
+    eight = estimate_trial_memory_bytes(seed_net, **sizes, pack=8, n_checkpoints=6)
+    params_bytes = 4 * 4_353_802  # the seed network's float32 weights
+    assert eight - one >= 7 * params_bytes * 8  # weights, grads, Adam state, 6 checkpoints
+    with pytest.raises(ValueError, match=r"needs about \d+\.\d\d GiB .* share is 0\.10 GiB"):
+        check_memory_fits(eight, int(0.1 * 2**30), "widths [2048, 1024, 512, 256]")
+    check_memory_fits(one, 2**40, "anything")
+
+
+def test_automatic_pack_on_cpu_packs_small_networks_more_than_large_ones():
+    small = default_pack_size((256, 128, 64, 32), CPU)
+    large = default_pack_size((2048, 1024, 512, 256), CPU)
+    assert 1 <= large < small <= MAX_PACK

@@ -1,0 +1,66 @@
+"""evaluate_variants: every swap variant at once, sharing leading layers, same results as evaluate."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from trainables.datasets import load_dataset
+from trainables.spec import OptimizerSpec, TrialSpec
+from trainables.swaps import SwapVariant, _variant_tree, evaluate, evaluate_variants, swap_variants
+from trainables.training import train_network
+
+SPEC = TrialSpec(
+    dataset="synthetic", data_mean=0.0, data_std=1.0, model="mlp", widths=(32, 16, 8), seed=11,
+    epochs=3, batch_size=64, optimizer=OptimizerSpec("sgd", 0.1), checkpoints=(0, 1, 3),
+    swaps=("reinit", "rerandomize", "transplant"), rerandomize_draws=2,
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny networks: one thread is fastest, and immune to other processes' load on the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    data = load_dataset("synthetic").tensors("cpu")
+    network = train_network(SPEC, data, torch.device("cpu"))
+    return network, list(swap_variants(SPEC, network.model, network.checkpoints)), data
+
+
+def test_every_variant_gets_the_same_result_as_evaluating_it_alone(trained):
+    network, variants, data = trained
+    fast = evaluate_variants(network.model, variants, data.x_test, data.y_test)
+    assert len(fast) == len(variants) == 3 + 4 * (2 + 2 + 1)
+    for variant, result in zip(variants, fast, strict=True):
+        alone = evaluate(network.model, variant.params, data.x_test, data.y_test)
+        assert result.test_acc == alone.test_acc, (variant.kind, variant.layer, variant.epoch)
+        assert result.test_loss == pytest.approx(alone.test_loss, rel=1e-6)
+        assert result.n_test == alone.n_test
+    accuracies = {(v.kind, v.epoch): r.test_acc for v, r in zip(variants, fast, strict=True)}
+    assert accuracies[("none", 3)] > accuracies[("none", 0)]  # the network did learn
+
+
+def test_variants_sharing_leading_layers_share_their_computation(trained):
+    network, variants, _ = trained
+    roots = _variant_tree(network.model.layer_names, variants)
+    # fc1 differs only between checkpoints (none, reinit fc1 and transplant of the
+    # other layers reuse them) and the two fresh fc1 draws: 3 + 2 first-layer passes.
+    assert len(roots) == 3 + 2
+    trained_fc1 = roots[(id(network.checkpoints[3]["fc1.weight"]), id(network.checkpoints[3]["fc1.bias"]))]
+    # after the trained fc1: fc2 as trained, at epochs 0 and 1, and two draws
+    assert len(trained_fc1.children) == 1 + 2 + 2
+
+
+def test_models_other_than_the_mlp_are_evaluated_one_variant_at_a_time():
+    model = nn.Sequential(nn.Linear(3, 2))
+    x, y = torch.randn(10, 3), torch.randint(0, 2, (10,))
+    params = {key: value.detach() for key, value in model.state_dict().items()}
+    (result,) = evaluate_variants(model, [SwapVariant("none", None, 0, None, params)], x, y)
+    assert result == evaluate(model, params, x, y)
