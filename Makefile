@@ -24,5 +24,9 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+bench: $(STAMP)
+	$(BIN)/layerswap data mnist
+	$(BIN)/python -m benchmarks
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache
