@@ -21,7 +21,6 @@ import math
 import os
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,42 +64,26 @@ def in_process(config: SweepConfig, threads: int) -> tuple[float, float, int]:
         torch.set_num_threads(previous)
 
 
-def through_ray(config: SweepConfig) -> tuple[float, float, int]:
-    """(wall seconds, startup seconds, completed trials) of ``run_sweep``.
-
-    Startup is the time until the first network finished, less that network's
-    own training and swap time (from its trial row): starting Ray (cold),
-    Tune, the trial's worker process and its imports, the dataset transfer.
-    """
-    started, clock = datetime.now(UTC), time.perf_counter()
+def through_ray(config: SweepConfig) -> tuple[float, int]:
+    """(wall seconds, completed networks) of ``run_sweep``."""
+    clock = time.perf_counter()
     outcome = run_sweep(config, log=lambda _: None)
-    wall = time.perf_counter() - clock
-    rows = Store.open(config.store).read_index("trials").to_pylist()
-    startup = min(
-        (row["finished_at"] - started).total_seconds() - row["train_seconds"] - row["swap_seconds"]
-        for row in rows
-    )
-    return wall, startup, outcome.completed
+    return time.perf_counter() - clock, outcome.completed
 
 
 def overhead_row(
-    label: str, wall: float, ideal: float, one_process: float, trials: int, startup: float | None = None
+    label: str, wall: float, ideal: float, one_process: float, networks: int, through_ray: bool
 ) -> dict[str, Any]:
     return {
-        "run": label, "wall_seconds": wall, "ideal_seconds": ideal, "trials": trials,
-        "trials_per_minute": 60 * trials / wall, "overhead_fraction": 1 - ideal / wall,
-        "overhead_vs_one_process": 1 - one_process / wall, "startup_seconds": startup,
-        "overhead_after_startup": None if startup is None else 1 - ideal / (wall - startup),
+        "run": label, "wall_seconds": wall, "ideal_seconds": ideal, "networks": networks,
+        "networks_per_minute": 60 * networks / wall,
+        "overhead_fraction": 1 - ideal / wall if through_ray else None,
+        "overhead_vs_one_process": 1 - one_process / wall if through_ray else None,
     }
 
 
-def overhead_cells(row: dict[str, Any]) -> list[Any]:
-    if row["startup_seconds"] is None:
-        return ["", "", "", ""]
-    return [
-        f"{100 * row['overhead_fraction']:.0f}%", f"{100 * row['overhead_vs_one_process']:.0f}%",
-        row["startup_seconds"], f"{100 * row['overhead_after_startup']:.0f}%",
-    ]
+def percent(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.0f}%"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -124,21 +107,21 @@ def main(argv: list[str] | None = None) -> None:
         concurrency = max(1, min(n_trials, math.floor(cores / baseline.resources.cpu_per_trial)))
         ideal = load_seconds + trial_seconds / concurrency
         one_process = min(all_cores, load_seconds + trial_seconds)
-        cold_wall, cold_startup, cold_done = through_ray(config("ray-cold"))
-        warm_wall, warm_startup, warm_done = through_ray(config("ray-warm"))
+        cold_wall, cold_done = through_ray(config("ray-cold"))
+        warm_wall, warm_done = through_ray(config("ray-warm"))
         ray.shutdown()
     rows = [
         overhead_row(f"1 process, {per_trial_threads} thread(s)", load_seconds + trial_seconds, ideal,
-                     one_process, n_networks),
-        overhead_row(f"1 process, {cores} threads", all_cores, ideal, one_process, n_networks),
-        overhead_row("Ray, cold start", cold_wall, ideal, one_process, cold_done, cold_startup),
-        overhead_row("Ray, running", warm_wall, ideal, one_process, warm_done, warm_startup),
+                     one_process, n_networks, through_ray=False),
+        overhead_row(f"1 process, {cores} threads", all_cores, ideal, one_process, n_networks,
+                     through_ray=False),
+        overhead_row("Ray, cold start", cold_wall, ideal, one_process, cold_done, through_ray=True),
+        overhead_row("Ray, running", warm_wall, ideal, one_process, warm_done, through_ray=True),
     ]
     text = table(
-        ["run", "networks", "wall s", "networks/min", "overhead", "vs 1 process", "startup s",
-         "after startup"],
-        [[r["run"], r["trials"], r["wall_seconds"], r["trials_per_minute"], *overhead_cells(r)]
-         for r in rows],
+        ["run", "networks", "wall s", "networks/min", "overhead", "vs 1 process"],
+        [[r["run"], r["networks"], r["wall_seconds"], r["networks_per_minute"],
+          percent(r["overhead_fraction"]), percent(r["overhead_vs_one_process"])] for r in rows],
     )
     text += (
         f"\n{demo.name}: {n_networks} networks in {n_trials} trials (packs), "

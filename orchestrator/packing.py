@@ -66,7 +66,7 @@ def make_packs(
         specs = [spec for spec in todo if spec.widths == widths]
         if not specs:
             continue
-        size = pack_size(config, widths, data)
+        size = min(pack_size(config, widths, data), len(specs))
         check_gpu_memory(config, widths, size, data)
         log(f"widths {'-'.join(map(str, widths))}: {len(specs)} networks, {size} per trial")
         packs.extend(specs[i : i + size] for i in range(0, len(specs), size))
