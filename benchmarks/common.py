@@ -25,6 +25,9 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 SEED_CONFIG = REPO / "configs" / "seed.yaml"
 DEMO_CONFIG = REPO / "configs" / "demo.yaml"
+BATCH = 256
+N_FEATURES, N_CLASSES = 784, 10
+"""MNIST's shapes and the seed notebook's batch size, for benchmarks on synthetic tensors."""
 
 NETWORKS: dict[str, tuple[int, ...]] = {
     "small": (256, 128, 64, 32),

@@ -21,6 +21,9 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from benchmarks.common import (
+    BATCH,
+    N_CLASSES,
+    N_FEATURES,
     NETWORKS,
     best_seconds,
     busy_warning,
@@ -33,8 +36,6 @@ from benchmarks.common import (
 from trainables.models import MLP
 from trainables.packed import StackedMLP, pack_losses, step_flops
 
-BATCH = 256
-N_FEATURES, N_CLASSES = 784, 10
 LR = 0.01
 Step = Callable[[], None]
 

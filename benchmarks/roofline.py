@@ -28,6 +28,9 @@ from typing import Any
 import torch
 
 from benchmarks.common import (
+    BATCH,
+    N_CLASSES,
+    N_FEATURES,
     NETWORKS,
     QUICK_STEPS,
     Mode,
@@ -45,8 +48,6 @@ from benchmarks.common import (
 from trainables.datasets import prepare_dataset
 from trainables.packed import default_pack_size, parameter_count, step_flops
 
-BATCH = 256
-N_FEATURES, N_CLASSES = 784, 10
 MIN_SAMPLE_SECONDS = 0.005
 """Each timing sample repeats a small matmul until it lasts about this long (s)."""
 

@@ -8,7 +8,12 @@ import torch
 
 from orchestrator.config import ConfigError, SweepConfig
 from trainables.datasets import DatasetArrays
-from trainables.packed import CUDA_CONTEXT_BYTES, default_pack_size, estimate_trial_memory_bytes
+from trainables.packed import (
+    CUDA_CONTEXT_BYTES,
+    check_memory_fits,
+    default_pack_size,
+    estimate_trial_memory_bytes,
+)
 from trainables.spec import OptimizerSpec, TrialSpec
 
 
@@ -44,17 +49,15 @@ def check_gpu_memory(config: SweepConfig, widths: tuple[int, ...], pack: int, da
     if share <= 0 or not torch.cuda.is_available():
         return
     total = torch.cuda.get_device_properties(0).total_memory
-    budget = min(share, 1.0) * total
     need = CUDA_CONTEXT_BYTES + estimate_trial_memory_bytes(
         widths, data.n_features, data.n_classes, len(data.y_train), len(data.y_test),
         config.batch_size, pack, len(config.checkpoints), optimizer_slots(config.optimizer),
     )
-    if need > budget:
-        raise ConfigError(
-            f"resources.gpu_per_trial: {share} gives a trial {budget / 2**30:.2f} GiB of the "
-            f"{total / 2**30:.1f} GiB GPU, but a pack of {pack} networks of widths "
-            f"{list(widths)} needs about {need / 2**30:.2f} GiB; raise gpu_per_trial or lower pack"
-        )
+    what = f"resources.gpu_per_trial: {share} (a pack of {pack}, widths {list(widths)})"
+    try:
+        check_memory_fits(need, int(min(share, 1.0) * total), what)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def make_packs(

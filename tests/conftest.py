@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import ray
+import torch
 
 from orchestrator.config import SweepConfig, parse_config
 
@@ -18,6 +19,15 @@ def local_ray():
     ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny networks: one thread is fastest, and immune to other processes' load on the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_raw_config(store: Path, **overrides) -> dict:

@@ -33,6 +33,9 @@ ATOL = 1e-5
 RTOL = 1e-4
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 def make_specs(k: int, optimizer: OptimizerSpec, epochs: int = 1) -> list[TrialSpec]:
     base = TrialSpec(
         dataset="synthetic", data_mean=0.0, data_std=1.0, model="mlp", widths=(24, 12),
@@ -40,15 +43,6 @@ def make_specs(k: int, optimizer: OptimizerSpec, epochs: int = 1) -> list[TrialS
         checkpoints=tuple(range(epochs + 1)), swaps=("reinit",),
     )
     return [replace(base, seed=seed) for seed in range(3, 3 + k)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks: one thread is fastest, and immune to other processes' load on the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
