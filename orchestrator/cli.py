@@ -76,10 +76,12 @@ def command_sweep(args: argparse.Namespace) -> int:
         print(f"layerswap: error: {outcome.failed} trials failed; run the same command again to retry them",
               file=sys.stderr)
         return 1
-    if not args.no_report:
+    store = Store.open(outcome.store_uri)
+    if not args.no_report and outcome.completed == 0 and store.exists("report/report.md"):
+        print(f"report: {store.path('report')} (up to date: nothing new was trained)")
+    elif not args.no_report:
         from orchestrator.report import write_report
 
-        store = Store.open(outcome.store_uri)
         written = write_report(store, sweep=config.name)
         print(f"report: {written[0].rsplit('/', 1)[0]}")
         if config.wandb is not None:

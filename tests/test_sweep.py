@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import safetensors.torch
 import torch
+import yaml
 from torch import nn
 
 from orchestrator.cli import main
@@ -192,3 +193,15 @@ def test_report_and_ls_read_the_sweep_store(finished_sweep, tmp_path, capsys):
     assert sum(line.startswith("tiny ") for line in listing) == 4 + 1  # 4 trials, 1 count line
     [counts] = [line.split() for line in listing if line.startswith("tiny ") and "-" not in line]
     assert counts == ["tiny", "4", "4", "0"]  # complete, expected, missing
+
+
+def test_the_cli_on_a_finished_sweep_writes_its_report_once_then_nothing(finished_sweep, tmp_path, capsys):
+    config, store, _ = finished_sweep
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(yaml.safe_dump(config.to_raw()))
+    assert main(["sweep", str(config_file)]) == 0  # nothing to train; no report yet: write it
+    assert (store / "report" / "report.md").exists()
+    before = file_stamps(store)
+    assert main(["sweep", str(config_file)]) == 0
+    assert file_stamps(store) == before
+    assert "0 trained, 4 skipped" in capsys.readouterr().out
