@@ -53,7 +53,8 @@ def in_process(config: SweepConfig, threads: int) -> tuple[float, float, int]:
         data = arrays.tensors(CPU)
         loaded = time.perf_counter()
         store = Store.open(config.store)
-        packs = make_packs(config, expand_grid(config), arrays, lambda _: None)
+        slots = max(1, math.floor(len(os.sched_getaffinity(0)) / config.resources.cpu_per_trial))
+        packs = make_packs(config, expand_grid(config), arrays, slots, lambda _: None)
         for pack in packs:
             if len(pack) == 1:
                 run_network(pack[0], data, store, config.name, Placement.here(CPU))

@@ -78,6 +78,14 @@ def check_store_reachable(store: Store, shared_fs: bool) -> None:
         )
 
 
+def trial_slots(resources: Resources) -> int:
+    """How many trials the connected Ray can run at once now (at least 1)."""
+    available = ray.cluster_resources()
+    if resources.gpu_per_trial > 0:
+        return max(1, int(available.get("GPU", 0) // resources.gpu_per_trial))
+    return max(1, int(available.get("CPU", 0) // resources.cpu_per_trial))
+
+
 def check_resources_fit(resources: Resources) -> None:
     """On a fixed (non-autoscaling) Ray, refuse a trial that could never be scheduled."""
     available = ray.cluster_resources()
@@ -107,11 +115,11 @@ def run_sweep(
     )
     if todo:
         datasets = {config.dataset: load_dataset(config.dataset)}
-        packs = make_packs(config, todo, datasets[config.dataset], log)
         connect_ray(address)
         check_store_reachable(store, shared_fs)
         if address is None:
             check_resources_fit(config.resources)
+        packs = make_packs(config, todo, datasets[config.dataset], trial_slots(config.resources), log)
     record_path, record = sweep_record_relpath(config, specs)
     if not store.exists(record_path):
         store.write_bytes(record_path, record)

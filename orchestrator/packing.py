@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -61,15 +62,25 @@ def check_gpu_memory(config: SweepConfig, widths: tuple[int, ...], pack: int, da
 
 
 def make_packs(
-    config: SweepConfig, todo: list[TrialSpec], data: DatasetArrays, log: Callable[[str], None]
+    config: SweepConfig,
+    todo: list[TrialSpec],
+    data: DatasetArrays,
+    slots: int,
+    log: Callable[[str], None],
 ) -> list[list[TrialSpec]]:
-    """Consecutive seeds of each width config in packs of :func:`pack_size`."""
+    """Consecutive seeds of each width config in packs of :func:`pack_size`.
+
+    With ``pack: auto`` a pack holds at most ``ceil(networks / (2 * slots))``
+    networks (``slots``: trials the cluster runs at once), so there are at
+    least two trials per slot and one slow pack does not leave the others idle.
+    """
+    cap = math.ceil(len(todo) / (2 * max(1, slots))) if not config.pack else len(todo)
     packs: list[list[TrialSpec]] = []
     for widths in config.widths:
         specs = [spec for spec in todo if spec.widths == widths]
         if not specs:
             continue
-        size = min(pack_size(config, widths, data), len(specs))
+        size = max(1, min(pack_size(config, widths, data), len(specs), cap))
         check_gpu_memory(config, widths, size, data)
         log(f"widths {'-'.join(map(str, widths))}: {len(specs)} networks, {size} per trial")
         packs.extend(specs[i : i + size] for i in range(0, len(specs), size))

@@ -7,6 +7,10 @@ from dataclasses import replace
 import pytest
 import torch
 
+from orchestrator.config import parse_config
+from orchestrator.grid import expand_grid
+from orchestrator.packing import make_packs
+from tests.conftest import tiny_raw_config
 from trainables.datasets import load_dataset
 from trainables.packed import (
     MAX_PACK,
@@ -31,7 +35,6 @@ CPU = torch.device("cpu")
 # gradient scale), which moves weights by ~1e-2 and more.
 ATOL = 1e-5
 RTOL = 1e-4
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -134,3 +137,17 @@ def test_automatic_pack_on_cpu_packs_small_networks_more_than_large_ones():
     small = default_pack_size((256, 128, 64, 32), CPU)
     large = default_pack_size((2048, 1024, 512, 256), CPU)
     assert 1 <= large < small <= MAX_PACK
+
+
+@pytest.mark.parametrize(
+    ("pack", "slots", "sizes"),
+    [("auto", 2, [3, 2, 3, 2]), ("auto", 1, [5, 5]), (4, 2, [4, 1, 4, 1]), ("auto", 8, [1] * 10)],
+)
+def test_packs_group_seeds_of_one_width_config_at_least_two_trials_per_slot(pack, slots, sizes):
+    config = parse_config(tiny_raw_config("unused", widths=[[16, 8], [12]], seeds=5, pack=pack,
+                                          resources={"cpu_per_trial": 1, "gpu_per_trial": 0}))
+    packs = make_packs(config, expand_grid(config), load_dataset("synthetic"), slots, lambda _: None)
+    assert [len(p) for p in packs] == sizes
+    for group in packs:
+        assert len({spec.widths for spec in group}) == 1
+    assert sorted(s.trial_id for g in packs for s in g) == sorted(s.trial_id for s in expand_grid(config))

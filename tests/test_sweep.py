@@ -46,7 +46,7 @@ def file_stamps(root: Path) -> dict[str, tuple[int, int]]:
 @pytest.fixture(scope="module")
 def finished_sweep(local_ray, tmp_path_factory):
     store = tmp_path_factory.mktemp("sweep") / "store"
-    config = parse_config(tiny_raw_config(store, rerandomize_draws=2))
+    config = parse_config(tiny_raw_config(store, rerandomize_draws=2, pack=2))
     outcome = run_sweep(config, log=lambda line: None)
     return config, store, outcome
 
