@@ -198,8 +198,13 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def write_result(name: str, mode: Mode, payload: dict[str, Any]) -> Path:
-    """``benchmarks/results/<name>.json`` with the machine, the mode and ``payload``."""
+def publish(
+    name: str, title: str, mode: Mode, text: str, payload: dict[str, Any], warning: str | None
+) -> None:
+    """Print ``text`` (and ``warning``) under ``title`` and write ``benchmarks/results/<name>.json``.
+
+    The JSON holds the machine, the mode, ``payload`` and the warning.
+    """
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     record = {
@@ -208,12 +213,11 @@ def write_result(name: str, mode: Mode, payload: dict[str, Any]) -> Path:
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         **payload,
+        "warning": warning,
     }
     path.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    return path
-
-
-def report(title: str, text: str, path: Path) -> None:
+    if warning:
+        text += f"\n{warning}"
     print(f"\n== {title} ==\n{text}\n(written to {path.relative_to(REPO)})", flush=True)
 
 

@@ -29,9 +29,8 @@ from benchmarks.common import (
     busy_warning,
     device,
     parse_mode,
-    report,
+    publish,
     table,
-    write_result,
 )
 from trainables.models import MLP
 from trainables.packed import StackedMLP, pack_losses, step_flops
@@ -133,10 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     headers = ["network", "K", "module /s", "baddbmm /s", "vmap /s", "vmap/baddbmm", "baddbmm GFLOP/s"]
     text = table(headers, rows)
     text += f"\nsamples/s over all K networks; device {where}, {torch.get_num_threads()} threads"
-    if warning:
-        text += f"\n{warning}"
-    path = write_result("pack_kernels", mode, {"device": str(where), "rows": records, "warning": warning})
-    report("pack_kernels: baddbmm against vmap", text, path)
+    publish("pack_kernels", "pack_kernels: baddbmm against vmap", mode, text,
+            {"device": str(where), "rows": records}, warning)
 
 
 if __name__ == "__main__":

@@ -41,9 +41,8 @@ from benchmarks.common import (
     mnist,
     network_spec,
     parse_mode,
-    report,
+    publish,
     table,
-    write_result,
 )
 from trainables.datasets import prepare_dataset
 from trainables.packed import default_pack_size, parameter_count, step_flops
@@ -197,10 +196,8 @@ def main(argv: list[str] | None = None) -> None:
         f"\ndevice {where}, {torch.get_num_threads()} threads; peak = the step's matmuls timed alone at "
         "their shapes (batch 256; bmm at the pack's shapes for pack > 1); seconds per network-epoch"
     )
-    if warning:
-        text += f"\n{warning}"
-    path = write_result("roofline", mode, {"device": str(where), "networks": results, "warning": warning})
-    report("roofline: one epoch against the matmul floor", text, path)
+    publish("roofline", "roofline: one epoch against the matmul floor", mode, text,
+            {"device": str(where), "networks": results}, warning)
 
 
 if __name__ == "__main__":

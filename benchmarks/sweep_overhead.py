@@ -27,7 +27,7 @@ from typing import Any
 import ray
 import torch
 
-from benchmarks.common import DEMO_CONFIG, busy_warning, parse_mode, report, table, write_result
+from benchmarks.common import DEMO_CONFIG, busy_warning, parse_mode, publish, table
 from orchestrator.config import SweepConfig, load_config
 from orchestrator.grid import expand_grid
 from orchestrator.launch import run_sweep
@@ -131,15 +131,12 @@ def main(argv: list[str] | None = None) -> None:
         f"ideal = load {load_seconds:.1f} s + trials at {per_trial_threads} thread(s) {trial_seconds:.1f} s "
         f"/ {concurrency} = {ideal:.1f} s"
     )
-    if warning:
-        text += f"\n{warning}"
     payload = {
         "config": "configs/demo.yaml", "trials": n_trials, "epochs": baseline.epochs,
         "concurrency": concurrency, "load_seconds": load_seconds, "in_process_trial_seconds": trial_seconds,
-        "ideal_seconds": ideal, "rows": rows, "warning": warning,
+        "ideal_seconds": ideal, "rows": rows,
     }
-    path = write_result("sweep_overhead", mode, payload)
-    report("sweep_overhead: Ray Tune against one process", text, path)
+    publish("sweep_overhead", "sweep_overhead: Ray Tune against one process", mode, text, payload, warning)
 
 
 if __name__ == "__main__":

@@ -45,11 +45,10 @@ from benchmarks.common import (
     mnist,
     network_spec,
     parse_mode,
-    report,
+    publish,
     seed_config,
     synchronize,
     table,
-    write_result,
 )
 from trainables.datasets import DatasetTensors, default_data_root, normalization, prepare_dataset
 from trainables.packed import default_pack_size
@@ -244,8 +243,6 @@ def main(argv: list[str] | None = None) -> None:
         f"of them timed, scaled to all; trial = {config.epochs} epochs at the measured throughput + all "
         "swaps, per network (a pack's samples/s counts all its networks)"
     )
-    if warning:
-        text += f"\n{warning}"
     payload = {
         "config": str(config.name),
         "seed_test_batch": SEED_TEST_BATCH,
@@ -261,10 +258,8 @@ def main(argv: list[str] | None = None) -> None:
             }
             for name, sides in results.items()
         },
-        "warning": warning,
     }
-    path = write_result("vs_seed", mode, payload)
-    report("vs_seed: layerswap against the seed notebook's loop", text, path)
+    publish("vs_seed", "vs_seed: layerswap against the seed notebook's loop", mode, text, payload, warning)
 
 
 if __name__ == "__main__":
