@@ -1,6 +1,6 @@
 """Ray Tune's overhead: the demo sweep through ``run_sweep`` against the same trials in one process.
 
-In one process: load the dataset once, then :func:`run_network` for every
+In one process: load the dataset once, then :func:`run_networks` for every
 trial of the grid in turn (same store writes), once with torch using every
 core and once with ``cpu_per_trial`` threads as a Ray trial has. Through Ray:
 :func:`run_sweep` into a fresh store, first with Ray started by the sweep
@@ -33,9 +33,8 @@ from orchestrator.grid import expand_grid
 from orchestrator.launch import run_sweep
 from orchestrator.packing import make_packs
 from trainables.datasets import load_dataset
-from trainables.pack_trial import run_pack
 from trainables.store import Store
-from trainables.trial import Placement, run_network
+from trainables.trial import Placement, run_networks
 
 CPU = torch.device("cpu")
 
@@ -56,10 +55,7 @@ def in_process(config: SweepConfig, threads: int) -> tuple[float, float, int]:
         slots = max(1, math.floor(len(os.sched_getaffinity(0)) / config.resources.cpu_per_trial))
         packs = make_packs(config, expand_grid(config), arrays, slots, lambda _: None)
         for pack in packs:
-            if len(pack) == 1:
-                run_network(pack[0], data, store, config.name, Placement.here(CPU))
-            else:
-                run_pack(pack, data, store, config.name, Placement.here(CPU))
+            run_networks(pack, data, store, config.name, Placement.here(CPU))
         return loaded - started, time.perf_counter() - loaded, len(packs)
     finally:
         torch.set_num_threads(previous)

@@ -6,7 +6,7 @@ import sys
 
 import pyarrow.fs as pafs
 
-from trainables.wandb_log import WandbSpec
+from trainables.wandb_log import WandbSpec, start_run
 
 
 def attach_report(settings: WandbSpec, sweep: str, fs: pafs.FileSystem, paths: list[str]) -> bool:
@@ -18,11 +18,7 @@ def attach_report(settings: WandbSpec, sweep: str, fs: pafs.FileSystem, paths: l
     try:
         import wandb
 
-        run = wandb.init(
-            project=settings.project, entity=settings.entity, mode=settings.mode, dir=settings.dir,
-            group=sweep, name=f"{sweep}-report", job_type="report", reinit="create_new",
-            settings=wandb.Settings(silent=True, init_timeout=settings.init_timeout_seconds),
-        )
+        run = start_run(settings, group=sweep, name=f"{sweep}-report", job_type="report")
         artifact = wandb.Artifact(f"{sweep}-report", type="report")
         for path in paths:
             with fs.open_input_stream(path) as source, artifact.new_file(

@@ -94,14 +94,12 @@ class Store:
 
     def child(self, relpath: str) -> Store:
         """The folder ``relpath`` of this store, as a store of its own (e.g. ``report``)."""
-        uri, _, query = self.uri.partition("?")
-        location, _, location_query = self.location.partition("?")
-        return Store(
-            uri=f"{uri.rstrip('/')}/{relpath}" + (f"?{query}" if query else ""),
-            location=f"{location.rstrip('/')}/{relpath}" + (f"?{location_query}" if location_query else ""),
-            fs=self.fs,
-            root=self.path(relpath),
-        )
+
+        def joined(uri: str) -> str:  # keeps a URI's ?options at the end
+            base, mark, query = uri.partition("?")
+            return f"{base.rstrip('/')}/{relpath}{mark}{query}"
+
+        return Store(joined(self.uri), joined(self.location), self.fs, self.path(relpath))
 
     @property
     def is_local(self) -> bool:

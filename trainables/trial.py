@@ -12,6 +12,7 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from importlib import metadata
 
 import pyarrow as pa
@@ -22,6 +23,7 @@ from torch import nn
 
 from trainables.datasets import DatasetTensors
 from trainables.models import build_model, tensor_layer
+from trainables.packed import PackEpochCallback, PackResume, train_pack
 from trainables.spec import TrialSpec
 from trainables.store import Store, spec_relpath, weights_relpath
 from trainables.swaps import evaluate_variants, swap_variants
@@ -125,6 +127,60 @@ def load_snapshots(store: Store, spec: TrialSpec, upto: int, device: torch.devic
     }
 
 
+def run_networks(
+    specs: list[TrialSpec],
+    data: DatasetTensors,
+    store: Store,
+    sweep: str,
+    placement: Placement,
+    on_epoch: EpochCallback | PackEpochCallback | None = None,
+    resume_from: TrainingState | None = None,
+    finished: frozenset[str] = frozenset(),
+) -> list[NetworkResult]:
+    """Train ``specs`` (one network, or a pack trained together) and write their store files.
+
+    Checkpoint weights are written as soon as training reaches them, so a
+    trial resumed from ``resume_from`` reads the earlier ones back. A pack
+    resumed from ``resume_from`` is the whole pack it was checkpointed with,
+    so networks in ``finished`` are trained along, but their files are neither
+    rewritten nor recorded again.
+    """
+    first = specs[0]
+    with torch.device("meta"):  # layer names only: no memory, no init
+        layers = tensor_layer(build_model(first.model, data.x_train.shape[1], first.widths, data.n_classes))
+    for spec in specs:
+        if spec.trial_id not in finished:
+            store.write_bytes(spec_relpath(spec.trial_id), spec.canonical_json())
+    weight_rows: list[list[dict]] = [[] for _ in specs]
+
+    def save_snapshot(k: int, epoch: int, state: StateDict) -> None:
+        if specs[k].trial_id not in finished:
+            weight_rows[k].extend(save_checkpoint(store, specs[k].trial_id, epoch, state, layers))
+
+    snapshots: list[dict[int, StateDict]] = [{} for _ in specs]
+    if resume_from is not None:
+        snapshots = [load_snapshots(store, spec, resume_from.epoch, placement.device) for spec in specs]
+        for k, network in enumerate(snapshots):
+            for epoch, state in sorted(network.items()):
+                weight_rows[k].extend(checkpoint_rows(specs[k].trial_id, epoch, state, layers))
+    if len(specs) == 1:
+        resume = Resume(resume_from, snapshots[0]) if resume_from is not None else None
+        networks = [
+            train_network(first, data, placement.device, on_epoch, partial(save_snapshot, 0), resume)
+        ]
+    else:
+        pack_resume = PackResume(resume_from, snapshots) if resume_from is not None else None
+        networks = train_pack(specs, data, placement.device, on_epoch, save_snapshot, pack_resume)
+    return [
+        record_network(
+            spec, network, rows, data, store, sweep, placement,
+            resume_from.epoch if resume_from is not None else None,
+        )
+        for spec, network, rows in zip(specs, networks, weight_rows, strict=True)
+        if spec.trial_id not in finished
+    ]
+
+
 def run_network(
     spec: TrialSpec,
     data: DatasetTensors,
@@ -132,33 +188,10 @@ def run_network(
     sweep: str,
     placement: Placement,
     on_epoch: EpochCallback | None = None,
-    resume_from: TrainingState | None = None,
 ) -> NetworkResult:
-    """Train one network and write all its store files.
-
-    Checkpoint weights are written as soon as training reaches them, so a
-    trial resumed from ``resume_from`` reads the earlier ones back.
-    """
-    trial_id = spec.trial_id
-    store.write_bytes(spec_relpath(trial_id), spec.canonical_json())
-    with torch.device("meta"):  # layer names only: no memory, no init
-        layers = tensor_layer(build_model(spec.model, data.x_train.shape[1], spec.widths, data.n_classes))
-    weight_rows: list[dict] = []
-
-    def save_snapshot(epoch: int, state: StateDict) -> None:
-        weight_rows.extend(save_checkpoint(store, trial_id, epoch, state, layers))
-
-    resume = None
-    if resume_from is not None:
-        snapshots = load_snapshots(store, spec, resume_from.epoch, placement.device)
-        resume = Resume(resume_from, snapshots)
-        for epoch, state in sorted(snapshots.items()):
-            weight_rows.extend(checkpoint_rows(trial_id, epoch, state, layers))
-    network = train_network(spec, data, placement.device, on_epoch, save_snapshot, resume)
-    return record_network(
-        spec, network, weight_rows, data, store, sweep, placement,
-        resume_from.epoch if resume_from is not None else None,
-    )
+    """Train one network and write all its store files (:func:`run_networks` of one)."""
+    [result] = run_networks([spec], data, store, sweep, placement, on_epoch)
+    return result
 
 
 @dataclass(frozen=True)

@@ -27,12 +27,11 @@ import torch
 from ray import tune
 
 from trainables.datasets import DatasetArrays
-from trainables.pack_trial import run_pack
 from trainables.packed import PackEpochEnd, network_view
 from trainables.spec import TrialSpec
 from trainables.store import Store
 from trainables.training import EpochEnd, StateDict, TrainingState
-from trainables.trial import NetworkResult, Placement, run_network
+from trainables.trial import Placement, run_networks
 from trainables.wandb_log import WandbRun, wandb_spec_from_dict
 
 STATE_FILE = "training_state.pt"
@@ -126,11 +125,7 @@ def run_tune_trial(config: dict[str, Any], datasets: dict[str, DatasetArrays]) -
         for spec in specs
     ]
     reporter = EpochReporter(specs, crash, wandb_runs)
-    results: list[NetworkResult]
-    if len(specs) == 1:
-        results = [run_network(specs[0], data, store, config["sweep"], placement, reporter, resume_from)]
-    else:
-        results = run_pack(specs, data, store, config["sweep"], placement, reporter, resume_from, finished)
+    results = run_networks(specs, data, store, config["sweep"], placement, reporter, resume_from, finished)
     runs = {spec.trial_id: run for spec, run in zip(specs, wandb_runs, strict=True) if run is not None}
     for result in results:
         if result.trial_row["trial_id"] in runs:

@@ -33,6 +33,17 @@ class WandbSpec:
     init_timeout_seconds: float = 60.0
 
 
+def start_run(settings: WandbSpec, group: str, name: str, job_type: str, config: dict | None = None) -> Any:
+    """A new W&B run where ``settings`` say (raises whatever W&B raises; callers guard)."""
+    import wandb
+
+    return wandb.init(
+        project=settings.project, entity=settings.entity, mode=settings.mode, dir=settings.dir,
+        group=group, name=name, job_type=job_type, config=config, reinit="create_new",
+        settings=wandb.Settings(silent=True, init_timeout=settings.init_timeout_seconds),
+    )
+
+
 class WandbRun:
     """One network's W&B run; every method is a no-op once W&B has failed."""
 
@@ -44,20 +55,8 @@ class WandbRun:
         self._guard("init", self._init, settings, spec, sweep)
 
     def _init(self, settings: WandbSpec, spec: TrialSpec, sweep: str) -> None:
-        import wandb
-
-        self.run = wandb.init(
-            project=settings.project,
-            entity=settings.entity,
-            mode=settings.mode,
-            dir=settings.dir,
-            group=sweep,
-            name=spec.trial_id,
-            job_type="train",
-            config={**spec.to_dict(), "trial_id": spec.trial_id, "sweep": sweep},
-            reinit="create_new",
-            settings=wandb.Settings(silent=True, init_timeout=settings.init_timeout_seconds),
-        )
+        config = {**spec.to_dict(), "trial_id": spec.trial_id, "sweep": sweep}
+        self.run = start_run(settings, group=sweep, name=spec.trial_id, job_type="train", config=config)
 
     def _guard(self, what: str, action, *args) -> None:
         if what != "init" and self.run is None:
