@@ -6,7 +6,8 @@ import sys
 
 import pyarrow.fs as pafs
 
-from trainables.wandb_log import WandbSpec, start_run
+from trainables.wandb_log import start_run
+from trainables.wandb_spec import WandbSpec
 
 
 def attach_report(settings: WandbSpec, sweep: str, fs: pafs.FileSystem, paths: list[str]) -> bool:

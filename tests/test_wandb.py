@@ -14,7 +14,7 @@ from orchestrator.launch import run_sweep
 from orchestrator.wandb_report import attach_report
 from tests.conftest import tiny_raw_config
 from trainables.store import Store
-from trainables.wandb_log import WandbSpec
+from trainables.wandb_spec import WandbSpec
 
 
 def offline_runs(wandb_dir: Path) -> list[Path]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-MODELS = ("mlp",)
+from trainables.choices import MODELS
 
 
 class MLP(nn.Module):

@@ -7,9 +7,7 @@ from collections.abc import Iterator
 
 import torch
 
-PRECISIONS = ("fp32", "tf32", "bf16")
-"""fp32: exact float32; tf32: TensorFloat-32 matmuls (CUDA only; fp32 on a CPU);
-bf16: bfloat16 autocast of the forward pass (weights and optimizer stay float32)."""
+from trainables.choices import PRECISIONS as PRECISIONS  # re-exported: packed.py checks specs
 
 
 @contextlib.contextmanager

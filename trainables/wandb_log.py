@@ -8,7 +8,6 @@ the trial.
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -18,19 +17,7 @@ from trainables.models import build_model
 from trainables.spec import TrialSpec
 from trainables.swaps import evaluate
 from trainables.training import StateDict
-
-WANDB_MODES = ("online", "offline")
-
-
-@dataclass(frozen=True)
-class WandbSpec:
-    """Where runs go. ``dir`` None = the trial's own folder (Tune keeps it)."""
-
-    project: str
-    mode: str = "online"
-    entity: str | None = None
-    dir: str | None = None
-    init_timeout_seconds: float = 60.0
+from trainables.wandb_spec import WandbSpec
 
 
 def start_run(settings: WandbSpec, group: str, name: str, job_type: str, config: dict | None = None) -> Any:
@@ -91,11 +78,3 @@ class WandbRun:
         for key in ("test_acc", "test_loss", "init_test_acc", "train_seconds", "swap_seconds"):
             self.run.summary[key] = trial_row[key]
         self.run.finish()
-
-
-def wandb_spec_from_dict(data: dict | None) -> WandbSpec | None:
-    return WandbSpec(**data) if data else None
-
-
-def wandb_spec_to_dict(settings: WandbSpec | None) -> dict | None:
-    return asdict(settings) if settings else None

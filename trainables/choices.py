@@ -1,0 +1,14 @@
+"""What a sweep config may choose from, in a module that imports nothing heavy.
+
+The CLI validates a config against these names without importing torch, Ray
+or pyarrow, so ``layerswap --help`` and a refused config answer at once.
+"""
+
+from __future__ import annotations
+
+DATASETS: tuple[str, ...] = ("mnist", "fashion-mnist", "synthetic")
+MODELS: tuple[str, ...] = ("mlp",)
+PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "bf16")
+"""fp32: exact float32; tf32: TensorFloat-32 matmuls (CUDA only; fp32 on a CPU);
+bf16: bfloat16 autocast of the forward pass (weights and optimizer stay float32)."""
+WANDB_MODES: tuple[str, ...] = ("online", "offline")
