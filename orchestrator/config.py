@@ -1,23 +1,29 @@
 """Sweep config: YAML in, a validated frozen SweepConfig out.
 
 Every value is checked before anything runs; a bad value raises ConfigError
-with one line naming the field, the value and what is allowed.
+with one line naming the field, the value (shortened to a few dozen
+characters) and what is allowed. Integers are bounded by the Arrow column that
+stores them, and the grid by :data:`MAX_NETWORKS`, before it is expanded.
+
+This module imports nothing heavy (no torch, Ray or pyarrow): a refused
+config costs a fraction of a second.
 """
 
 from __future__ import annotations
 
 import math
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from trainables.datasets import DATASETS
-from trainables.models import MODELS
-from trainables.precision import PRECISIONS
+from orchestrator.yaml_loader import YamlRefused, load_yaml
+from trainables.choices import DATASETS, MODELS, PRECISIONS, WANDB_MODES
+from trainables.errors import UserError
 from trainables.spec import SWAP_KINDS, OptimizerSpec
-from trainables.wandb_log import WANDB_MODES, WandbSpec, wandb_spec_to_dict
+from trainables.wandb_spec import WandbSpec, wandb_spec_to_dict
 
 OPTIMIZERS = ("sgd", "adam")
 TOP_LEVEL_KEYS = (
@@ -27,8 +33,30 @@ TOP_LEVEL_KEYS = (
 )
 
 
-class ConfigError(Exception):
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+MAX_NETWORKS = 1_000_000
+"""Networks (width configs x seeds) one sweep may hold."""
+MAX_NAME_BYTES = 100
+"""A sweep name is a directory name (``sweeps/<name>/``) and part of Tune's experiment name."""
+ECHO_CHARS = 40
+"""Longest echo of a bad value in an error line."""
+
+
+class ConfigError(UserError):
     """One line: the field, the bad value, what is allowed."""
+
+
+_ECHO = reprlib.Repr()
+_ECHO.maxlevel = 3
+_ECHO.maxtuple = _ECHO.maxlist = _ECHO.maxdict = _ECHO.maxset = 4
+_ECHO.maxstring = _ECHO.maxother = _ECHO.maxlong = ECHO_CHARS
+
+
+def echo(value: Any) -> str:
+    """``repr(value)`` cut to about ECHO_CHARS characters, at bounded cost for any value."""
+    text = _ECHO.repr(value)
+    return text if len(text) <= ECHO_CHARS + 5 else text[:ECHO_CHARS] + "…"
 
 
 @dataclass(frozen=True)
@@ -113,31 +141,35 @@ class SweepConfig:
 
 
 def load_config(path: str | Path) -> SweepConfig:
+    """Read and validate the sweep config at ``path`` (see :mod:`orchestrator.yaml_loader`)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as err:
         raise ConfigError(f"config: cannot read {str(path)!r} ({err.strerror})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(data)
+    except YamlRefused as err:
+        raise ConfigError(f"config: {str(path)!r} {err}") from None
     except yaml.YAMLError as err:
         where = getattr(err, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
         problem = getattr(err, "problem", None) or "invalid YAML"
         raise ConfigError(f"config: {str(path)!r} is not valid YAML{line}: {problem}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"config: {str(path)!r} must be a YAML mapping of fields, got {raw!r}")
+        raise ConfigError(f"config: {str(path)!r} must be a YAML mapping of fields, got {echo(raw)}")
     return parse_config(raw)
 
 
 def _fail(field: str, value: Any, allowed: str) -> ConfigError:
-    return ConfigError(f"{field}: {value!r} is not allowed; {allowed}")
+    return ConfigError(f"{field}: {echo(value)} is not allowed; {allowed}")
 
 
-def _int(raw: dict, field: str, minimum: int, default: int | None = None) -> int:
+def _int(raw: dict, field: str, minimum: int, default: int | None = None, maximum: int = INT32_MAX) -> int:
+    """An integer in [minimum, maximum]; the default maximum is that of an int32 column."""
     value = raw.get(field.rsplit(".", 1)[-1], default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _fail(field, value, f"expected an integer >= {minimum}")
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise _fail(field, value, f"expected an integer in [{minimum}, {maximum}]")
     return value
 
 
@@ -167,7 +199,7 @@ def _widths(value: Any) -> tuple[tuple[int, ...], ...]:
         if (
             not isinstance(config, list)
             or not config
-            or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in config)
+            or any(isinstance(w, bool) or not isinstance(w, int) or not 1 <= w <= INT32_MAX for w in config)
         ):
             raise _fail("widths", config, allowed)
         configs.append(tuple(config))
@@ -176,19 +208,31 @@ def _widths(value: Any) -> tuple[tuple[int, ...], ...]:
     return tuple(configs)
 
 
-def _seeds(value: Any) -> tuple[int, ...]:
-    allowed = "expected an integer n >= 1 (seeds 0..n-1) or a list of distinct integers >= 0"
+def _seeds(value: Any, width_configs: int) -> tuple[int, ...]:
+    """The seeds, refused before they are expanded when the grid would exceed MAX_NETWORKS."""
+    allowed = (
+        f"expected an integer n in [1, {MAX_NETWORKS}] (seeds 0..n-1) or a list of distinct "
+        f"integers in [0, {INT64_MAX}]"
+    )
+    count = value if isinstance(value, int) and not isinstance(value, bool) else None
+    if isinstance(value, list):
+        count = len(value)
+    if count is not None and count * width_configs > MAX_NETWORKS:
+        raise _fail(
+            "seeds", value, f"{count} seeds x {width_configs} width configs is more than "
+            f"{MAX_NETWORKS} networks in one sweep; split it into several sweeps"
+        )
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 1:
             raise _fail("seeds", value, allowed)
         return tuple(range(value))
-    if (
-        not isinstance(value, list)
-        or not value
-        or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in value)
-        or len(set(value)) != len(value)
-    ):
+    if not isinstance(value, list) or not value:
         raise _fail("seeds", value, allowed)
+    for seed in value:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= INT64_MAX:
+            raise _fail("seeds", seed, allowed)
+    if len(set(value)) != len(value):
+        raise _fail("seeds", value, "each seed may appear once")
     return tuple(value)
 
 
@@ -270,8 +314,28 @@ def _wandb(value: Any) -> WandbSpec | None:
 def _pack(value: Any) -> int:
     if value is None or value == "auto":
         return 0
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _fail("pack", value, "expected auto or an integer >= 1 (networks trained together)")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= INT32_MAX:
+        raise _fail(
+            "pack", value, f"expected auto or an integer in [1, {INT32_MAX}] (networks trained together)"
+        )
+    return value
+
+
+def _name(value: Any) -> str:
+    """A sweep name usable as one path component on any filesystem."""
+    allowed = (
+        f"expected a name of 1 to {MAX_NAME_BYTES} bytes without '/', '\\' or control "
+        "characters, not starting with _ or ."
+    )
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES
+        or any(ch in "/\\" or not ch.isprintable() for ch in value)
+        or value.startswith(("_", "."))
+        or value != value.strip()
+    ):
+        raise _fail("name", value, allowed)
     return value
 
 
@@ -279,19 +343,18 @@ def parse_config(raw: dict[str, Any]) -> SweepConfig:
     unknown = sorted(set(raw) - set(TOP_LEVEL_KEYS))
     if unknown:
         raise _fail(unknown[0], raw[unknown[0]], f"unknown field; fields: {', '.join(TOP_LEVEL_KEYS)}")
-    name = raw.get("name")
-    if not isinstance(name, str) or not name or "/" in name or name.startswith(("_", ".")):
-        raise _fail("name", name, "expected a non-empty name without '/' not starting with _ or .")
+    name = _name(raw.get("name"))
     epochs = _int(raw, "epochs", 1)
     store = raw.get("store", f"./runs/{name}")
     if not isinstance(store, str) or not store.strip():
         raise _fail("store", store, "expected a path or URI")
+    widths = _widths(raw.get("widths"))
     return SweepConfig(
         name=name,
         dataset=_choice(raw, "dataset", DATASETS),
         model=_choice(raw, "model", MODELS, "mlp"),
-        widths=_widths(raw.get("widths")),
-        seeds=_seeds(raw.get("seeds")),
+        widths=widths,
+        seeds=_seeds(raw.get("seeds"), len(widths)),
         epochs=epochs,
         batch_size=_int(raw, "batch_size", 1),
         optimizer=_optimizer(raw.get("optimizer")),

@@ -40,12 +40,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainables.choices import DATASETS
+from trainables.errors import UserError
 
-class DataError(Exception):
+
+class DataError(UserError):
     """A dataset that cannot be found or trusted; the message says what was tried and the fix."""
 
-
-DATASETS: tuple[str, ...] = ("mnist", "fashion-mnist", "synthetic")
 
 _NORMALIZATION: dict[str, tuple[float, float]] = {
     "mnist": (0.1307, 0.3081),

@@ -1,0 +1,13 @@
+"""The base of every expected failure, in a module that imports nothing.
+
+An expected failure (a bad config value, an unreachable or damaged store, a
+missing dataset, a cluster that does not answer) is raised as a subclass of
+:class:`UserError` whose message is one line naming the thing and what to do;
+the CLI prints that line and exits 2. Anything else is a bug.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """An expected failure; ``str(err)`` is one line for the user."""
