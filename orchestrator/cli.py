@@ -1,19 +1,59 @@
-"""The ``layerswap`` command line: sweep, report, ls, data, preflight, verify."""
+"""The ``layerswap`` command line: sweep, report, ls, data, preflight, verify.
+
+One error path: an expected failure (:class:`trainables.errors.UserError`: a
+bad config, an unreachable or unwritable store, a cluster that does not
+answer, a damaged store) and a bad command line are one line on stderr, exit
+2; an interrupt (Ctrl-C, SIGTERM) one line, exit 130; anything else one line
+naming a log file that holds the traceback, exit 1. Every line has its
+credentials redacted.
+
+This module and the config parser import nothing heavy: torch, Ray and
+pyarrow are imported by the command that needs them, so ``--help`` and a
+refused config answer at once.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import os
 import sys
+import tempfile
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
-from orchestrator.config import ConfigError, load_config
-from trainables.datasets import DATASETS, DataError, prepare_dataset
-from trainables.store import Store, StoreError
+from orchestrator.config import load_config
+from orchestrator.interrupts import stop_on_sigterm
+from trainables.choices import DATASETS
+from trainables.errors import UserError
+from trainables.uri import redact_secrets
+
+LOG_DIR_ENV = "LAYERSWAP_LOG_DIR"
+"""Where crash logs go (default ``~/.cache/layerswap/logs``)."""
+MAX_LINE_CHARS = 400
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (not the usage block), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"layerswap: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds > 0")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="layerswap", description="Which layers of a trained network matter? Sweeps of layer swaps."
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -22,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("config", help="sweep config (YAML), e.g. configs/demo.yaml")
     sweep.add_argument("--store", help="store path or URI (overrides the config's store)")
     sweep.add_argument("--address", help="Ray cluster to join (default: start Ray on this machine)")
+    sweep.add_argument(
+        "--connect-timeout", type=positive_seconds, default=60.0, metavar="SECONDS",
+        help="give up joining --address after this long (default: 60)",
+    )
     sweep.add_argument("--seeds", type=int, help="use seeds 0..N-1 (overrides the config)")
     sweep.add_argument("--epochs", type=int, help="train for N epochs (overrides the config)")
     sweep.add_argument(
@@ -54,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
         "preflight", help="check every Ray node: versions, GPUs, and a write/read/delete of the store"
     )
     preflight.add_argument("--address", help="Ray cluster to check (default: start Ray on this machine)")
+    preflight.add_argument(
+        "--connect-timeout", type=positive_seconds, default=60.0, metavar="SECONDS",
+        help="give up joining --address after this long (default: 60)",
+    )
     preflight.add_argument("--store", help="store path or URI to probe (default: the config's store)")
     preflight.add_argument("--config", help="sweep config: compare its resources per trial with the nodes")
 
@@ -66,7 +114,9 @@ def command_sweep(args: argparse.Namespace) -> int:
     from orchestrator.launch import run_sweep
 
     config = load_config(args.config).with_overrides(args.store, args.seeds, args.epochs, args.wandb)
-    outcome = run_sweep(config, address=args.address, shared_fs=args.shared_fs)
+    outcome = run_sweep(
+        config, address=args.address, shared_fs=args.shared_fs, connect_timeout_s=args.connect_timeout
+    )
     print(
         f"sweep {config.name}: {outcome.completed} trained, {outcome.skipped} skipped "
         f"(already complete), {outcome.failed} failed, in {outcome.wall_seconds:.1f} s"
@@ -76,7 +126,9 @@ def command_sweep(args: argparse.Namespace) -> int:
         print(f"layerswap: error: {outcome.failed} trials failed; run the same command again to retry them",
               file=sys.stderr)
         return 1
-    store = Store.open(outcome.store_uri)
+    from trainables.store import Store
+
+    store = Store.open(config.store)
     if not args.no_report and outcome.completed == 0 and store.exists("report/report.md"):
         print(f"report: {store.path('report')} (up to date: nothing new was trained)")
     elif not args.no_report:
@@ -93,6 +145,7 @@ def command_sweep(args: argparse.Namespace) -> int:
 
 def command_report(args: argparse.Namespace) -> int:
     from orchestrator.report import write_report
+    from trainables.store import Store
 
     written = write_report(
         Store.open(args.store), out_dir=args.out, sweep=args.sweep, critical_drop=args.critical_drop
@@ -104,23 +157,26 @@ def command_report(args: argparse.Namespace) -> int:
 
 def command_ls(args: argparse.Namespace) -> int:
     from orchestrator.listing import format_listing
+    from trainables.store import Store
 
     print(format_listing(Store.open(args.store), sweep=args.sweep))
     return 0
 
 
 def command_data(args: argparse.Namespace) -> int:
+    from trainables.datasets import prepare_dataset
+
     print(prepare_dataset(args.name, args.root))
     return 0
 
 
 def command_preflight(args: argparse.Namespace) -> int:
-    from orchestrator.launch import connect_ray
+    from orchestrator.connect import connect_ray
     from orchestrator.preflight import format_preflight, run_preflight
 
     config = load_config(args.config) if args.config else None
     store = args.store or (config.store if config else None)
-    connect_ray(args.address)
+    connect_ray(args.address, args.connect_timeout)
     result = run_preflight(store, config.resources if config else None)
     print(format_preflight(result))
     return 1 if result.problems else 0
@@ -128,6 +184,7 @@ def command_preflight(args: argparse.Namespace) -> int:
 
 def command_verify(args: argparse.Namespace) -> int:
     from orchestrator.verify import verify_store
+    from trainables.store import Store
 
     result = verify_store(Store.open(args.store))
     for problem in result.problems:
@@ -151,18 +208,56 @@ COMMANDS = {
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from orchestrator.report import ReportError
+def one_line(text: str) -> str:
+    """``text`` as one line of at most MAX_LINE_CHARS characters, credentials redacted."""
+    line = " ".join(redact_secrets(text).split())
+    return line if len(line) <= MAX_LINE_CHARS else line[: MAX_LINE_CHARS - 1] + "…"
 
+
+def write_crash_log(argv: Sequence[str]) -> Path:
+    """Write the current exception's traceback (redacted) to a new log file; its path."""
+    text = redact_secrets(
+        f"layerswap {' '.join(argv)}\n{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S} UTC, "
+        f"python {sys.version.split()[0]}\n\n{traceback.format_exc()}"
+    )
+    name = f"crash-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{os.getpid()}.log"
+    for directory in (
+        Path(os.environ.get(LOG_DIR_ENV) or Path.home() / ".cache" / "layerswap" / "logs"),
+        Path(tempfile.gettempdir()),
+    ):
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            path = directory / name
+            path.write_text(text, encoding="utf-8")
+            return path
+        except OSError:
+            continue
+    raise OSError("no writable directory for the crash log")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    stop_on_sigterm()
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, StoreError, DataError, ReportError) as err:
-        print(f"layerswap: error: {err}", file=sys.stderr)
+    except UserError as err:
+        print(f"layerswap: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("layerswap: interrupted; finished trials are kept, run again to resume", file=sys.stderr)
+        print(
+            "layerswap: interrupted; finished trials are kept, run the same command again to resume",
+            file=sys.stderr,
+        )
         return 130
+    except Exception as err:  # a bug: one line here, the traceback in a file
+        what = one_line(f"{type(err).__name__}: {err}")
+        try:
+            where = f"the traceback is in {write_crash_log(argv)}"
+        except OSError:
+            where = "no log file could be written"
+        print(f"layerswap: internal error: {what}; {where}; please report it", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import ray
 from ray import tune
 
 from orchestrator.config import ConfigError, Resources, SweepConfig
+from orchestrator.connect import DEFAULT_CONNECT_TIMEOUT_S, connect_ray
 from orchestrator.grid import expand_grid
 from orchestrator.packing import make_packs
 from orchestrator.progress import ProgressCallback, label
@@ -21,7 +22,8 @@ from trainables.datasets import load_dataset
 from trainables.spec import TrialSpec
 from trainables.store import Store, StoreError
 from trainables.tune_trial import run_tune_trial
-from trainables.wandb_log import wandb_spec_to_dict
+from trainables.uri import redact_secrets
+from trainables.wandb_spec import wandb_spec_to_dict
 
 Log = Callable[[str], None]
 MAX_RETRIES = 2
@@ -42,7 +44,7 @@ def sweep_record_relpath(config: SweepConfig, specs: list[TrialSpec]) -> tuple[s
     """The sweep's grid record (config and expected trial ids), named by its content hash."""
     record = {
         "sweep": config.name,
-        "config": config.to_raw(),
+        "config": {**config.to_raw(), "store": redact_secrets(config.store)},
         "trial_ids": [spec.trial_id for spec in specs],
     }
     body = json.dumps(record, sort_keys=True, separators=(",", ":")).encode("utf-8")
@@ -55,17 +57,6 @@ def test_crash_hook() -> dict | None:
     if not epoch:
         return None
     return {"epoch": int(epoch), "marker": os.environ["LAYERSWAP_TEST_CRASH_MARKER"]}
-
-
-def connect_ray(address: str | None) -> None:
-    """Join ``address``, or start Ray on this machine (all its CPUs and GPUs)."""
-    if ray.is_initialized():
-        return
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
-        # Trial output stays in Tune's trial logs; the driver prints one line per event.
-        ray.init(address="local", include_dashboard=False, log_to_driver=False)
 
 
 def check_store_reachable(store: Store, shared_fs: bool) -> None:
@@ -101,11 +92,20 @@ def check_resources_fit(resources: Resources) -> None:
 
 
 def run_sweep(
-    config: SweepConfig, address: str | None = None, shared_fs: bool = False, log: Log = print
+    config: SweepConfig,
+    address: str | None = None,
+    shared_fs: bool = False,
+    log: Log = print,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
 ) -> SweepOutcome:
-    """Run every trial of ``config`` whose trial row is not yet in the store."""
+    """Run every trial of ``config`` whose trial row is not yet in the store.
+
+    The store is opened and its writability probed before Ray starts; joining
+    ``address`` gives up after ``connect_timeout_s`` seconds.
+    """
     started = time.perf_counter()
     store = Store.open(config.store)
+    store.check_writable()
     specs = expand_grid(config)
     finished = store.completed_trial_ids()
     todo = [spec for spec in specs if spec.trial_id not in finished]
@@ -115,7 +115,7 @@ def run_sweep(
     )
     if todo:
         datasets = {config.dataset: load_dataset(config.dataset)}
-        connect_ray(address)
+        connect_ray(address, connect_timeout_s)
         check_store_reachable(store, shared_fs)
         if address is None:
             check_resources_fit(config.resources)
@@ -128,11 +128,16 @@ def run_sweep(
 
     resources = {"cpu": config.resources.cpu_per_trial, "gpu": config.resources.gpu_per_trial}
     trainable = tune.with_resources(
-        tune.with_parameters(run_tune_trial, datasets=datasets), resources
+        tune.with_parameters(run_tune_trial, datasets=datasets, store_location=store.location), resources
     )
     # Trials checkpoint every epoch (to resume where a dead worker stopped); with
     # short epochs Tune would warn about its own experiment snapshots each time.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Ctrl-C / SIGTERM stop the driver at once (the CLI says how to resume), not after
+    # Tune's own shutdown, whose message suggests Tuner.restore; and Tune's banner
+    # (experiment table, TensorBoard hint) stays off the terminal: the progress lines say it.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     tuner = tune.Tuner(
         trainable,
         param_space={
@@ -140,7 +145,7 @@ def run_sweep(
                 [{"label": pack[0].trial_id, "specs": [spec.to_dict() for spec in pack]} for pack in packs]
             ),
             "sweep": config.name,
-            "store": store.location,
+            "store": store.uri,
             "threads": max(1, int(config.resources.cpu_per_trial)),
             "gpu_share": config.resources.gpu_per_trial,
             "test_crash": test_crash_hook(),

@@ -8,40 +8,69 @@ Layout (DESIGN.md, "The store")::
     <root>/sweeps/<sweep>/<config_hash>.json      (extension: the sweep's grid)
     <root>/tune/
 
-Every write goes to a temporary name starting with ``_`` and is then renamed
-(on object stores, where a single upload only appears once complete, it is
-written in place), so readers never see half a file and ``pyarrow.dataset``
-discovery skips the leftovers of a crashed writer.
+Every write goes to a temporary name that starts with ``_`` and ends in
+``.tmp`` and is then renamed (on object stores, where a single upload only
+appears once complete, it is written in place), so readers never see half a
+file, and neither ``pyarrow.dataset`` discovery nor a glob such as
+``index/trials/*.parquet`` sees the leftovers of a crashed writer.
+
+A store's ``uri`` has its credentials redacted (:func:`trainables.uri.redact_secrets`):
+it is what gets printed and persisted. ``location`` keeps them, for opening
+the store in workers.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
+import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from trainables.errors import UserError
 from trainables.schemas import TABLE_SCHEMAS
+from trainables.uri import redact_secrets
 
 # Filesystems whose output stream only becomes visible, whole, when closed.
 _ATOMIC_ON_CLOSE = frozenset({"s3", "gcs"})
+REACH_TIMEOUT_S = 30.0
+"""How long opening a remote store may take before it counts as unreachable."""
+TRIAL_ID = re.compile(r"[0-9a-f]{16}")
+"""A trial id: the first 16 lowercase hex characters of a sha256."""
+
+T = TypeVar("T")
 
 
-class StoreError(Exception):
+class StoreError(UserError):
     """A store that cannot be opened, read or trusted; the message says which."""
 
 
+def check_trial_id(trial_id: str) -> str:
+    """``trial_id`` if it is 16 lowercase hex characters, else StoreError: never a path outside its folder."""
+    if not isinstance(trial_id, str) or not TRIAL_ID.fullmatch(trial_id):
+        raise StoreError(f"store: {str(trial_id)[:40]!r} is not a trial id (16 lowercase hex characters)")
+    return trial_id
+
+
+def temporary_name(name: str) -> str:
+    """The name ``name`` is written under before its rename: ``_<name>.<random>.tmp``."""
+    return f"_{name}.{uuid.uuid4().hex[:12]}.tmp"
+
+
 def weights_relpath(trial_id: str, epoch: int) -> str:
-    return f"trials/{trial_id}/weights/epoch={epoch:04d}.safetensors"
+    return f"trials/{check_trial_id(trial_id)}/weights/epoch={epoch:04d}.safetensors"
 
 
 def spec_relpath(trial_id: str) -> str:
-    return f"trials/{trial_id}/spec.json"
+    return f"trials/{check_trial_id(trial_id)}/spec.json"
 
 
 def index_relpath(table: str, trial_id: str) -> str:
@@ -50,10 +79,11 @@ def index_relpath(table: str, trial_id: str) -> str:
 
 @dataclass(frozen=True)
 class Store:
-    """A store root: ``uri`` as the user gave it, ``fs`` and ``root`` inside it.
+    """A store root: ``uri`` as the user gave it (credentials redacted), ``fs`` and ``root`` inside it.
 
-    ``location`` is ``uri`` made independent of the working directory (local
-    paths absolute): what to hand to workers, whose working directory differs.
+    ``location`` is the URI with its credentials, made independent of the
+    working directory (local paths absolute): what to hand to workers, whose
+    working directory differs. Never print or persist it.
     """
 
     uri: str
@@ -63,34 +93,87 @@ class Store:
 
     @classmethod
     def open(cls, uri: str) -> Store:
-        """Open (without writing anything) the store at a local path or URI."""
-        if not uri or not str(uri).strip():
-            raise StoreError("store: an empty path is not a store location")
-        location = str(uri) if "://" in str(uri) else os.path.abspath(os.path.expanduser(uri))
+        """Open (without writing anything) the store at a local path or URI.
+
+        A remote store that does not answer within :data:`REACH_TIMEOUT_S`
+        is refused (StoreError), as is an object-store URI without a bucket.
+        """
+        if not isinstance(uri, str) or not uri.strip() or "\0" in uri:
+            raise StoreError(f"store: {str(uri)[:60]!r} is not a store location (a path or URI)")
+        shown = redact_secrets(uri)
+        location = uri if "://" in uri else os.path.abspath(os.path.expanduser(uri))
         try:
-            fs, root = pafs.FileSystem.from_uri(location)
+            fs, root = _bounded(lambda: pafs.FileSystem.from_uri(location), shown)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as err:
             raise StoreError(
-                f"store: pyarrow cannot open {uri!r} ({err}); use a local path or a URI "
-                "such as s3://bucket/prefix"
+                f"store: pyarrow cannot open {shown!r} ({redact_secrets(str(err))}); use a local path "
+                "or a URI such as s3://bucket/prefix"
             ) from None
         root = root.rstrip("/")
+        bucket = root.split("/", 1)[0]
+        if fs.type_name in _ATOMIC_ON_CLOSE and not bucket:
+            raise StoreError(
+                f"store: {shown!r} names no bucket; use {fs.type_name.replace('gcs', 'gs')}://bucket/prefix"
+            )
         try:
-            info = fs.get_file_info(root) if root else None
-            bucket = root.split("/", 1)[0]
-            if fs.type_name in _ATOMIC_ON_CLOSE and fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+            info = _bounded(lambda: fs.get_file_info(root), shown) if root else None
+            if (
+                fs.type_name in _ATOMIC_ON_CLOSE
+                and _bounded(lambda: fs.get_file_info(bucket), shown).type == pafs.FileType.NotFound
+            ):
                 raise StoreError(
-                    f"store: bucket {bucket!r} of {uri!r} does not exist; create it first "
+                    f"store: bucket {bucket!r} of {shown!r} does not exist; create it first "
                     f"(e.g. aws s3 mb s3://{bucket})"
                 )
         except OSError as err:
             raise StoreError(
-                f"store: cannot reach {uri!r} ({err}); check the credentials, and for an S3-compatible "
-                "server the endpoint_override, scheme and region options of the URI"
+                f"store: cannot reach {shown!r} ({redact_secrets(str(err)).splitlines()[0]}); check the "
+                "network and credentials, and for an S3-compatible server the endpoint_override, "
+                "scheme and region options of the URI"
             ) from None
         if info is not None and info.type == pafs.FileType.File:
-            raise StoreError(f"store: {uri!r} is a file, not a store directory")
-        return cls(uri=str(uri), location=location, fs=fs, root=root)
+            raise StoreError(f"store: {shown!r} is a file, not a store directory")
+        return cls(uri=shown, location=location, fs=fs, root=root)
+
+    def check_writable(self) -> None:
+        """Write and delete ``_probe-<random>.tmp`` at the root; StoreError (one line) when that fails.
+
+        Directories it had to create for the probe are removed again, so a
+        store that is refused later is left as it was.
+        """
+        created = self._missing_local_dirs()
+        probe = self.path(f"_probe-{uuid.uuid4().hex}.tmp")
+        try:
+            if self.root and self.fs.type_name not in _ATOMIC_ON_CLOSE:
+                self.fs.create_dir(self.root, recursive=True)
+            with self.fs.open_output_stream(probe) as out:
+                out.write(b"layerswap write probe\n")
+            self.fs.delete_file(probe)
+        except OSError as err:
+            raise StoreError(
+                f"store: cannot write to {self.uri!r} ({redact_secrets(str(err)).splitlines()[0]}); "
+                "check its permissions (and for an object store the credentials), or choose another --store"
+            ) from None
+        finally:
+            for directory in created:
+                try:
+                    self.fs.delete_dir(directory)
+                except OSError:
+                    break  # not empty: something else was written meanwhile
+
+    def _missing_local_dirs(self) -> list[str]:
+        """The root and its ancestors that do not exist yet, deepest first (local stores only)."""
+        missing: list[str] = []
+        if not self.is_local or not self.root:
+            return missing
+        path = self.root
+        while path and self.fs.get_file_info(path).type == pafs.FileType.NotFound:
+            missing.append(path)
+            parent = os.path.dirname(path)
+            if parent == path:
+                break
+            path = parent
+        return missing
 
     def child(self, relpath: str) -> Store:
         """The folder ``relpath`` of this store, as a store of its own (e.g. ``report``)."""
@@ -127,7 +210,7 @@ class Store:
             with self.fs.open_output_stream(final) as out:
                 out.write(data)
             return
-        temporary = f"{directory}/_tmp-{uuid.uuid4().hex}-{name}"
+        temporary = f"{directory}/{temporary_name(name)}"
         try:
             with self.fs.open_output_stream(temporary) as out:
                 out.write(data)
@@ -187,6 +270,30 @@ class Store:
             p.rsplit("/", 1)[-1].removesuffix(".parquet")
             for p in self.list_files("index/trials")
         }
+
+
+def _bounded(action: Callable[[], T], shown: str) -> T:
+    """``action()`` within REACH_TIMEOUT_S, in a helper thread (pyarrow's remote calls retry for minutes)."""
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, action()))
+        except BaseException as err:  # re-raised in the caller's thread
+            outcome.append((False, err))
+
+    thread = threading.Thread(target=run, name="layerswap-store-open", daemon=True)
+    thread.start()
+    thread.join(REACH_TIMEOUT_S)
+    if not outcome:
+        raise StoreError(
+            f"store: {shown!r} did not answer within {REACH_TIMEOUT_S:g} s; check the network, the "
+            "credentials and the URI's endpoint options"
+        )
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
 
 
 def _castable(found: pa.DataType, expected: pa.DataType) -> bool:

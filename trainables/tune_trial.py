@@ -2,9 +2,11 @@
 
 A trial's config carries ``pack`` ({"label": trial id of its first network,
 "specs": spec dicts, one per network}), the ``sweep`` name, the ``store``
-URI, ``threads`` (its CPU share), ``gpu_share`` and ``wandb`` (W&B settings
-or None). Datasets arrive through Ray's object store
-(``tune.with_parameters``), so workers need no local copy.
+URI (credentials redacted: Tune persists its configs), ``threads`` (its CPU
+share), ``gpu_share`` and ``wandb`` (W&B settings or None). Datasets and
+the store's location with its credentials arrive through Ray's object store
+(``tune.with_parameters``), so workers need no local copy and no secret is
+written to disk.
 
 A pack of one network trains with :func:`train_network`; a larger pack with
 :func:`train_pack` (stacked weights). After every epoch the trial reports a
@@ -32,7 +34,8 @@ from trainables.spec import TrialSpec
 from trainables.store import Store
 from trainables.training import EpochEnd, StateDict, TrainingState
 from trainables.trial import Placement, run_networks
-from trainables.wandb_log import WandbRun, wandb_spec_from_dict
+from trainables.wandb_log import WandbRun
+from trainables.wandb_spec import wandb_spec_from_dict
 
 STATE_FILE = "training_state.pt"
 TRIAL_IDS_FILE = "trial_ids"
@@ -101,11 +104,11 @@ def restored_state() -> tuple[list[str], TrainingState] | None:
         return trial_ids, TrainingState.load(Path(directory) / STATE_FILE)
 
 
-def run_tune_trial(config: dict[str, Any], datasets: dict[str, DatasetArrays]) -> None:
+def run_tune_trial(config: dict[str, Any], datasets: dict[str, DatasetArrays], store_location: str) -> None:
     torch.set_num_threads(max(1, int(config["threads"])))
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    store = Store.open(config["store"])
+    store = Store.open(store_location)
     placement = Placement.here(trial_device(float(config["gpu_share"])))
     crash = CrashHook(**config["test_crash"]) if config.get("test_crash") else None
     wandb_settings = wandb_spec_from_dict(config.get("wandb"))
