@@ -173,9 +173,12 @@ def command_data(args: argparse.Namespace) -> int:
 def command_preflight(args: argparse.Namespace) -> int:
     from orchestrator.connect import connect_ray
     from orchestrator.preflight import format_preflight, run_preflight
+    from trainables.store import Store
 
     config = load_config(args.config) if args.config else None
     store = args.store or (config.store if config else None)
+    if store is not None:
+        Store.open(store)  # an unreachable store is refused before Ray starts
     connect_ray(args.address, args.connect_timeout)
     result = run_preflight(store, config.resources if config else None)
     print(format_preflight(result))

@@ -24,6 +24,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from orchestrator.config import Resources
 from trainables.store import Store, StoreError
+from trainables.uri import redact_secrets
 
 PROBE_DIR = "_preflight"
 
@@ -62,6 +63,7 @@ class NodeReport:
 class Preflight:
     driver: Versions
     store_uri: str | None
+    """The store probed, credentials redacted."""
     resources: Resources | None
     nodes: list[NodeReport]
     problems: list[str] = field(default_factory=list)
@@ -81,7 +83,9 @@ def run_preflight(
         try:
             store.write_bytes(token_relpath, token)
         except OSError as err:
-            driver_problems.append(f"this machine (the driver) cannot write the store {store.uri}: {err}")
+            driver_problems.append(
+                f"this machine (the driver) cannot write the store {store.uri}: {redact_secrets(str(err))}"
+            )
             token_relpath = None
     try:
         nodes = _probe_nodes(store.location if store else None, token_relpath, token, timeout_s)
@@ -89,7 +93,8 @@ def run_preflight(
         if store is not None and token_relpath is not None:
             _remove_probe_files(store, token_relpath)
     problems, warnings = assess(driver, nodes, resources)
-    return Preflight(driver, store_uri, resources, nodes, driver_problems + problems, warnings)
+    shown = store.uri if store else None
+    return Preflight(driver, shown, resources, nodes, driver_problems + problems, warnings)
 
 
 def _probe_nodes(
@@ -164,7 +169,7 @@ def _probe_store(store_uri: str, token_relpath: str | None, token: bytes, node_i
         step = "delete"
         store.fs.delete_file(store.path(mine))
     except Exception as err:  # whatever fails is the probe's answer
-        return f"FAIL: {step}: {type(err).__name__}: {err}"
+        return f"FAIL: {step}: {type(err).__name__}: {redact_secrets(str(err))}"
     return "ok"
 
 

@@ -6,19 +6,42 @@ weights index files; every checkpoint epoch of the trial has weights rows; and
 every weights file exists and holds exactly the tensors its ``index/weights``
 rows describe (name, shape, dtype, byte count, sha256 of the raw bytes).
 Trials without a trial row are unfinished and not checked.
+
+Every index file of a checked trial (and every index file name) is opened
+and checked on its own: a readable Parquet file, columns of the table's
+schema, rows keyed by the trial id in its name (one trial row; weights rows
+pointing at that trial's epoch files; swap rows of a known kind, each key
+once). Trial ids are checked to be 16 lowercase hex characters before any
+becomes a path, so a crafted row cannot make verify read outside the store.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
+import re
+from collections import Counter
 from dataclasses import dataclass
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import safetensors.torch
 from safetensors import SafetensorError
 
+from trainables.schemas import TABLE_SCHEMAS
+from trainables.spec import SWAP_KINDS
 from trainables.store import Store, StoreError, index_relpath, spec_relpath, weights_relpath
 from trainables.trial import tensor_sha256
+
+INDEX_FILE = re.compile(r"(?P<trial_id>[0-9a-f]{16})(?:-[0-9a-f]{8})?\.parquet")
+"""``<trial_id>.parquet``, or for measurements added later ``<trial_id>-<batch>.parquet``."""
+KINDS = frozenset({"none", "interpolate", *SWAP_KINDS})
+SWAP_KEY = ("kind", "layer", "epoch", "alpha", "draw")
+KEY_COLUMNS = {
+    "trials": ("trial_id", "spec_json", "checkpoints"),
+    "weights": ("trial_id", "epoch", "tensor", "path"),
+    "swaps": ("trial_id", *SWAP_KEY),
+}
+"""Columns verify needs in each table's files."""
 
 
 @dataclass(frozen=True)
@@ -45,18 +68,41 @@ def verify_store(store: Store) -> Verification:
     """Check every complete trial of ``store`` (see the module docstring)."""
     if not store.exists("index/trials"):
         raise StoreError(f"{store.uri} is not a layerswap store (no index/trials)")
-    trials = store.read_index("trials").select(["trial_id", "spec_json", "checkpoints"]).to_pylist()
-    weights: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for row in store.read_index("weights").to_pylist():
-        weights[row["trial_id"]][row["path"]].append(row)
-    swap_files = set(store.list_files("index/swaps"))
-    problems: list[Problem] = []
+    index = {table: _index_files(store, table) for table in KEY_COLUMNS}
+    problems: list[Problem] = [
+        Problem(relpath.rsplit("/", 1)[-1].split(".", 1)[0][:40], relpath,
+                "not named after a trial id (<16 lowercase hex>.parquet); readers would mix it in")
+        for files_of in index.values() for relpath in files_of.get(None, [])
+    ]
+    trials: list[dict] = []
+    for trial_id, (relpath,) in sorted((k, v) for k, v in index["trials"].items() if k is not None):
+        rows, found = read_index_file(store, "trials", trial_id, relpath)
+        problems += found
+        if rows is not None and len(rows) != 1:
+            problems.append(Problem(trial_id, relpath, f"holds {len(rows)} rows; a trial file holds one"))
+        elif rows is not None:
+            trials.append(rows[0])
     files = 0
-    for trial in sorted(trials, key=lambda t: t["trial_id"]):
-        trial_id, by_path = trial["trial_id"], weights.get(trial["trial_id"], {})
+    for trial in trials:
+        trial_id = trial["trial_id"]
         problems += check_spec(store, trial_id, trial["spec_json"])
-        if index_relpath("swaps", trial_id) not in swap_files:
+        if index_relpath("swaps", trial_id) not in index["swaps"].get(trial_id, []):
             problems.append(Problem(trial_id, index_relpath("swaps", trial_id), "missing"))
+        swap_keys: Counter = Counter()
+        for relpath in index["swaps"].get(trial_id, []):
+            rows, found = read_index_file(store, "swaps", trial_id, relpath)
+            problems += found
+            swap_keys.update(tuple(row[c] for c in SWAP_KEY) for row in rows or [])
+        problems += [
+            Problem(trial_id, f"index/swaps/{trial_id}*.parquet", f"swap key {key} is measured {n} times")
+            for key, n in sorted(swap_keys.items(), key=str) if n > 1
+        ]
+        by_path: dict[str, list[dict]] = {}
+        for relpath in index["weights"].get(trial_id, []):
+            rows, found = read_index_file(store, "weights", trial_id, relpath)
+            problems += found
+            for row in rows or []:
+                by_path.setdefault(row["path"], []).append(row)
         epochs = {row["epoch"] for rows in by_path.values() for row in rows}
         problems += [
             Problem(trial_id, weights_relpath(trial_id, epoch), "checkpoint has no rows in index/weights")
@@ -66,6 +112,68 @@ def verify_store(store: Store) -> Verification:
             problems += check_weights_file(store, trial_id, relpath, rows)
         files += 1 + len(by_path)
     return Verification(len(trials), files, problems)
+
+
+def _index_files(store: Store, table: str) -> dict[str | None, list[str]]:
+    """The visible files of ``index/<table>`` by the trial id in their name (None: a name without one)."""
+    files: dict[str | None, list[str]] = {}
+    for relpath in store.list_files(f"index/{table}"):
+        match = INDEX_FILE.fullmatch(relpath.removeprefix(f"index/{table}/"))
+        if table != "swaps" and match and match.group(0) != f"{match['trial_id']}.parquet":
+            match = None  # batch files exist only for measurements
+        files.setdefault(match["trial_id"] if match else None, []).append(relpath)
+    return files
+
+
+def read_index_file(
+    store: Store, table: str, trial_id: str, relpath: str
+) -> tuple[list[dict] | None, list[Problem]]:
+    """The rows of one index file, cast to the table's schema, and what is wrong with it.
+
+    Rows are None when the file cannot be read or lacks a column verify needs.
+    Every row must carry ``trial_id`` (the one in the file name) and keys that
+    can be trusted: weights rows point at this trial's own epoch files; swap
+    rows have a known kind.
+    """
+
+    def problem(message: str) -> Problem:
+        return Problem(trial_id, relpath, message)
+
+    schema = TABLE_SCHEMAS[table]
+    try:
+        data = pq.read_table(store.path(relpath), filesystem=store.fs)
+    except (pa.ArrowException, OSError) as err:
+        return None, [problem(f"not a readable Parquet file ({str(err).splitlines()[0][:200]})")]
+    problems = [
+        problem(f"column {name!r} is missing")
+        for name in KEY_COLUMNS[table] if name not in data.column_names
+    ]
+    columns = [field for field in schema if field.name in data.column_names]
+    for field in columns:
+        try:
+            data.column(field.name).cast(field.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            problems.append(
+                problem(f"column {field.name!r} is {data.schema.field(field.name).type}, "
+                        f"the {table} schema says {field.type}")
+            )
+    if problems:
+        return None, problems
+    rows = data.select([f.name for f in columns]).cast(pa.schema(columns)).to_pylist()
+    ids = sorted({str(row["trial_id"]) for row in rows} - {trial_id})
+    if ids:
+        return None, [problem(f"holds rows of trial id {ids[0][:40]!r}, not only of {trial_id}")]
+    if table == "weights":
+        bad = [row for row in rows if row["epoch"] is None or row["epoch"] < 0
+               or row["path"] != weights_relpath(trial_id, row["epoch"])]
+        if bad:
+            return None, [problem(f"a row of tensor {str(bad[0]['tensor'])[:40]!r} points at "
+                                  f"{str(bad[0]['path'])[:80]!r}, not at this trial's epoch file")]
+    if table == "swaps":
+        kinds = sorted({str(row["kind"]) for row in rows} - KINDS)
+        if kinds:
+            return None, [problem(f"swap kind {kinds[0][:40]!r} is not one of {', '.join(sorted(KINDS))}")]
+    return rows, []
 
 
 def check_spec(store: Store, trial_id: str, spec_json: str | None) -> list[Problem]:
