@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import sys
-import tempfile
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,12 +24,11 @@ from typing import NoReturn
 
 from orchestrator.config import load_config
 from orchestrator.interrupts import stop_on_sigterm
+from orchestrator.logs import new_log_path
 from trainables.choices import DATASETS
 from trainables.errors import UserError
 from trainables.uri import redact_secrets
 
-LOG_DIR_ENV = "LAYERSWAP_LOG_DIR"
-"""Where crash logs go (default ``~/.cache/layerswap/logs``)."""
 MAX_LINE_CHARS = 400
 
 
@@ -223,19 +220,9 @@ def write_crash_log(argv: Sequence[str]) -> Path:
         f"layerswap {' '.join(argv)}\n{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S} UTC, "
         f"python {sys.version.split()[0]}\n\n{traceback.format_exc()}"
     )
-    name = f"crash-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{os.getpid()}.log"
-    for directory in (
-        Path(os.environ.get(LOG_DIR_ENV) or Path.home() / ".cache" / "layerswap" / "logs"),
-        Path(tempfile.gettempdir()),
-    ):
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            path = directory / name
-            path.write_text(text, encoding="utf-8")
-            return path
-        except OSError:
-            continue
-    raise OSError("no writable directory for the crash log")
+    path = new_log_path("crash")
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,13 +9,17 @@ still show.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import socket
+import sys
 import threading
 
 import ray
 
 from orchestrator.interrupts import stop_on_sigterm
+from orchestrator.logs import new_log_path
 from trainables.errors import UserError
 
 DEFAULT_CONNECT_TIMEOUT_S = 60.0
@@ -71,10 +75,22 @@ def _not_main_thread_notice(record: logging.LogRecord) -> bool:
 
 
 def _join(address: str, timeout_s: float) -> None:
-    """ray.init(address) in a helper thread, so that a Ray that never answers cannot hang the driver."""
+    """ray.init(address) in a helper thread, so that a Ray that never answers cannot hang the driver.
+
+    While it runs, file descriptor 2 (where Ray's C++ core logs its connection
+    retries) goes to a log file. When it times out, the connection attempt is
+    abandoned: its thread keeps logging into that file, Python's ``sys.stderr``
+    is moved to the terminal's descriptor, and Ray's exit hook (which would
+    wait for the attempt) is dropped.
+    """
     outcome: list[BaseException | None] = []
     worker_log = logging.getLogger("ray._private.worker")
     worker_log.addFilter(_not_main_thread_notice)
+    log_path = new_log_path("ray-connect")
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    with open(log_path, "ab") as log:
+        os.dup2(log.fileno(), 2)
 
     def join() -> None:
         try:
@@ -89,10 +105,18 @@ def _join(address: str, timeout_s: float) -> None:
         thread.join(timeout_s)
     finally:
         worker_log.removeFilter(_not_main_thread_notice)
+        if outcome:
+            os.dup2(terminal, 2)
+            os.close(terminal)
+            if log_path.stat().st_size == 0:
+                log_path.unlink()
+        else:
+            sys.stderr = os.fdopen(terminal, "w", buffering=1)
+            atexit.unregister(ray.shutdown)
     if not outcome:
         raise ClusterError(
             f"cluster: no Ray answered at {address} within {timeout_s:g} s (--connect-timeout); "
-            f"{_what_to_check(address)}"
+            f"{_what_to_check(address)} (Ray's messages: {log_path})"
         )
     if outcome[0] is not None:
         message = str(outcome[0]).strip().splitlines()

@@ -164,7 +164,7 @@ def test_a_trial_that_fails_half_way_leaves_no_result(tmp_path):
     assert store.completed_trial_ids() == set()
     for table in ("trials", "weights", "swaps"):
         assert store.read_index(table).num_rows == 0
-    leftovers = [p for p in (tmp_path / "store").rglob("*") if p.name.startswith("_tmp")]
+    leftovers = [p for p in (tmp_path / "store").rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
     row = run_network(spec, data, store, "tiny", placement).trial_row
     assert store.completed_trial_ids() == {spec.trial_id} and row["test_acc"] > 0.25
