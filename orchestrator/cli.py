@@ -108,9 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def command_sweep(args: argparse.Namespace) -> int:
-    from orchestrator.launch import run_sweep
-
     config = load_config(args.config).with_overrides(args.store, args.seeds, args.epochs, args.wandb)
+    from orchestrator.launch import run_sweep  # torch and Ray: only for a valid config
+
     outcome = run_sweep(
         config, address=args.address, shared_fs=args.shared_fs, connect_timeout_s=args.connect_timeout
     )
