@@ -31,17 +31,24 @@ class ClusterError(UserError):
     """The Ray cluster to join cannot be reached; the message names the address and what to check."""
 
 
-def connect_ray(address: str | None, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
-    """Join ``address`` within ``timeout_s`` seconds, or start Ray on this machine (all its CPUs and GPUs)."""
+def connect_ray(
+    address: str | None, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S, env_vars: dict[str, str] | None = None
+) -> None:
+    """Join ``address`` within ``timeout_s`` seconds, or start Ray on this machine (all its CPUs and GPUs).
+
+    ``env_vars`` are set in every worker of this job (Ray's runtime_env, kept in memory).
+    """
+    runtime_env = {"env_vars": env_vars} if env_vars else None
     if ray.is_initialized():
         return
     logging.getLogger(_TOKEN_NOTICE_LOGGER).setLevel(logging.ERROR)
     if address:
         _check_port(address, timeout_s)
-        _join(address, timeout_s)
+        _join(address, timeout_s, runtime_env)
     else:
         # Trial output stays in Tune's trial logs; the driver prints one line per event.
-        ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                 runtime_env=runtime_env)
     stop_on_sigterm()  # ray.init replaced the CLI's handler with its own
 
 
@@ -74,7 +81,7 @@ def _not_main_thread_notice(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("SIGTERM handler is not set")
 
 
-def _join(address: str, timeout_s: float) -> None:
+def _join(address: str, timeout_s: float, runtime_env: dict | None) -> None:
     """ray.init(address) in a helper thread, so that a Ray that never answers cannot hang the driver.
 
     While it runs, file descriptor 2 (where Ray's C++ core logs its connection
@@ -94,7 +101,9 @@ def _join(address: str, timeout_s: float) -> None:
 
     def join() -> None:
         try:
-            ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
+            ray.init(
+                address=address, log_to_driver=True, logging_level=logging.WARNING, runtime_env=runtime_env
+            )
             outcome.append(None)
         except BaseException as err:  # handed to the main thread
             outcome.append(err)

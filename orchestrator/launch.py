@@ -22,7 +22,7 @@ from trainables.datasets import load_dataset
 from trainables.spec import TrialSpec
 from trainables.store import Store, StoreError
 from trainables.tune_trial import run_tune_trial
-from trainables.uri import redact_secrets
+from trainables.uri import redact_secrets, split_credentials
 from trainables.wandb_spec import wandb_spec_to_dict
 
 Log = Callable[[str], None]
@@ -113,9 +113,12 @@ def run_sweep(
         f"sweep {config.name}: {len(specs)} trials in the grid, "
         f"{len(specs) - len(todo)} already complete, {len(todo)} to run; store {store.uri}"
     )
+    # Tune pickles its storage filesystem into files under tune/: it gets one built
+    # without the URI's credentials, which reach it (and the workers) as environment variables.
+    tune_location, credentials = split_credentials(store.location)
     if todo:
         datasets = {config.dataset: load_dataset(config.dataset)}
-        connect_ray(address, connect_timeout_s)
+        connect_ray(address, connect_timeout_s, credentials)
         check_store_reachable(store, shared_fs)
         if address is None:
             check_resources_fit(config.resources)
@@ -126,6 +129,7 @@ def run_sweep(
     if not todo:
         return SweepOutcome(store.uri, len(specs), len(specs), 0, 0, time.perf_counter() - started)
 
+    os.environ.update(credentials)
     resources = {"cpu": config.resources.cpu_per_trial, "gpu": config.resources.gpu_per_trial}
     trainable = tune.with_resources(
         tune.with_parameters(run_tune_trial, datasets=datasets, store_location=store.location), resources
@@ -160,7 +164,7 @@ def run_sweep(
         run_config=tune.RunConfig(
             name=f"{config.name}-{datetime.now(UTC):%Y%m%d-%H%M%S}",
             storage_path=store.path("tune"),
-            storage_filesystem=store.fs,
+            storage_filesystem=Store.open(tune_location).fs if credentials else store.fs,
             failure_config=tune.FailureConfig(max_failures=MAX_RETRIES),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[ProgressCallback(len(packs), log)],
