@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from trainables.store import TRIAL_ID, Store, StoreError
+from trainables.store import Store, StoreError
 
 REQUIRED = {
     "trials": ("trial_id", "sweep", "dataset", "model", "widths", "seed", "epochs", "test_acc"),
@@ -102,12 +102,10 @@ def _expected_trials(store: Store) -> dict[str, set[str]]:
             name, ids = record["sweep"], record["trial_ids"]
         except (ValueError, KeyError, TypeError) as err:
             raise StoreError(f"{store.path(relpath)} is not a sweep record ({err})") from None
-        if not isinstance(name, str) or not isinstance(ids, list) or not all(
-            isinstance(i, str) and TRIAL_ID.fullmatch(i) for i in ids
-        ):
+        if not isinstance(name, str) or not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise StoreError(
                 f"{store.path(relpath)} is not a sweep record: 'sweep' must be a name and 'trial_ids' "
-                "a list of trial ids (16 lowercase hex characters)"
+                "a list of trial ids"
             )
         expected.setdefault(name, set()).update(ids)
     return expected
