@@ -98,6 +98,7 @@ class Store:
         A remote store that does not answer within :data:`REACH_TIMEOUT_S`
         is refused (StoreError), as is an object-store URI without a bucket.
         """
+        uri = os.fspath(uri) if isinstance(uri, os.PathLike) else uri
         if not isinstance(uri, str) or not uri.strip() or "\0" in uri:
             raise StoreError(f"store: {str(uri)[:60]!r} is not a store location (a path or URI)")
         shown = redact_secrets(uri)
