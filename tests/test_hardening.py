@@ -437,6 +437,9 @@ def test_credentials_are_in_no_stored_file_after_a_sweep(s3_endpoint, tmp_path):
             data = stream.read()
         assert b"SECRETHARDEN99" not in data and b"AKIDHARDEN" not in data, path
     assert "SECRETHARDEN99" not in result.stdout + result.stderr
+    # and Ray's start-up notices stay off the terminal
+    assert "TensorBoard" not in result.stdout + result.stderr
+    assert "Token authentication" not in result.stderr
 
 
 # --- temporary names ----------------------------------------------------------------------------
