@@ -4,19 +4,21 @@ For each trial with a trial row: ``spec.json`` exists, its sha256 starts with
 the trial id and it equals the row's ``spec_json``; the trial has swaps and
 weights index files; every checkpoint epoch of the trial has weights rows; and
 every weights file exists and holds exactly the tensors its ``index/weights``
-rows describe (name, shape, dtype, byte count, sha256 of the raw bytes).
+rows describe (name, shape, dtype, byte count, sha256 of the raw bytes); and
+no swap key (kind, layer, epoch, alpha, draw) of the trial is stored twice.
 Trials without a trial row are unfinished and not checked.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import safetensors.torch
 from safetensors import SafetensorError
 
+from orchestrator.listing import SWAP_KEY_COLUMNS
 from trainables.store import Store, StoreError, index_relpath, spec_relpath, weights_relpath
 from trainables.trial import tensor_sha256
 
@@ -50,6 +52,7 @@ def verify_store(store: Store) -> Verification:
     for row in store.read_index("weights").to_pylist():
         weights[row["trial_id"]][row["path"]].append(row)
     swap_files = set(store.list_files("index/swaps"))
+    duplicates = duplicate_swap_keys(store)
     problems: list[Problem] = []
     files = 0
     for trial in sorted(trials, key=lambda t: t["trial_id"]):
@@ -64,8 +67,28 @@ def verify_store(store: Store) -> Verification:
         ]
         for relpath, rows in sorted(by_path.items()):
             problems += check_weights_file(store, trial_id, relpath, rows)
+        problems += [
+            Problem(trial_id, index_relpath("swaps", trial_id), f"key {key} is measured {count} times")
+            for key, count in sorted(duplicates.get(trial_id, {}).items(), key=str)
+        ]
         files += 1 + len(by_path)
     return Verification(len(trials), files, problems)
+
+
+def duplicate_swap_keys(store: Store) -> dict[str, dict[tuple, int]]:
+    """Per trial, the swap keys (kind, layer, epoch, alpha, draw) stored more than once.
+
+    Two writers measuring the same key at once can leave two rows; readers keep one.
+    """
+    counts = Counter(
+        (row["trial_id"], row["kind"], row["layer"], row["epoch"], row["alpha"], row["draw"])
+        for row in store.read_index("swaps").select(SWAP_KEY_COLUMNS).to_pylist()
+    )
+    found: dict[str, dict[tuple, int]] = defaultdict(dict)
+    for (trial_id, *key), count in counts.items():
+        if count > 1:
+            found[trial_id][tuple(key)] = count
+    return found
 
 
 def check_spec(store: Store, trial_id: str, spec_json: str | None) -> list[Problem]:

@@ -2,7 +2,7 @@
 
 A trial's config carries ``pack`` ({"label": trial id of its first network,
 "specs": spec dicts, one per network}), the ``sweep`` name, the ``store``
-URI, ``threads`` (its CPU share), ``gpu_share`` and ``wandb`` (W&B settings
+URI, ``plan`` (the measurement plan), ``threads`` (its CPU share), ``gpu_share`` and ``wandb`` (W&B settings
 or None). Datasets arrive through Ray's object store
 (``tune.with_parameters``), so workers need no local copy.
 
@@ -28,6 +28,7 @@ from ray import tune
 
 from trainables.datasets import DatasetArrays
 from trainables.packed import PackEpochEnd, network_view
+from trainables.plan import MeasurementPlan
 from trainables.spec import TrialSpec
 from trainables.store import Store
 from trainables.training import EpochEnd, StateDict, TrainingState
@@ -125,7 +126,10 @@ def run_tune_trial(config: dict[str, Any], datasets: dict[str, DatasetArrays]) -
         for spec in specs
     ]
     reporter = EpochReporter(specs, crash, wandb_runs)
-    results = run_networks(specs, data, store, config["sweep"], placement, reporter, resume_from, finished)
+    plan = MeasurementPlan.from_dict(config["plan"])
+    results = run_networks(
+        specs, plan, data, store, config["sweep"], placement, reporter, resume_from, finished
+    )
     runs = {spec.trial_id: run for spec, run in zip(specs, wandb_runs, strict=True) if run is not None}
     for result in results:
         if result.trial_row["trial_id"] in runs:
