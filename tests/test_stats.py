@@ -130,15 +130,22 @@ FC1_REINIT0 = [0.50, 0.55, 0.62]
 DRAWS = {0: [0.20, 0.30], 1: [0.25, 0.27], 2: [0.40, 0.10]}
 
 
-@pytest.fixture
-def known_store(tmp_path: Path) -> Store:
-    """Three seeds of widths (8, 4) with chosen accuracies, one seed of (16,), one unfinished."""
-    store = Store.open(str(tmp_path / "store"))
+def write_three_seeds(store: Store, **row) -> None:
+    """Seeds 0-2 of widths (8, 4) with the accuracies above (``row``: more trial row fields,
+    where ``spec_json`` may be a function of the seed)."""
     for seed, trained in enumerate(TRAINED):
         swaps = standard_swaps(
             trained, [FC1_REINIT0[seed], trained - 0.01, trained], rerandomize=DRAWS[seed]
         )
-        write_trial(store, f"a{seed}", swaps, seed=seed, trained=trained)
+        fields = {k: v(seed) if callable(v) else v for k, v in row.items()}
+        write_trial(store, f"a{seed}", swaps, seed=seed, trained=trained, **fields)
+
+
+@pytest.fixture
+def known_store(tmp_path: Path) -> Store:
+    """Three seeds of widths (8, 4) with chosen accuracies, one seed of (16,), one unfinished."""
+    store = Store.open(str(tmp_path / "store"))
+    write_three_seeds(store)
     write_trial(store, "single", standard_swaps(0.8, [0.3, 0.79]), widths=(16,), trained=0.8)
     write_trial(store, "unfinished", standard_swaps(0.1, [0.0, 0.0, 0.0]), finished=False)
     return store
@@ -244,12 +251,7 @@ def spec_json_with(lr: float, seed: int) -> str:
 def mixed_store(tmp_path: Path) -> Store:
     """One sweep, widths (8, 4): three seeds at lr 0.05 and one network at lr 0.5."""
     store = Store.open(str(tmp_path / "store"))
-    for seed, trained in enumerate(TRAINED):
-        swaps = standard_swaps(
-            trained, [FC1_REINIT0[seed], trained - 0.01, trained], rerandomize=DRAWS[seed]
-        )
-        write_trial(store, f"a{seed}", swaps, seed=seed, trained=trained, config_id="lr005",
-                    spec_json=spec_json_with(0.05, seed))
+    write_three_seeds(store, config_id="lr005", spec_json=lambda seed: spec_json_with(0.05, seed))
     write_trial(store, "b0", standard_swaps(0.5, [0.11, 0.45, 0.5]), seed=0, trained=0.5,
                 config_id="lr05", spec_json=spec_json_with(0.5, 0))
     return store
