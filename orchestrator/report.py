@@ -138,10 +138,11 @@ def _run_section(contents: StoreContents, infos: dict[tuple[str, str], ConfigInf
     config_rows = []
     for info in infos.values():
         spec = info.spec
-        optimizer = ", ".join(
+        settings = [
             f"{name.removeprefix('optimizer.')} {value}" for name, value in spec.items()
-            if name.startswith("optimizer.")
-        )
+            if name.startswith("optimizer.") and name != "optimizer.name" and value
+        ]
+        optimizer = " ".join([str(spec.get("optimizer.name", "?")), *settings])
         config_rows.append(
             (
                 info.sweep,
