@@ -17,7 +17,9 @@ import torch
 
 from orchestrator.config import SweepConfig, load_config
 from trainables.datasets import DatasetTensors, load_dataset, normalization
+from trainables.models import MLP
 from trainables.packed import train_pack
+from trainables.plan import SwapKey, plan_keys
 from trainables.spec import TrialSpec
 from trainables.training import train_network
 
@@ -173,9 +175,13 @@ def network_spec(widths: tuple[int, ...], seed: int = 0, config: SweepConfig | N
     return TrialSpec(
         dataset=config.dataset, data_mean=mean, data_std=std, model=config.model, widths=widths,
         seed=seed, epochs=config.epochs, batch_size=config.batch_size, optimizer=config.optimizer,
-        checkpoints=config.checkpoints, swaps=config.swaps, rerandomize_draws=config.rerandomize_draws,
-        precision=config.precision,
+        checkpoints=config.checkpoints, precision=config.precision,
     )
+
+
+def seed_swap_keys(spec: TrialSpec, model: MLP) -> list[SwapKey]:
+    """Every swap the seed config measures (configs/seed.yaml's plan) on ``model``."""
+    return plan_keys(seed_config().plan, model.layer_names, spec.checkpoints)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -55,7 +55,7 @@ def in_process(config: SweepConfig, threads: int) -> tuple[float, float, int]:
         slots = max(1, math.floor(len(os.sched_getaffinity(0)) / config.resources.cpu_per_trial))
         packs = make_packs(config, expand_grid(config), arrays, slots, lambda _: None)
         for pack in packs:
-            run_networks(pack, data, store, config.name, Placement.here(CPU))
+            run_networks(pack, config.plan, data, store, config.name, Placement.here(CPU))
         return loaded - started, time.perf_counter() - loaded, len(packs)
     finally:
         torch.set_num_threads(previous)

@@ -47,6 +47,7 @@ from benchmarks.common import (
     parse_mode,
     publish,
     seed_config,
+    seed_swap_keys,
     synchronize,
     table,
 )
@@ -171,7 +172,7 @@ def layerswap_swaps(
 ) -> float:
     """Seconds to build and evaluate every variant."""
     started = time.perf_counter()
-    variants = list(swap_variants(spec, model, checkpoints))
+    variants = list(swap_variants(spec, model, checkpoints, seed_swap_keys(spec, model)))
     evaluate_variants(model, variants, data.x_test, data.y_test)
     synchronize(data.x_test.device)
     return time.perf_counter() - started
@@ -196,7 +197,7 @@ def compare(name: str, widths: tuple[int, ...], data: DatasetTensors, mode: Mode
     where = data.x_train.device
     model = initial_model(spec, n_features, data.n_classes).to(where)
     checkpoints = stand_in_checkpoints(spec, n_features, data.n_classes, where)
-    variants = list(swap_variants(spec, model, checkpoints))
+    variants = list(swap_variants(spec, model, checkpoints, seed_swap_keys(spec, model)))
     seed_sample = sample(variants, mode.pick(3, len(variants)))
 
     seconds, samples = seed_style_steps(copy.deepcopy(model), train_loader, spec.optimizer.lr, steps)

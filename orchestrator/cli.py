@@ -16,17 +16,20 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from orchestrator.config import load_config
+from orchestrator.config import ConfigError, Resources, load_config
 from orchestrator.interrupts import stop_on_sigterm
 from orchestrator.logs import new_log_path
+from orchestrator.verdicts import DEFAULT_CHANCE_MARGIN, DEFAULT_ROBUST_DROP, Thresholds
 from trainables.choices import DATASETS
 from trainables.errors import UserError
+from trainables.plan import SWAP_KINDS
 from trainables.uri import redact_secrets
 
 MAX_LINE_CHARS = 400
@@ -40,13 +43,37 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def positive_seconds(text: str) -> float:
+    """An argparse type: a number of seconds > 0."""
     try:
         value = float(text)
     except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
+        value = math.nan
+    if not value > 0 or value == math.inf:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds > 0")
     return value
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1 (accuracy as a fraction, not points)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a fraction in (0, 1); thresholds are fractions of accuracy, not points "
+            "(0.05 = 5 points)"
+        )
+    return value
+
+
+def swap_kinds(text: str) -> tuple[str, ...]:
+    """An argparse type: comma-separated swap kinds, in their canonical order."""
+    kinds = [kind.strip() for kind in text.split(",") if kind.strip()]
+    unknown = [kind for kind in kinds if kind not in SWAP_KINDS]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(f"{text!r}: allowed kinds are {', '.join(SWAP_KINDS)}")
+    return tuple(kind for kind in SWAP_KINDS if kind in kinds)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,13 +99,38 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     sweep.add_argument("--wandb", metavar="PROJECT", help="log every network to this W&B project")
 
+    analyze = commands.add_parser(
+        "analyze", help="measure stored networks (new swap kinds, more draws) without training"
+    )
+    analyze.add_argument("store", help="store path or URI")
+    analyze.add_argument("--sweep", help="only the networks of this sweep")
+    analyze.add_argument(
+        "--swaps", type=swap_kinds, metavar="KINDS",
+        help=f"comma-separated kinds ({', '.join(SWAP_KINDS)}; default: what the sweeps' configs asked for)",
+    )
+    analyze.add_argument("--draws", type=int, help="rerandomize draws per layer (default: as recorded)")
+    analyze.add_argument("--address", help="Ray cluster to join (default: start Ray on this machine)")
+    analyze.add_argument(
+        "--connect-timeout", type=positive_seconds, default=60.0, metavar="SECONDS",
+        help="give up joining --address after this long (default: 60)",
+    )
+    analyze.add_argument("--shared-fs", action="store_true",
+                         help="the local store path is mounted by every node of the cluster")
+    analyze.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs per network measured")
+    analyze.add_argument("--gpus-per-task", type=float, default=0.0, help="GPU share per network measured")
+
     report = commands.add_parser("report", help="aggregate swap statistics, write tables and figures")
     report.add_argument("store", help="store path or URI")
     report.add_argument("--out", help="output directory (default: STORE/report)")
     report.add_argument("--sweep", help="only this sweep")
     report.add_argument(
-        "--critical-drop", type=float, default=0.05,
-        help="a layer is critical when its drop's 95%% CI lies above this (accuracy fraction)",
+        "--robust-drop", type=fraction, default=DEFAULT_ROBUST_DROP, metavar="FRACTION",
+        help="robust: the 95%% CI of the drop of reinit@0 lies below this (a fraction: 0.05 = 5 points)",
+    )
+    report.add_argument(
+        "--chance-margin", type=fraction, default=DEFAULT_CHANCE_MARGIN, metavar="FRACTION",
+        help="critical: the accuracy's 95%% CI upper bound lies within this of chance "
+        "(a fraction: 0.1 = 10 points)",
     )
 
     listing = commands.add_parser("ls", help="list the trials in a store")
@@ -114,20 +166,26 @@ def command_sweep(args: argparse.Namespace) -> int:
     outcome = run_sweep(
         config, address=args.address, shared_fs=args.shared_fs, connect_timeout_s=args.connect_timeout
     )
+    measured = outcome.measured
     print(
         f"sweep {config.name}: {outcome.completed} trained, {outcome.skipped} skipped "
-        f"(already complete), {outcome.failed} failed, in {outcome.wall_seconds:.1f} s"
+        f"(already trained), {outcome.failed} failed; {measured.networks} measured "
+        f"({measured.rows} new rows), {measured.failed} failed; in {outcome.wall_seconds:.1f} s"
     )
     print(f"store: {outcome.store_uri}")
-    if outcome.failed:
-        print(f"layerswap: error: {outcome.failed} trials failed; run the same command again to retry them",
-              file=sys.stderr)
+    if outcome.failed or measured.failed:
+        print(
+            f"layerswap: error: {outcome.failed + measured.failed} networks failed; "
+            "run the same command again to retry them",
+            file=sys.stderr,
+        )
         return 1
     from trainables.store import Store
 
     store = Store.open(config.store)
-    if not args.no_report and outcome.completed == 0 and store.exists("report/report.md"):
-        print(f"report: {store.path('report')} (up to date: nothing new was trained)")
+    nothing_new = outcome.completed == 0 and measured.rows == 0
+    if not args.no_report and nothing_new and store.exists("report/report.md"):
+        print(f"report: {store.path('report')} (up to date: nothing new was trained or measured)")
     elif not args.no_report:
         from orchestrator.report import write_report
 
@@ -140,12 +198,35 @@ def command_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_analyze(args: argparse.Namespace) -> int:
+    from orchestrator.analyze import analyze_store
+    from trainables.store import Store
+
+    if args.draws is not None and args.draws < 1:
+        raise ConfigError(f"--draws: {args.draws} is not allowed; expected an integer >= 1")
+    resources = Resources(args.cpus_per_task, args.gpus_per_task)
+    outcome = analyze_store(
+        Store.open(args.store), args.sweep, args.swaps, args.draws, resources, args.address, args.shared_fs,
+        connect_timeout_s=args.connect_timeout,
+    )
+    print(
+        f"analyze: {outcome.networks} networks measured ({outcome.rows} new rows), "
+        f"{outcome.failed} failed, in {outcome.wall_seconds:.1f} s"
+    )
+    if outcome.failed:
+        print(f"layerswap: error: {outcome.failed} networks failed; run the same command again to retry them",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def command_report(args: argparse.Namespace) -> int:
     from orchestrator.report import write_report
     from trainables.store import Store
 
     written = write_report(
-        Store.open(args.store), out_dir=args.out, sweep=args.sweep, critical_drop=args.critical_drop
+        Store.open(args.store), out_dir=args.out, sweep=args.sweep,
+        thresholds=Thresholds(args.robust_drop, args.chance_margin),
     )
     for path in written:
         print(path)
@@ -200,6 +281,7 @@ def command_verify(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "sweep": command_sweep,
+    "analyze": command_analyze,
     "report": command_report,
     "ls": command_ls,
     "data": command_data,

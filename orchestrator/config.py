@@ -22,10 +22,13 @@ import yaml
 from orchestrator.yaml_loader import YamlRefused, load_yaml
 from trainables.choices import DATASETS, MODELS, PRECISIONS, WANDB_MODES
 from trainables.errors import UserError
-from trainables.spec import SWAP_KINDS, OptimizerSpec
+from trainables.plan import SWAP_KINDS, MeasurementPlan
+from trainables.spec import OptimizerSpec
 from trainables.wandb_spec import WandbSpec, wandb_spec_to_dict
 
 OPTIMIZERS = ("sgd", "adam")
+MAX_RETRIES = 2
+"""Times a trial (Tune) or a measurement task (Ray) is rerun after its worker died."""
 TOP_LEVEL_KEYS = (
     "name", "dataset", "model", "widths", "seeds", "epochs", "batch_size", "optimizer",
     "checkpoints", "swaps", "rerandomize_draws", "resources", "store", "precision",
@@ -88,6 +91,11 @@ class SweepConfig:
     wandb: WandbSpec | None = None
     pack: int = 0
     """Networks (seeds of one width config) trained together per trial; 0 = auto."""
+
+    @property
+    def plan(self) -> MeasurementPlan:
+        """What the sweep measures on every network (not part of any network's identity)."""
+        return MeasurementPlan(self.swaps, self.rerandomize_draws)
 
     def with_overrides(
         self,

@@ -18,7 +18,7 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from orchestrator.stats import ConfigKey, config_rows, find_row, last_epoch, layers_of
+from orchestrator.stats import ConfigView
 
 FULL_MODEL = "full model"
 RERANDOMIZE = "rerandomize"
@@ -65,10 +65,16 @@ class Bars:
 
 @dataclass(frozen=True, eq=False)
 class DropProfile:
-    """Per-layer mean drop (fraction) and its CI for one configuration and one swap."""
+    """Per-layer mean drop (fraction) and its CI for one configuration and one swap.
+
+    ``depth`` is each layer's relative depth: 0 = first layer, 1 = output
+    layer, hidden layers evenly in between, so configurations of different
+    depth line up.
+    """
 
     label: str
     layers: tuple[str, ...]
+    depth: np.ndarray
     drop: np.ndarray
     low: np.ndarray
     high: np.ndarray
@@ -85,56 +91,54 @@ def _acc(row: pd.Series | None) -> tuple[float, float, float]:
     return (float(row["mean_acc"]), float(row["ci95_low"]), float(row["ci95_high"]))
 
 
-def heatmap_matrix(stats: pd.DataFrame, key: ConfigKey) -> Heatmap:
-    """The heatmap of one width configuration (see ``Heatmap``)."""
-    rows = config_rows(stats, key)
-    last = last_epoch(rows)
-    layers = layers_of(rows)
+def heatmap_matrix(view: ConfigView) -> Heatmap:
+    """The heatmap of one configuration (see ``Heatmap``)."""
+    rows, last, layers = view.rows, view.last_epoch, view.layers
     epochs = sorted(
         {int(e) for e in rows.loc[rows["kind"].isin(["none", "reinit"]), "epoch"].dropna()}
     )
-    has_rerandomize = bool((rows["kind"] == RERANDOMIZE).any())
+    has_rerandomize = view.has(RERANDOMIZE)
     columns = ([RERANDOMIZE] if has_rerandomize else []) + [
         f"epoch {e} (trained)" if e == last else f"epoch {e}" for e in epochs
     ]
     error = np.full((len(layers) + 1, len(columns)), np.nan)
     offset = int(has_rerandomize)
-    trained = find_row(rows, "none", None, last) if last is not None else None
+    trained = view.row("none", None, last) if last is not None else None
     for i, layer in enumerate(layers):
         if has_rerandomize:
-            error[i, 0] = 1 - _acc(find_row(rows, RERANDOMIZE, layer, None))[0]
+            error[i, 0] = 1 - _acc(view.row(RERANDOMIZE, layer, None))[0]
         for j, epoch in enumerate(epochs):
-            row = trained if epoch == last else find_row(rows, "reinit", layer, epoch)
+            row = trained if epoch == last else view.row("reinit", layer, epoch)
             error[i, offset + j] = 1 - _acc(row)[0]
     for j, epoch in enumerate(epochs):
-        error[len(layers), offset + j] = 1 - _acc(find_row(rows, "none", None, epoch))[0]
+        error[len(layers), offset + j] = 1 - _acc(view.row("none", None, epoch))[0]
     return Heatmap(tuple(layers) + (FULL_MODEL,), tuple(columns), tuple(epochs), error)
 
 
-def bar_data(stats: pd.DataFrame, key: ConfigKey, chance: float | None) -> Bars:
+def bar_data(view: ConfigView, chance: float | None) -> Bars:
     """Accuracy of reinit to epoch 0 and of transplant, per layer (see ``Bars``)."""
-    rows = config_rows(stats, key)
-    last = last_epoch(rows)
-    layers = layers_of(rows)
+    last, layers = view.last_epoch, view.layers
     values = np.array(
         [
-            [_acc(find_row(rows, "reinit", layer, 0)) for layer in layers],
-            [_acc(find_row(rows, "transplant", layer, last)) for layer in layers],
+            [_acc(view.row("reinit", layer, 0)) for layer in layers],
+            [_acc(view.row("transplant", layer, last)) for layer in layers],
         ]
     ).reshape(len(BAR_KINDS), len(layers), 3)
-    trained = _acc(find_row(rows, "none", None, last))[0] if last is not None else np.nan
+    trained = _acc(view.row("none", None, last))[0] if last is not None else np.nan
     return Bars(
         tuple(layers), BAR_KINDS, values[..., 0], values[..., 1], values[..., 2], trained, chance
     )
 
 
-def drop_profile(
-    stats: pd.DataFrame, key: ConfigKey, kind: str, epoch: int | None, label: str
-) -> DropProfile:
+def relative_depth(n_layers: int) -> np.ndarray:
+    """0 for the first layer, 1 for the output layer, evenly spaced between (0 for one layer)."""
+    return np.linspace(0.0, 1.0, n_layers) if n_layers > 1 else np.zeros(n_layers)
+
+
+def drop_profile(view: ConfigView, kind: str, epoch: int | None, label: str) -> DropProfile:
     """Mean drop vs trained of ``kind`` (at ``epoch``) for each layer of one configuration."""
-    rows = config_rows(stats, key)
-    layers = layers_of(rows)
-    found = [find_row(rows, kind, layer, epoch) for layer in layers]
+    layers = view.layers
+    found = [view.row(kind, layer, epoch) for layer in layers]
     values = np.array(
         [
             (np.nan,) * 3
@@ -144,7 +148,9 @@ def drop_profile(
         ],
         dtype=float,
     ).reshape(len(layers), 3)
-    return DropProfile(label, tuple(layers), values[:, 0], values[:, 1], values[:, 2])
+    return DropProfile(
+        label, tuple(layers), relative_depth(len(layers)), values[:, 0], values[:, 1], values[:, 2]
+    )
 
 
 def to_png(figure: Figure) -> bytes:
@@ -156,13 +162,16 @@ def to_png(figure: Figure) -> bytes:
 
 
 def plot_heatmap(heatmap: Heatmap, title: str) -> Figure:
-    """Cells colored and labelled with the mean test error in percent; blank = not measured."""
+    """Cells colored and labelled with the mean test error in percent; blank = not measured.
+
+    Every heatmap uses the same colour scale, 0-100% error, so figures compare.
+    """
     n_rows, n_cols = heatmap.error.shape
     figure = Figure(figsize=(2.5 + 1.0 * n_cols, 1.6 + 0.55 * n_rows))
     axes = figure.add_subplot()
     cmap = colormaps["RdYlGn_r"].with_extremes(bad="white")
     percent = 100 * heatmap.error
-    vmax = max(float(np.nanmax(percent)) if np.isfinite(percent).any() else 0.0, 1.0)
+    vmax = 100.0
     image = axes.imshow(np.ma.masked_invalid(percent), cmap=cmap, vmin=0, vmax=vmax, aspect="auto")
     for (i, j), value in np.ndenumerate(percent):
         if np.isfinite(value):
@@ -179,7 +188,11 @@ def plot_heatmap(heatmap: Heatmap, title: str) -> Figure:
 
 
 def plot_bars(bars: Bars, title: str) -> Figure:
-    """Grouped bars per layer with 95% CI error bars; trained and chance as reference lines."""
+    """Grouped bars per layer with 95% CI error bars; trained and chance as reference lines.
+
+    An unmeasured bar (NaN) is absent, not drawn at 0; a bar without an
+    interval (n < 2) has no error bar.
+    """
     n_layers = len(bars.layers)
     figure = Figure(figsize=(max(5.0, 1.3 * n_layers + 2.5), 4.0))
     axes = figure.add_subplot()
@@ -190,20 +203,23 @@ def plot_bars(bars: Bars, title: str) -> Figure:
         "transplant": "initial net + this trained layer (transplant)",
     }
     for k, kind in enumerate(bars.kinds):
-        mean = 100 * bars.mean[k]
-        errors = 100 * np.vstack([bars.mean[k] - bars.low[k], bars.high[k] - bars.mean[k]])
+        measured = np.isfinite(bars.mean[k])
+        if not measured.any():
+            continue
+        mean = 100 * bars.mean[k][measured]
+        errors = 100 * np.vstack([bars.mean[k] - bars.low[k], bars.high[k] - bars.mean[k]])[:, measured]
         axes.bar(
-            positions + (k - (len(bars.kinds) - 1) / 2) * width,
-            np.nan_to_num(mean),
+            positions[measured] + (k - (len(bars.kinds) - 1) / 2) * width,
+            mean,
             width,
-            yerr=np.nan_to_num(errors),
+            yerr=np.where(np.isfinite(errors), errors, 0.0),
             capsize=4,
             label=labels.get(kind, kind),
         )
     if np.isfinite(bars.trained):
         axes.axhline(100 * bars.trained, color="black", linestyle="--", label="trained network")
     if bars.chance is not None:
-        axes.axhline(100 * bars.chance, color="grey", linestyle=":", label="chance")
+        axes.axhline(100 * bars.chance, color="grey", linestyle=":", label="chance (1/n_classes)")
     axes.set_xticks(positions, bars.layers)
     axes.set_ylim(0, 105)
     axes.set_xlabel("layer")
@@ -214,26 +230,24 @@ def plot_bars(bars: Bars, title: str) -> Figure:
 
 
 def plot_drop_profiles(panels: Sequence[tuple[str, Sequence[DropProfile]]], title: str) -> Figure:
-    """One panel per swap: drop vs layer position, one line per width configuration."""
+    """One panel per swap: drop vs relative depth, one line per configuration."""
     figure = Figure(figsize=(6.0 * len(panels), 4.2))
     axes_list = figure.subplots(1, len(panels), squeeze=False)[0]
     for axes, (panel_title, profiles) in zip(axes_list, panels, strict=True):
         for profile in profiles:
-            position = np.arange(1, len(profile.layers) + 1)
             errors = 100 * np.vstack([profile.drop - profile.low, profile.high - profile.drop])
             axes.errorbar(
-                position,
+                profile.depth,
                 100 * profile.drop,
-                yerr=errors,
+                yerr=np.where(np.isfinite(errors), errors, 0.0),
                 marker="o",
                 capsize=3,
                 label=profile.label,
             )
         axes.axhline(0, color="black", linewidth=0.8)
-        axes.set_xlabel("layer position (1 = first layer, input side)")
+        axes.set_xlabel("relative depth (0 = first layer, 1 = output layer)")
         axes.set_ylabel("drop vs trained (points), mean ± 95% CI")
         axes.set_title(panel_title, fontsize=10)
-        axes.xaxis.get_major_locator().set_params(integer=True)
         axes.legend(fontsize=8)
     figure.suptitle(title, fontsize=11)
     return figure

@@ -22,8 +22,6 @@ def expand_grid(config: SweepConfig) -> list[TrialSpec]:
             batch_size=config.batch_size,
             optimizer=config.optimizer,
             checkpoints=config.checkpoints,
-            swaps=config.swaps,
-            rerandomize_draws=config.rerandomize_draws,
             precision=config.precision,
         )
         for widths in config.widths

@@ -13,11 +13,12 @@ from datetime import UTC, datetime
 import ray
 from ray import tune
 
-from orchestrator.config import ConfigError, Resources, SweepConfig
+from orchestrator.config import MAX_RETRIES, ConfigError, Resources, SweepConfig
 from orchestrator.connect import DEFAULT_CONNECT_TIMEOUT_S, connect_ray
 from orchestrator.grid import expand_grid
+from orchestrator.measuring import AnalysisOutcome, missing_measurements, run_measurements
 from orchestrator.packing import make_packs
-from orchestrator.progress import ProgressCallback, label
+from orchestrator.progress import ProgressCallback, label, print_line
 from trainables.datasets import load_dataset
 from trainables.spec import TrialSpec
 from trainables.store import Store, StoreError
@@ -26,18 +27,20 @@ from trainables.uri import redact_secrets, split_credentials
 from trainables.wandb_spec import wandb_spec_to_dict
 
 Log = Callable[[str], None]
-MAX_RETRIES = 2
-"""Times Tune restarts a trial whose worker died (it resumes from its last epoch)."""
 
 
 @dataclass(frozen=True)
 class SweepOutcome:
+    """``total`` networks in the grid, ``skipped`` already trained, ``completed`` and
+    ``failed`` of the rest; ``measured``: the measurement of already trained networks."""
+
     store_uri: str
     total: int
     skipped: int
     completed: int
     failed: int
     wall_seconds: float
+    measured: AnalysisOutcome = AnalysisOutcome(0, 0, 0, 0.0)
 
 
 def sweep_record_relpath(config: SweepConfig, specs: list[TrialSpec]) -> tuple[str, bytes]:
@@ -95,39 +98,49 @@ def run_sweep(
     config: SweepConfig,
     address: str | None = None,
     shared_fs: bool = False,
-    log: Log = print,
+    log: Log = print_line,
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
 ) -> SweepOutcome:
-    """Run every trial of ``config`` whose trial row is not yet in the store.
+    """Train every network of ``config`` not yet in the store; measure the rest's missing keys.
 
-    The store is opened and its writability probed before Ray starts; joining
-    ``address`` gives up after ``connect_timeout_s`` seconds.
+    A network already trained (its trial row exists) is never trained again:
+    if ``config``'s plan asks for keys it lacks, only those are measured, from
+    its stored weights. The store is opened and its writability probed before
+    Ray starts; joining ``address`` gives up after ``connect_timeout_s`` seconds.
     """
     started = time.perf_counter()
     store = Store.open(config.store)
     store.check_writable()
+    store.require_writable_version("sweep")
     specs = expand_grid(config)
     finished = store.completed_trial_ids()
     todo = [spec for spec in specs if spec.trial_id not in finished]
+    trained = [spec for spec in specs if spec.trial_id in finished]
+    datasets = {config.dataset: load_dataset(config.dataset)}
+    jobs = missing_measurements(store, trained, config.plan, datasets) if trained else []
     log(
-        f"sweep {config.name}: {len(specs)} trials in the grid, "
-        f"{len(specs) - len(todo)} already complete, {len(todo)} to run; store {store.uri}"
+        f"sweep {config.name}: {len(specs)} networks in the grid, {len(trained)} already trained, "
+        f"{len(todo)} to train, {len(jobs)} to measure ({sum(len(j.keys) for j in jobs)} new rows); "
+        f"store {store.uri}"
     )
     # Tune pickles its storage filesystem into files under tune/: it gets one built
     # without the URI's credentials, which reach it (and the workers) as environment variables.
     tune_location, credentials = split_credentials(store.location)
-    if todo:
-        datasets = {config.dataset: load_dataset(config.dataset)}
+    if todo or jobs:
         connect_ray(address, connect_timeout_s, credentials)
         check_store_reachable(store, shared_fs)
         if address is None:
             check_resources_fit(config.resources)
+    if todo:
         packs = make_packs(config, todo, datasets[config.dataset], trial_slots(config.resources), log)
     record_path, record = sweep_record_relpath(config, specs)
     if not store.exists(record_path):
         store.write_bytes(record_path, record)
+    measured = run_measurements(store, jobs, datasets, config.resources, log)
     if not todo:
-        return SweepOutcome(store.uri, len(specs), len(specs), 0, 0, time.perf_counter() - started)
+        return SweepOutcome(
+            store.uri, len(specs), len(specs), 0, 0, time.perf_counter() - started, measured
+        )
 
     os.environ.update(credentials)
     resources = {"cpu": config.resources.cpu_per_trial, "gpu": config.resources.gpu_per_trial}
@@ -150,6 +163,7 @@ def run_sweep(
             ),
             "sweep": config.name,
             "store": store.uri,
+            "plan": config.plan.to_dict(),
             "threads": max(1, int(config.resources.cpu_per_trial)),
             "gpu_share": config.resources.gpu_per_trial,
             "test_crash": test_crash_hook(),
@@ -181,4 +195,5 @@ def run_sweep(
         completed,
         len(todo) - completed,
         time.perf_counter() - started,
+        measured,
     )

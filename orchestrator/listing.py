@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from trainables.plan import MeasurementPlan
 from trainables.store import Store, StoreError
 
 REQUIRED = {
@@ -73,8 +75,25 @@ def load_contents(store: Store, sweep: str | None = None) -> StoreContents:
         unfinished &= expected.get(sweep, set())
     swaps = _read_checked(store, "swaps")
     swaps = swaps.filter(pc.is_in(swaps.column("trial_id"), trials.column("trial_id").unique()))
+    swaps = one_row_per_key(swaps)
     statuses = tuple(_status(name, trials, expected.get(name), complete_ids) for name in known)
     return StoreContents(trials, swaps, statuses, tuple(sorted(unfinished)))
+
+
+SWAP_KEY_COLUMNS = ["trial_id", "kind", "layer", "epoch", "alpha", "draw"]
+
+
+def one_row_per_key(swaps: pa.Table) -> pa.Table:
+    """The swaps rows with each (trial_id, kind, layer, epoch, alpha, draw) once.
+
+    Two writers that measured the same key at once leave two rows (``verify``
+    names them); both are measurements of the same fact, and the first is kept.
+    """
+    frame = swaps.to_pandas(types_mapper={pa.int32(): pd.Int32Dtype()}.get)
+    unique = frame.drop_duplicates(subset=SWAP_KEY_COLUMNS, keep="first")
+    if len(unique) == len(frame):
+        return swaps
+    return pa.Table.from_pandas(unique, schema=swaps.schema, preserve_index=False)
 
 
 def _trial_id(relpath: str) -> str:
@@ -92,23 +111,58 @@ def _read_checked(store: Store, table: str) -> pa.Table:
     return data
 
 
-def _expected_trials(store: Store) -> dict[str, set[str]]:
-    expected: dict[str, set[str]] = {}
+@dataclass(frozen=True)
+class SweepRecord:
+    """One stored ``sweeps/<sweep>/<hash>.json``: the sweep, its grid's trial ids, its config."""
+
+    sweep: str
+    trial_ids: tuple[str, ...]
+    config: dict
+
+
+def sweep_records(store: Store) -> list[SweepRecord]:
+    """Every stored sweep record; one that is not a record is a StoreError (one line)."""
+    records = []
     for relpath in store.list_files("sweeps"):
         if not relpath.endswith(".json"):
             continue
         try:
             record = json.loads(store.read_bytes(relpath))
-            name, ids = record["sweep"], record["trial_ids"]
-        except (ValueError, KeyError, TypeError) as err:
+            name, ids, config = record["sweep"], record["trial_ids"], record.get("config") or {}
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise StoreError(f"{store.path(relpath)} is not a sweep record ({err})") from None
-        if not isinstance(name, str) or not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        if (
+            not isinstance(name, str)
+            or not isinstance(ids, list)
+            or not all(isinstance(i, str) for i in ids)
+            or not isinstance(config, dict)
+        ):
             raise StoreError(
-                f"{store.path(relpath)} is not a sweep record: 'sweep' must be a name and 'trial_ids' "
-                "a list of trial ids"
+                f"{store.path(relpath)} is not a sweep record: 'sweep' must be a name, 'trial_ids' "
+                "a list of trial ids and 'config' a mapping"
             )
-        expected.setdefault(name, set()).update(ids)
+        records.append(SweepRecord(name, tuple(ids), config))
+    return records
+
+
+def _expected_trials(store: Store) -> dict[str, set[str]]:
+    expected: dict[str, set[str]] = {}
+    for record in sweep_records(store):
+        expected.setdefault(record.sweep, set()).update(record.trial_ids)
     return expected
+
+
+def recorded_plans(store: Store) -> dict[str, MeasurementPlan]:
+    """Per sweep, the union of the measurement plans its stored configs asked for."""
+    plans: dict[str, MeasurementPlan] = {}
+    for record in sweep_records(store):
+        try:
+            swaps, draws = record.config["swaps"], record.config.get("rerandomize_draws", 1)
+            plan = MeasurementPlan(tuple(swaps), int(draws))
+        except (KeyError, TypeError, ValueError):
+            continue  # a record without a plan (written by hand): nothing to add
+        plans[record.sweep] = plans[record.sweep].union(plan) if record.sweep in plans else plan
+    return plans
 
 
 def _assign_sweeps(trials: pa.Table, expected: dict[str, set[str]]) -> pa.Table:

@@ -11,6 +11,16 @@ from ray import tune
 HEARTBEAT_SECONDS = 30.0
 
 
+def print_line(line: str) -> None:
+    """The default progress sink: ``print`` looked up at call time.
+
+    Tune pickles its callbacks; a reference to ``builtins.print`` taken
+    earlier fails to pickle once Ray has replaced ``print`` (it does when it
+    forwards worker output), and a module function pickles by name.
+    """
+    print(line, flush=True)
+
+
 def format_elapsed(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)

@@ -2,45 +2,54 @@
 
 Reads only complete trials (``orchestrator.listing.load_contents``) and says what
 is missing. Accuracies are fractions in the tables and percentage points in the
-report text. The report's content is built once as a list of blocks and
-rendered twice, to Markdown and to HTML (figures embedded as base64 PNG).
+report text. The content is assembled here as blocks (``orchestrator.document``)
+and rendered twice, to Markdown and to HTML (figures embedded as base64 PNG);
+verdicts come from ``orchestrator.verdicts``.
 
 Output files (in ``STORE/report/`` or ``out_dir``): ``stats.parquet``
 (``widths`` as list<int32>), ``stats.csv`` (``widths`` as ``"256-128-64"``),
 ``report.md`` (figures linked by file name), ``report.html``,
-``heatmap-<config>.png`` and ``bars-<config>.png`` per width configuration, and
-``compare.png`` when there are several width configurations.
+``heatmap-<config>.png`` and ``bars-<config>.png`` per configuration, and
+``compare.png`` when there are several configurations.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import html
 import io
+import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from orchestrator import figures
+from orchestrator.document import (
+    Block,
+    Bullets,
+    Heading,
+    Image,
+    Paragraph,
+    TableBlock,
+    compact_ints,
+    format_ci,
+    render_html,
+    render_markdown,
+)
 from orchestrator.listing import StoreContents, load_contents
 from orchestrator.stats import (
-    ConfigKey,
+    ConfigView,
     compute_stats,
-    config_keys,
-    config_rows,
-    find_row,
-    last_epoch,
-    layers_of,
+    config_views,
     stats_to_arrow,
     stats_to_csv,
     widths_label,
+    with_config_ids,
 )
+from orchestrator.verdicts import Thresholds, layer_verdicts, points, summarize
 from trainables.store import Store, StoreError
 
 
@@ -48,343 +57,161 @@ class ReportError(StoreError):
     """The store holds nothing a report can be made of; the message says why."""
 
 
-# --- the document: blocks rendered to Markdown and HTML ---------------------------------
-
-
-@dataclass(frozen=True)
-class Heading:
-    level: int
-    text: str
-
-
-@dataclass(frozen=True)
-class Paragraph:
-    text: str
-
-
-@dataclass(frozen=True)
-class Bullets:
-    items: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class TableBlock:
-    header: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-
-
-@dataclass(frozen=True)
-class Image:
-    name: str
-    alt: str
-    png: bytes
-
-
-Block = Heading | Paragraph | Bullets | TableBlock | Image
-
-
-def render_markdown(blocks: Iterable[Block]) -> str:
-    parts: list[str] = []
-    for block in blocks:
-        if isinstance(block, Heading):
-            parts.append(f"{'#' * block.level} {block.text}")
-        elif isinstance(block, Paragraph):
-            parts.append(block.text)
-        elif isinstance(block, Bullets):
-            parts.append("\n".join(f"- {item}" for item in block.items))
-        elif isinstance(block, TableBlock):
-            lines = [block.header, tuple("---" for _ in block.header), *block.rows]
-            parts.append("\n".join("| " + " | ".join(cells) + " |" for cells in lines))
-        else:
-            parts.append(f"![{block.alt}]({block.name})")
-    return "\n\n".join(parts) + "\n"
-
-
-_CSS = (
-    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
-    "color:#222}table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;"
-    "padding:.3em .6em;text-align:left}th{background:#f3f3f3}img{max-width:100%;"
-    "display:block;margin:1em 0}"
-)
-
-
-def render_html(blocks: Iterable[Block], title: str) -> str:
-    esc = html.escape
-    parts = [
-        "<!DOCTYPE html>",
-        f'<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>',
-        f"<style>{_CSS}</style></head><body>",
-    ]
-    for block in blocks:
-        if isinstance(block, Heading):
-            parts.append(f"<h{block.level}>{esc(block.text)}</h{block.level}>")
-        elif isinstance(block, Paragraph):
-            parts.append(f"<p>{esc(block.text)}</p>")
-        elif isinstance(block, Bullets):
-            parts.append("<ul>" + "".join(f"<li>{esc(i)}</li>" for i in block.items) + "</ul>")
-        elif isinstance(block, TableBlock):
-            head = "".join(f"<th>{esc(c)}</th>" for c in block.header)
-            body = "".join(
-                "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in block.rows
-            )
-            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        else:
-            data = base64.b64encode(block.png).decode("ascii")
-            parts.append(f'<img alt="{esc(block.alt)}" src="data:image/png;base64,{data}">')
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
-
-
-# --- formatting ---------------------------------------------------------------------------
-
-
-def format_ci(mean: float, low: float, high: float, n: int, unit: str = "") -> str:
-    """``mean ± half-width`` of a fraction's 95% CI, in percentage points; n = 1: the point."""
-    if not np.isfinite(mean):
-        return "–"
-    if n == 1:
-        return f"{100 * mean:.1f}{unit} (n=1)"
-    return f"{100 * mean:.1f} ± {100 * (high - mean):.1f}{unit}"
-
-
 def _acc_cell(row: pd.Series | None) -> str:
     if row is None:
         return "–"
-    text = format_ci(row["mean_acc"], row["ci95_low"], row["ci95_high"], int(row["n"]))
-    return text if int(row["n"]) == 1 else f"{text} (n={int(row['n'])})"
-
-
-def compact_ints(values: Iterable[int]) -> str:
-    """``[0, 1, 2, 3, 7]`` -> ``"0–3, 7"``."""
-    ordered = sorted(set(values))
-    runs: list[list[int]] = []
-    for value in ordered:
-        if runs and value == runs[-1][-1] + 1:
-            runs[-1].append(value)
-        else:
-            runs.append([value])
-    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}–{r[-1]}" for r in runs)
-
-
-def compact_layers(layers: Sequence[str], order: Sequence[str]) -> str:
-    """Runs of adjacent layers (in ``order``) written as ``fc2–fc4``."""
-    positions = [order.index(layer) for layer in layers]
-    runs: list[list[int]] = []
-    for position in sorted(positions):
-        if runs and position == runs[-1][-1] + 1:
-            runs[-1].append(position)
-        else:
-            runs.append([position])
-    names = [
-        ", ".join(order[p] for p in run) if len(run) < 3 else f"{order[run[0]]}–{order[run[-1]]}"
-        for run in runs
-    ]
-    return ", ".join(names)
-
-
-# --- verdicts -------------------------------------------------------------------------------
-
-CRITICAL, ROBUST, UNCLEAR = "critical", "robust", "unclear"
-
-
-@dataclass(frozen=True)
-class LayerVerdict:
-    """Whether resetting ``layer`` costs more than the threshold, from the drop's 95% CI.
-
-    critical: the whole CI lies above the threshold; robust: the whole CI lies
-    below it; unclear: the CI contains it. ``swap`` is the swap it is judged on
-    (reinit to epoch 0, or rerandomize when reinit was not measured).
-    """
-
-    layer: str
-    verdict: str
-    swap: str
-    drop: float
-    low: float
-    high: float
-    n: int
-
-
-_SWAP_PHRASE = {
-    "reinit": (
-        "putting it back to its initial weights",
-        "putting them back to their initial weights",
-    ),
-    "rerandomize": (
-        "replacing it with a fresh random draw",
-        "replacing them with fresh random draws",
-    ),
-}
-
-
-def layer_verdicts(rows: pd.DataFrame, threshold: float) -> list[LayerVerdict]:
-    """One verdict per layer of one configuration (layers without reinit/rerandomize skipped)."""
-    verdicts = []
-    for layer in layers_of(rows):
-        for swap, epoch in (("reinit", 0), ("rerandomize", None)):
-            row = find_row(rows, swap, layer, epoch)
-            if row is not None:
-                break
-        else:
-            continue
-        low, high = float(row["drop_ci95_low"]), float(row["drop_ci95_high"])
-        verdict = CRITICAL if low > threshold else ROBUST if high < threshold else UNCLEAR
-        verdicts.append(
-            LayerVerdict(layer, verdict, swap, float(row["mean_drop"]), low, high, int(row["n"]))
-        )
-    return verdicts
-
-
-def _points(v: LayerVerdict) -> str:
-    return format_ci(v.drop, v.low, v.high, v.n)
-
-
-def summarize(verdicts: Sequence[LayerVerdict], order: Sequence[str], threshold: float) -> str:
-    """Plain words, e.g. "fc1 is critical: putting it back to its initial weights costs
-    31.0 ± 4.0 points; fc2–fc4 are robust"."""
-    if not verdicts:
-        return "No reinit or rerandomize measurements: no layer can be judged."
-    by_kind = {k: [v for v in verdicts if v.verdict == k] for k in (CRITICAL, ROBUST, UNCLEAR)}
-    limit = f"{100 * threshold:g} points"
-    sentences = []
-    critical = by_kind[CRITICAL]
-    if len(critical) == 1:
-        v = critical[0]
-        phrase = _SWAP_PHRASE[v.swap][0]
-        sentences.append(f"{v.layer} is critical: {phrase} costs {_points(v)} points")
-    elif critical:
-        names = compact_layers([v.layer for v in critical], order)
-        phrase = _SWAP_PHRASE[critical[0].swap][1]
-        costs = ", ".join(f"{_points(v)} ({v.layer})" for v in critical)
-        sentences.append(f"{names} are critical: {phrase} costs {costs} points")
-    else:
-        sentences.append(f"No layer is critical (no drop's 95% CI lies above {limit})")
-    robust = by_kind[ROBUST]
-    if robust:
-        names = compact_layers([v.layer for v in robust], order)
-        verb = "is" if len(robust) == 1 else "are"
-        sentences.append(f"{names} {verb} robust (drop's 95% CI below {limit})")
-    for v in by_kind[UNCLEAR]:
-        sentences.append(
-            f"{v.layer} is unclear (drop {_points(v)} points, its 95% CI contains {limit})"
-        )
-    text = "; ".join(sentences) + "."
-    if any(v.n == 1 for v in verdicts):
-        text += " With one seed there is no interval: the verdicts rest on single measurements."
-    return text
-
-
-# --- the report ---------------------------------------------------------------------------
+    n = int(row["n"])
+    text = format_ci(row["mean_acc"], row["ci95_low"], row["ci95_high"], n)
+    return text if n < 2 else f"{text} (n={n})"
 
 
 @dataclass(frozen=True)
 class ConfigInfo:
-    """What the trials of one width configuration were: seeds, epochs, checkpoints, classes."""
+    """What the networks of one configuration were: seeds, checkpoints, classes, training spec.
 
-    key: ConfigKey
+    ``spec`` is the training spec without the seed, flattened (``optimizer.lr``).
+    """
+
+    sweep: str
+    config_id: str
     seeds: tuple[int, ...]
-    epochs: tuple[int, ...]
+    epochs: int
     checkpoints: tuple[int, ...]
     chance: float | None
+    spec: dict[str, object]
 
 
-def _config_infos(trials: pa.Table) -> dict[ConfigKey, ConfigInfo]:
-    records = trials.select(
-        ["sweep", "dataset", "model", "widths", "seed", "epochs", "checkpoints", "n_classes"]
+def _flatten(spec: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for name, value in spec.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = tuple(value) if isinstance(value, list) else value
+    return flat
+
+
+def config_infos(trials: pa.Table) -> dict[tuple[str, str], ConfigInfo]:
+    """One ``ConfigInfo`` per (sweep, config_id) of the complete trials."""
+    records = with_config_ids(trials).select(
+        ["sweep", "config_id", "seed", "epochs", "checkpoints", "n_classes", "spec_json"]
     ).to_pylist()
-    grouped: dict[ConfigKey, list[dict]] = {}
+    grouped: dict[tuple[str, str], list[dict]] = {}
     for r in records:
-        key = ConfigKey(r["sweep"], r["dataset"], r["model"], tuple(int(w) for w in r["widths"]))
-        grouped.setdefault(key, []).append(r)
+        grouped.setdefault((r["sweep"], r["config_id"]), []).append(r)
     infos = {}
-    for key, rs in grouped.items():
+    for (sweep, config_id), rs in grouped.items():
         classes = [r["n_classes"] for r in rs if r["n_classes"]]
-        infos[key] = ConfigInfo(
-            key,
+        spec = json.loads(rs[0]["spec_json"]) if rs[0]["spec_json"] else {}
+        spec.pop("seed", None)
+        infos[(sweep, config_id)] = ConfigInfo(
+            sweep,
+            config_id,
             tuple(sorted({r["seed"] for r in rs})),
-            tuple(sorted({r["epochs"] for r in rs})),
-            tuple(sorted({c for r in rs for c in r["checkpoints"] or ()})),
+            rs[0]["epochs"],
+            tuple(rs[0]["checkpoints"] or ()),
             1 / classes[0] if classes else None,
+            _flatten(spec),
         )
     return infos
 
 
-def _slug(key: ConfigKey) -> str:
-    raw = f"{key.sweep}-{key.dataset}-{key.model}-{widths_label(key.widths)}"
+def differing_fields(infos: Sequence[ConfigInfo]) -> list[str]:
+    """The training-spec fields whose values are not the same in all of ``infos``."""
+    names = sorted({name for info in infos for name in info.spec})
+    return [name for name in names if len({repr(info.spec.get(name)) for info in infos}) > 1]
+
+
+def _slug(view: ConfigView) -> str:
+    key = view.key
+    raw = f"{key.sweep}-{key.dataset}-{key.model}-{widths_label(key.widths)}-{key.config_id[:8]}"
     return re.sub(r"[^A-Za-z0-9._-]+", "_", raw)
 
 
-def _run_section(contents: StoreContents, infos: dict[ConfigKey, ConfigInfo]) -> list[Block]:
+def _run_section(contents: StoreContents, infos: dict[tuple[str, str], ConfigInfo]) -> list[Block]:
     blocks: list[Block] = [Heading(2, "What was run")]
     rows = []
     for status in contents.sweeps:
-        mine = [i for k, i in infos.items() if k.sweep == status.sweep]
         expected = "?" if status.expected is None else str(status.expected)
-        rows.append(
+        rows.append((status.sweep, f"{status.complete} / {expected}"))
+    blocks.append(TableBlock(("sweep", "networks complete / expected"), tuple(rows)))
+    config_rows = []
+    for info in infos.values():
+        spec = info.spec
+        settings = [
+            f"{name.removeprefix('optimizer.')} {value}" for name, value in spec.items()
+            if name.startswith("optimizer.") and name != "optimizer.name" and value
+        ]
+        optimizer = " ".join([str(spec.get("optimizer.name", "?")), *settings])
+        config_rows.append(
             (
-                status.sweep,
-                ", ".join(sorted({i.key.dataset for i in mine})) or "–",
-                ", ".join(sorted({i.key.model for i in mine})) or "–",
-                "; ".join(widths_label(i.key.widths) for i in mine) or "–",
-                compact_ints(s for i in mine for s in i.seeds) or "–",
-                compact_ints(e for i in mine for e in i.epochs) or "–",
-                ", ".join(str(c) for c in sorted({c for i in mine for c in i.checkpoints})) or "–",
-                f"{status.complete} / {expected}",
+                info.sweep,
+                info.config_id,
+                str(spec.get("dataset", "?")),
+                str(spec.get("model", "?")),
+                widths_label(spec.get("widths", ())),
+                str(info.epochs),
+                optimizer or "?",
+                str(spec.get("batch_size", "?")),
+                ", ".join(str(c) for c in info.checkpoints),
+                compact_ints(info.seeds),
             )
         )
-    header = (
-        "sweep",
-        "dataset",
-        "model",
-        "widths",
-        "seeds",
-        "epochs",
-        "checkpoints",
-        "trials complete / expected",
+    blocks.append(
+        TableBlock(
+            ("sweep", "config_id", "dataset", "model", "widths", "epochs", "optimizer", "batch",
+             "checkpoints", "seeds"),
+            tuple(config_rows),
+        )
     )
-    blocks.append(TableBlock(header, tuple(rows)))
     notes = []
+    for sweep in dict.fromkeys(info.sweep for info in infos.values()):
+        mine = [info for info in infos.values() if info.sweep == sweep]
+        if len(mine) > 1:
+            fields = differing_fields(mine)
+            notes.append(
+                f"{sweep} holds {len(mine)} configurations, differing in: {', '.join(fields)}. "
+                "Statistics pool only the seeds of one configuration."
+            )
     for status in contents.sweeps:
         if status.expected is None:
             notes.append(f"{status.sweep}: no sweep config stored; the expected grid is unknown.")
         elif status.missing:
             shown = ", ".join(status.missing[:8]) + (" …" if len(status.missing) > 8 else "")
             notes.append(
-                f"{status.sweep}: {len(status.missing)} trial(s) missing (still running, "
-                f"crashed or not started): {shown}."
+                f"{status.sweep}: {len(status.missing)} network(s) missing (still running, "
+                f"crashed or not started): {shown}. This report covers the complete ones only."
             )
     if contents.unfinished:
         notes.append(
-            f"{len(contents.unfinished)} trial(s) have swap rows but no trial row (unfinished); "
+            f"{len(contents.unfinished)} network(s) have swap rows but no trial row (unfinished); "
             "their rows are left out."
         )
     if notes:
-        blocks.append(Paragraph("This report covers the complete trials only."))
         blocks.append(Bullets(tuple(notes)))
     return blocks
 
 
-def _baseline_section(stats: pd.DataFrame, infos: dict[ConfigKey, ConfigInfo]) -> list[Block]:
+def _baseline_section(views: list[ConfigView], infos: dict[tuple[str, str], ConfigInfo]) -> list[Block]:
     rows = []
-    for key in config_keys(stats):
-        sub = config_rows(stats, key)
-        last = last_epoch(sub)
-        chance = infos[key].chance
+    for view in views:
+        key, last = view.key, view.last_epoch
+        chance = infos[(key.sweep, key.config_id)].chance
         rows.append(
             (
                 key.sweep,
+                key.config_id,
                 key.dataset,
-                key.model,
                 widths_label(key.widths),
-                _acc_cell(find_row(sub, "none", None, 0)),
-                f"{_acc_cell(find_row(sub, 'none', None, last))} at epoch {last}",
+                _acc_cell(view.row("none", None, 0)),
+                f"{_acc_cell(view.row('none', None, last))} at epoch {last}",
                 "–" if chance is None else f"{100 * chance:.1f}",
             )
         )
     header = (
         "sweep",
+        "config_id",
         "dataset",
-        "model",
         "widths",
         "initial accuracy (epoch 0)",
         "trained accuracy",
@@ -397,24 +224,20 @@ def _baseline_section(stats: pd.DataFrame, infos: dict[ConfigKey, ConfigInfo]) -
     ]
 
 
-def _config_section(
-    stats: pd.DataFrame, key: ConfigKey, info: ConfigInfo, threshold: float
-) -> list[Block]:
-    rows = config_rows(stats, key)
-    last = last_epoch(rows)
-    layers = layers_of(rows)
-    verdicts = {v.layer: v for v in layer_verdicts(rows, threshold)}
+def _config_section(view: ConfigView, info: ConfigInfo, thresholds: Thresholds) -> list[Block]:
+    last = view.last_epoch
+    verdicts = {v.layer: v for v in layer_verdicts(view, info.chance, thresholds)}
     table = []
-    for layer in layers:
+    for layer in view.layers:
         v = verdicts.get(layer)
         table.append(
             (
                 layer,
-                _acc_cell(find_row(rows, "reinit", layer, 0)),
-                _acc_cell(find_row(rows, "transplant", layer, last)),
-                _acc_cell(find_row(rows, "rerandomize", layer, None)),
-                "–" if v is None else _points(v) + ("" if v.swap == "reinit" else f" [{v.swap}]"),
-                "–" if v is None else v.verdict,
+                _acc_cell(view.row("reinit", layer, 0)),
+                _acc_cell(view.row("transplant", layer, last)),
+                _acc_cell(view.row("rerandomize", layer, None)),
+                "–" if v is None else points(v) + ("" if v.swap == "reinit" else f" [{v.swap}]"),
+                "–" if v is None else v.label,
             )
         )
     header = (
@@ -425,70 +248,79 @@ def _config_section(
         "drop of reinit@0 vs trained (points)",
         "verdict",
     )
-    heat = figures.heatmap_matrix(stats, key)
-    bars = figures.bar_data(stats, key, info.chance)
-    slug = _slug(key)
+    label, slug = view.key.label, _slug(view)
+    heatmap = figures.plot_heatmap(figures.heatmap_matrix(view), f"Mean test error (%) — {label}")
+    bars = figures.plot_bars(figures.bar_data(view, info.chance), f"Per-layer accuracy — {label}")
     return [
-        Heading(2, key.label),
-        Paragraph(summarize(list(verdicts.values()), layers, threshold)),
+        Heading(2, label),
+        Paragraph(summarize(list(verdicts.values()), view.layers, info.chance, thresholds)),
         TableBlock(header, tuple(table)),
         Image(
             f"heatmap-{slug}.png",
-            f"heatmap of mean test error, {key.label}",
-            figures.to_png(figures.plot_heatmap(heat, f"Mean test error (%) — {key.label}")),
+            f"heatmap of mean test error, {label}",
+            figures.to_png(heatmap),
         ),
         Image(
             f"bars-{slug}.png",
-            f"per-layer accuracy, {key.label}",
-            figures.to_png(figures.plot_bars(bars, f"Per-layer accuracy — {key.label}")),
+            f"per-layer accuracy, {label}",
+            figures.to_png(bars),
         ),
     ]
 
 
-def _compare_section(stats: pd.DataFrame, keys: list[ConfigKey]) -> list[Block]:
-    shared_context = len({(k.sweep, k.dataset, k.model) for k in keys}) == 1
+def _compare_section(views: list[ConfigView]) -> list[Block]:
+    shared_context = len({(v.key.sweep, v.key.dataset, v.key.model) for v in views}) == 1
+    widths_unique = len({v.key.widths for v in views}) == len(views)
     panels = []
     for kind, epoch, title in (
         ("reinit", 0, "layer reset to its initial weights (reinit@0)"),
         ("rerandomize", None, "layer re-randomized"),
     ):
-        if not (stats["kind"] == kind).any():
+        if not any(view.has(kind) for view in views):
             continue
-        labels = [f"widths {widths_label(k.widths)}" if shared_context else k.label for k in keys]
+        labels = [
+            f"widths {widths_label(v.key.widths)}" if shared_context and widths_unique else v.key.label
+            for v in views
+        ]
         profiles = [
-            figures.drop_profile(stats, k, kind, epoch, label)
-            for k, label in zip(keys, labels, strict=True)
+            figures.drop_profile(view, kind, epoch, label) for view, label in zip(views, labels, strict=True)
         ]
         panels.append((title, profiles))
     if not panels:
         return []
-    png = figures.to_png(
-        figures.plot_drop_profiles(panels, "Accuracy drop per layer, by width configuration")
-    )
+    png = figures.to_png(figures.plot_drop_profiles(panels, "Accuracy drop per layer, by configuration"))
     return [
-        Heading(2, "Width configurations compared"),
-        Image("compare.png", "accuracy drop per layer for each width configuration", png),
+        Heading(2, "Configurations compared"),
+        Paragraph(
+            "Layers are placed by relative depth (0 = first layer, 1 = output layer), so "
+            "configurations of different depth line up."
+        ),
+        Image("compare.png", "accuracy drop per layer for each configuration", png),
     ]
 
 
-def _reading_notes(threshold: float, has_single_seed: bool) -> list[Block]:
+def _reading_notes(thresholds: Thresholds, has_single_seed: bool) -> list[Block]:
     items = [
         "Accuracies are in percent; a ± value is the half-width of the 95% Student-t interval "
-        "over seeds; n is the number of seeds (rerandomize draws are first averaged per seed).",
+        "over seeds; n is the number of seeds (rerandomize draws are first averaged per seed). "
+        "Only seeds of one configuration (the same training spec but for the seed) are pooled.",
         "Drop = that seed's trained accuracy minus the swapped network's accuracy, paired by "
         "seed; positive = worse than trained.",
-        f"Critical: the drop's 95% interval lies above {100 * threshold:g} points; robust: it "
-        "lies below; unclear: it contains the threshold. Judged on reinit to epoch 0 "
-        "(rerandomize when reinit was not measured).",
+        f"Verdicts, judged on reinit to epoch 0 (rerandomize when reinit was not measured): "
+        f"critical = the accuracy's 95% CI upper bound lies within {100 * thresholds.chance_margin:g} "
+        f"points of chance (1/n_classes); robust = the drop's 95% CI lies below "
+        f"{100 * thresholds.robust_drop:g} points; sensitive = not critical and the drop's CI lies "
+        "above that; unclear = the drop's CI contains it.",
         "Heatmap: rows are the layer changed (last row: the whole network at that checkpoint), "
         "columns the checkpoint a layer is reset to; the last checkpoint is the trained network "
-        "itself. The full model's rerandomize cell is blank: a fresh draw of every layer is an "
-        "initial network, shown in its epoch-0 cell.",
+        "itself. Every heatmap uses the same colour scale (0–100% error). The full model's "
+        "rerandomize cell is blank: a fresh draw of every layer is an initial network, shown in "
+        "its epoch-0 cell.",
     ]
     if has_single_seed:
         items.append(
-            "Some groups have a single seed (n=1): their interval is the point itself, since no "
-            "spread can be estimated from one value."
+            "Some groups have a single seed (n=1): no spread can be estimated from one value, so "
+            "they have no interval (NaN in stats.csv) and their verdict is unclear (n=1)."
         )
     return [Heading(2, "How to read this report"), Bullets(tuple(items))]
 
@@ -506,7 +338,7 @@ def _parquet_bytes(table: pa.Table) -> bytes:
 
 
 def build_report(
-    contents: StoreContents, store_uri: str, critical_drop: float
+    contents: StoreContents, store_uri: str, thresholds: Thresholds
 ) -> tuple[pd.DataFrame, list[Block]]:
     """The stats table and the report's blocks for the complete trials in ``contents``."""
     if contents.trials.num_rows == 0:
@@ -517,36 +349,36 @@ def build_report(
             f"{store_uri}: no complete trials to report" + (f" ({waiting})" if waiting else "")
         )
     stats = compute_stats(contents.trials, contents.swaps)
-    infos = _config_infos(contents.trials)
-    keys = config_keys(stats)
+    infos = config_infos(contents.trials)
+    views = config_views(stats)
     generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     blocks: list[Block] = [
         Heading(1, "layerswap report"),
         Paragraph(f"Store: {store_uri} — generated {generated}."),
         *_run_section(contents, infos),
-        *_baseline_section(stats, infos),
+        *_baseline_section(views, infos),
     ]
-    for key in keys:
-        blocks.extend(_config_section(stats, key, infos[key], critical_drop))
-    if len(keys) > 1:
-        blocks.extend(_compare_section(stats, keys))
-    blocks.extend(_reading_notes(critical_drop, bool((stats["n"] == 1).any())))
+    for view in views:
+        blocks.extend(_config_section(view, infos[(view.key.sweep, view.key.config_id)], thresholds))
+    if len(views) > 1:
+        blocks.extend(_compare_section(views))
+    blocks.extend(_reading_notes(thresholds, any(view.single_seed for view in views)))
     return stats, blocks
 
 
 def write_report(
-    store: Store, out_dir: str | None = None, sweep: str | None = None, critical_drop: float = 0.05
+    store: Store, out_dir: str | None = None, sweep: str | None = None, thresholds: Thresholds | None = None
 ) -> list[str]:
     """Write stats, figures and the report; return the paths written.
 
     ``out_dir`` None writes to ``STORE/report/`` through the store's filesystem
     (so ``s3://`` stores work); otherwise to ``out_dir`` (a local path or URI).
-    ``critical_drop`` is a fraction (0.05 = 5 points). Raises ReportError or
-    StoreError (one line) for a path that is not a store, a store without
-    complete trials, a file that does not match its schema, or an unknown sweep.
+    Raises ReportError or StoreError (one line) for a path that is not a store,
+    a store without complete trials, a file that does not match its schema, or
+    an unknown sweep.
     """
     contents = load_contents(store, sweep)
-    stats, blocks = build_report(contents, store.uri, critical_drop)
+    stats, blocks = build_report(contents, store.uri, thresholds or Thresholds())
     files: dict[str, bytes] = {
         "stats.parquet": _parquet_bytes(stats_to_arrow(stats)),
         "stats.csv": stats_to_csv(stats).encode("utf-8"),

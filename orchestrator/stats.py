@@ -3,29 +3,47 @@
 Units and semantics:
 
 - Accuracies are fractions in [0, 1]; the report prints them as percentage points.
-- One stats row per (sweep, dataset, model, widths, kind, layer, epoch, alpha).
-  The unit of replication is the trial (one seed): when a trial has several
-  measurements in a group (``rerandomize`` draws 0..k-1) they are first averaged
-  within the trial, so ``n`` counts seeds and the interval is over seeds.
-- ``std_acc`` uses ddof=1 (null for n = 1); ``ci95_low``/``ci95_high`` are the
-  Student-t 95% interval of the mean; for n = 1 it is the point itself.
-- The drop is paired by seed: drop = (that trial's trained accuracy) - accuracy,
-  positive = worse than trained. The trained accuracy is the trial's ``none``
-  row at epoch == ``epochs``, or the trial row's ``test_acc`` if that row is absent.
+- One stats row per (sweep, config_id, kind, layer, epoch, alpha): only the
+  seeds of one *configuration* (the same training spec but for its seed) are
+  pooled, never networks trained with different settings. ``dataset``,
+  ``model`` and ``widths`` are there to read, not to group by.
+- The unit of replication is the seed: when a network has several
+  measurements in a group (``rerandomize`` draws 0..k-1) they are first
+  averaged within the network, and ``n`` counts distinct seeds.
+- ``std_acc`` uses ddof=1; ``ci95_low``/``ci95_high`` are the Student-t 95%
+  interval of the mean. With n < 2 no spread can be estimated: ``std_acc`` and
+  every interval bound are NaN.
+- The drop is paired by seed: drop = (that network's trained accuracy) -
+  accuracy, positive = worse than trained. The trained accuracy is the
+  network's ``none`` row at epoch == ``epochs``, or its trial row's
+  ``test_acc`` if that row is absent.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 from scipy import stats as st
 
-GROUP_KEYS = ["sweep", "dataset", "model", "widths", "kind", "layer", "epoch", "alpha"]
-STATS_COLUMNS = GROUP_KEYS + [
+from trainables.spec import TrialSpec
+
+GROUP_KEYS = ["sweep", "config_id", "kind", "layer", "epoch", "alpha"]
+DESCRIPTIVE = ["dataset", "model", "widths"]
+STATS_COLUMNS = [
+    "sweep",
+    "config_id",
+    "dataset",
+    "model",
+    "widths",
+    "kind",
+    "layer",
+    "epoch",
+    "alpha",
     "n",
     "mean_acc",
     "std_acc",
@@ -41,6 +59,7 @@ STATS_COLUMNS = GROUP_KEYS + [
 STATS_SCHEMA = pa.schema(
     [
         ("sweep", pa.string()),
+        ("config_id", pa.string()),
         ("dataset", pa.string()),
         ("model", pa.string()),
         ("widths", pa.list_(pa.int32())),
@@ -80,72 +99,116 @@ def widths_label(widths: tuple[int, ...] | list[int]) -> str:
 
 @dataclass(frozen=True)
 class ConfigKey:
-    """One width configuration of one sweep: the unit of a heatmap and a results table."""
+    """One configuration of one sweep: the unit of a heatmap and a results table.
+
+    ``config_id`` identifies it; ``dataset``, ``model`` and ``widths`` describe it.
+    """
 
     sweep: str
+    config_id: str
     dataset: str
     model: str
     widths: tuple[int, ...]
 
     @property
     def label(self) -> str:
-        return f"{self.sweep} · {self.dataset} · {self.model} · widths {widths_label(self.widths)}"
+        return (
+            f"{self.sweep} · {self.dataset} · {self.model} · widths {widths_label(self.widths)} "
+            f"· config {self.config_id[:8]}"
+        )
 
 
-def config_keys(stats: pd.DataFrame) -> list[ConfigKey]:
-    """The width configurations present in a stats table, in its row order."""
-    seen = dict.fromkeys(
-        ConfigKey(r.sweep, r.dataset, r.model, tuple(int(w) for w in r.widths))
-        for r in stats[["sweep", "dataset", "model", "widths"]].itertuples(index=False)
-    )
-    return list(seen)
+RowKey = tuple[str, str | None, int | None, float | None]
+"""(kind, layer, epoch, alpha) of a stats row within one configuration; None = null."""
 
 
-def config_rows(stats: pd.DataFrame, key: ConfigKey) -> pd.DataFrame:
-    """The stats rows of one width configuration."""
-    mask = (
-        (stats["sweep"] == key.sweep)
-        & (stats["dataset"] == key.dataset)
-        & (stats["model"] == key.model)
-        & stats["widths"].map(lambda w: tuple(int(x) for x in w) == key.widths)
-    )
-    return stats[mask]
+def _none_if_na(value: object) -> object:
+    missing = value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
+    return None if missing else value
 
 
-def layers_of(rows: pd.DataFrame) -> list[str]:
+@dataclass(frozen=True, eq=False)
+class ConfigView:
+    """The stats rows of one configuration, indexed once by (kind, layer, epoch, alpha)."""
+
+    key: ConfigKey
+    rows: pd.DataFrame
+    index: dict[RowKey, pd.Series] = field(repr=False)
+    layers: tuple[str, ...]
     """Layer names (non-null) in depth order."""
-    return sorted(set(rows["layer"].dropna()), key=layer_sort_key)
+    last_epoch: int | None
+    """The trained network's epoch: the largest ``none`` checkpoint."""
+
+    @classmethod
+    def of(cls, key: ConfigKey, rows: pd.DataFrame) -> ConfigView:
+        index: dict[RowKey, pd.Series] = {}
+        for _, row in rows.iterrows():
+            epoch = _none_if_na(row["epoch"])
+            alpha = _none_if_na(row["alpha"])
+            index[(row["kind"], _none_if_na(row["layer"]), None if epoch is None else int(epoch),
+                   None if alpha is None else float(alpha))] = row
+        layers = tuple(sorted(set(rows["layer"].dropna()), key=layer_sort_key))
+        epochs = rows.loc[rows["kind"] == "none", "epoch"].dropna()
+        return cls(key, rows, index, layers, None if epochs.empty else int(epochs.max()))
+
+    def row(
+        self, kind: str, layer: str | None = None, epoch: int | None = None, alpha: float | None = None
+    ) -> pd.Series | None:
+        """The stats row with these keys (None = null), or None when it was not measured."""
+        return self.index.get((kind, layer, epoch, alpha))
+
+    def has(self, kind: str) -> bool:
+        return any(key[0] == kind for key in self.index)
+
+    @property
+    def single_seed(self) -> bool:
+        return bool((self.rows["n"] < 2).any())
 
 
-def find_row(
-    rows: pd.DataFrame, kind: str, layer: str | None = None, epoch: int | None = None
-) -> pd.Series | None:
-    """The single stats row with ``kind``, ``layer`` and ``epoch`` (None = null), alpha null."""
-    mask = (rows["kind"] == kind) & rows["alpha"].isna()
-    mask &= rows["layer"].isna() if layer is None else rows["layer"] == layer
-    mask &= rows["epoch"].isna() if epoch is None else rows["epoch"] == epoch
-    found = rows[mask.fillna(False).astype(bool)]
-    return None if found.empty else found.iloc[0]
-
-
-def last_epoch(rows: pd.DataFrame) -> int | None:
-    """The trained network's epoch in a configuration: the largest ``none`` checkpoint."""
-    epochs = rows.loc[rows["kind"] == "none", "epoch"].dropna()
-    return None if epochs.empty else int(epochs.max())
+def config_views(stats: pd.DataFrame) -> list[ConfigView]:
+    """One view per configuration in a stats table, in its row order."""
+    views = []
+    for (sweep, config_id), rows in stats.groupby(["sweep", "config_id"], sort=False):
+        first = rows.iloc[0]
+        widths = tuple(int(w) for w in first["widths"])
+        key = ConfigKey(sweep, config_id, first["dataset"], first["model"], widths)
+        views.append(ConfigView.of(key, rows))
+    return views
 
 
 def t_interval(mean: np.ndarray, std: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Student-t 95% interval of a mean; for n = 1 (or zero spread) the point itself."""
+    """Student-t 95% interval of a mean; NaN where n < 2 (no spread can be estimated)."""
     n = np.asarray(n, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
         quantile = st.t.ppf(0.975, np.maximum(n - 1, 1))
-        half = np.where(n > 1, quantile * np.asarray(std, dtype=float) / np.sqrt(n), 0.0)
+        half = np.where(n > 1, quantile * np.asarray(std, dtype=float) / np.sqrt(n), np.nan)
     return mean - half, mean + half
 
 
+def config_id_of(spec_json: str) -> str:
+    """The configuration id of a stored spec (also of a version-1 spec, whose
+    measurement fields are dropped first)."""
+    return TrialSpec.from_dict(json.loads(spec_json)).config_id
+
+
+def with_config_ids(trials: pa.Table) -> pa.Table:
+    """``trials`` with every ``config_id`` set: trial rows of store version 1 have none,
+    so it is computed from their ``spec_json``."""
+    column = trials.column("config_id")
+    if not column.null_count:
+        return trials
+    specs = trials.column("spec_json").to_pylist()
+    filled = [
+        config_id if config_id is not None else config_id_of(spec_json)
+        for config_id, spec_json in zip(column.to_pylist(), specs, strict=True)
+    ]
+    index = trials.schema.get_field_index("config_id")
+    return trials.set_column(index, "config_id", pa.array(filled, pa.string()))
+
+
 def _trials_frame(trials: pa.Table) -> pd.DataFrame:
-    frame = trials.select(
-        ["trial_id", "sweep", "dataset", "model", "widths", "epochs", "test_acc"]
+    frame = with_config_ids(trials).select(
+        ["trial_id", "sweep", "config_id", "dataset", "model", "widths", "seed", "epochs", "test_acc"]
     ).to_pandas()
     frame["widths"] = frame["widths"].map(lambda w: tuple(int(x) for x in w))
     return frame.rename(columns={"test_acc": "trial_test_acc"})
@@ -158,13 +221,14 @@ def _swaps_frame(swaps: pa.Table) -> pd.DataFrame:
 
 
 def compute_stats(trials: pa.Table, swaps: pa.Table) -> pd.DataFrame:
-    """Aggregate swap accuracies over seeds; columns are ``STATS_COLUMNS``.
+    """Aggregate swap accuracies over the seeds of each configuration; columns ``STATS_COLUMNS``.
 
     Only swap rows of trials present in ``trials`` count (a swaps file without
     its trial row is an unfinished trial). ``widths`` is a list of ints per row,
     ``layer`` and ``alpha`` are null (NaN) where the swaps table has null,
-    ``epoch`` is a nullable integer. Rows are sorted by configuration, kind
-    (none, reinit, rerandomize, transplant, interpolate), layer depth, epoch, alpha.
+    ``epoch`` is a nullable integer. Rows are sorted by sweep, configuration
+    (dataset, model, widths, config_id), kind (none, reinit, rerandomize,
+    transplant, interpolate), layer depth, epoch, alpha.
     """
     merged = _swaps_frame(swaps).merge(_trials_frame(trials), on="trial_id", how="inner")
     if merged.empty:
@@ -173,11 +237,13 @@ def compute_stats(trials: pa.Table, swaps: pa.Table) -> pd.DataFrame:
     trained = trained_rows.groupby("trial_id")["test_acc"].mean()
     merged["trained"] = merged["trial_id"].map(trained).fillna(merged["trial_test_acc"])
 
-    per_trial = merged.groupby(GROUP_KEYS + ["trial_id"], dropna=False, sort=False).agg(
-        acc=("test_acc", "mean"), trained=("trained", "first")
+    per_seed = merged.groupby(GROUP_KEYS + ["seed"], dropna=False, sort=False).agg(
+        acc=("test_acc", "mean"),
+        trained=("trained", "first"),
+        **{column: (column, "first") for column in DESCRIPTIVE},
     )
-    per_trial["drop"] = per_trial["trained"] - per_trial["acc"]
-    grouped = per_trial.groupby(level=GROUP_KEYS, dropna=False, sort=False).agg(
+    per_seed["drop"] = per_seed["trained"] - per_seed["acc"]
+    grouped = per_seed.groupby(level=GROUP_KEYS, dropna=False, sort=False).agg(
         n=("acc", "size"),
         mean_acc=("acc", "mean"),
         std_acc=("acc", "std"),
@@ -185,6 +251,7 @@ def compute_stats(trials: pa.Table, swaps: pa.Table) -> pd.DataFrame:
         max_acc=("acc", "max"),
         mean_drop=("drop", "mean"),
         std_drop=("drop", "std"),
+        **{column: (column, "first") for column in DESCRIPTIVE},
     )
     out = grouped.reset_index()
     n = out["n"].to_numpy()
@@ -208,7 +275,7 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
         _layer=frame["layer"].map(lambda v: layer_sort_key(v) if isinstance(v, str) else ("", -2)),
     )
     order = order.sort_values(
-        ["sweep", "dataset", "model", "_widths", "_kind", "kind", "_layer", "epoch", "alpha"],
+        ["sweep", "dataset", "model", "_widths", "config_id", "_kind", "kind", "_layer", "epoch", "alpha"],
         na_position="first",
         kind="stable",
     )

@@ -4,7 +4,8 @@ For each trial with a trial row: ``spec.json`` exists, its sha256 starts with
 the trial id and it equals the row's ``spec_json``; the trial has swaps and
 weights index files; every checkpoint epoch of the trial has weights rows; and
 every weights file exists and holds exactly the tensors its ``index/weights``
-rows describe (name, shape, dtype, byte count, sha256 of the raw bytes).
+rows describe (name, shape, dtype, byte count, sha256 of the raw bytes); and
+no swap key (kind, layer, epoch, alpha, draw) of the trial is stored twice.
 Trials without a trial row are unfinished and not checked.
 
 Every index file of a checked trial (and every index file name) is opened
@@ -27,8 +28,8 @@ import pyarrow.parquet as pq
 import safetensors.torch
 from safetensors import SafetensorError
 
+from trainables.plan import SWAP_KINDS
 from trainables.schemas import TABLE_SCHEMAS
-from trainables.spec import SWAP_KINDS
 from trainables.store import Store, StoreError, index_relpath, spec_relpath, weights_relpath
 from trainables.trial import tensor_sha256
 
@@ -94,7 +95,7 @@ def verify_store(store: Store) -> Verification:
             problems += found
             swap_keys.update(tuple(row[c] for c in SWAP_KEY) for row in rows or [])
         problems += [
-            Problem(trial_id, f"index/swaps/{trial_id}*.parquet", f"swap key {key} is measured {n} times")
+            Problem(trial_id, index_relpath("swaps", trial_id), f"key {key} is measured {n} times")
             for key, n in sorted(swap_keys.items(), key=str) if n > 1
         ]
         by_path: dict[str, list[dict]] = {}

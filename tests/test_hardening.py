@@ -55,8 +55,8 @@ def pristine_store(tmp_path_factory) -> tuple[Path, str]:
     config = parse_config(tiny_raw_config(root, widths=[[8]], seeds=1, epochs=1, checkpoints=[0, 1],
                                           swaps=["reinit"]))
     (spec,) = expand_grid(config)
-    run_network(spec, load_dataset("synthetic").tensors("cpu"), Store.open(str(root)), config.name,
-                Placement.here(torch.device("cpu")))
+    run_network(spec, config.plan, load_dataset("synthetic").tensors("cpu"), Store.open(str(root)),
+                config.name, Placement.here(torch.device("cpu")))
     return root, spec.trial_id
 
 
@@ -281,7 +281,7 @@ def test_sweep_record_whose_trial_ids_is_a_string_is_refused(store, capsys):
     before = snapshot(root)
     code, _, err = run_cli(capsys, "ls", str(root))
     assert code == 2
-    assert_one_line(err, "is not a sweep record: 'sweep' must be a name and 'trial_ids' a list of trial ids")
+    assert_one_line(err, "is not a sweep record: 'sweep' must be a name, 'trial_ids' a list of trial ids")
     assert snapshot(root) == before
 
 

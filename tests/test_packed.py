@@ -43,7 +43,7 @@ def make_specs(k: int, optimizer: OptimizerSpec, epochs: int = 1) -> list[TrialS
     base = TrialSpec(
         dataset="synthetic", data_mean=0.0, data_std=1.0, model="mlp", widths=(24, 12),
         seed=0, epochs=epochs, batch_size=64, optimizer=optimizer,
-        checkpoints=tuple(range(epochs + 1)), swaps=("reinit",),
+        checkpoints=tuple(range(epochs + 1)),
     )
     return [replace(base, seed=seed) for seed in range(3, 3 + k)]
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 from scipy import stats as st
@@ -36,11 +38,16 @@ def trial_table(
     trained: float = 0.9,
     epochs: int = 2,
     n_classes: int = 10,
+    config_id: str | None = None,
+    spec_json: str | None = None,
 ) -> pa.Table:
+    """A trial row; its ``config_id`` defaults to one per (sweep's) widths."""
     row: dict = {field.name: None for field in TRIALS_SCHEMA}
     row.update(
         trial_id=trial_id,
         sweep=sweep,
+        config_id=config_id or "cfg-" + "-".join(map(str, widths)),
+        spec_json=spec_json,
         dataset="synthetic",
         model="mlp",
         widths=list(widths),
@@ -123,15 +130,22 @@ FC1_REINIT0 = [0.50, 0.55, 0.62]
 DRAWS = {0: [0.20, 0.30], 1: [0.25, 0.27], 2: [0.40, 0.10]}
 
 
-@pytest.fixture
-def known_store(tmp_path: Path) -> Store:
-    """Three seeds of widths (8, 4) with chosen accuracies, one seed of (16,), one unfinished."""
-    store = Store.open(str(tmp_path / "store"))
+def write_three_seeds(store: Store, **row) -> None:
+    """Seeds 0-2 of widths (8, 4) with the accuracies above (``row``: more trial row fields,
+    where ``spec_json`` may be a function of the seed)."""
     for seed, trained in enumerate(TRAINED):
         swaps = standard_swaps(
             trained, [FC1_REINIT0[seed], trained - 0.01, trained], rerandomize=DRAWS[seed]
         )
-        write_trial(store, f"a{seed}", swaps, seed=seed, trained=trained)
+        fields = {k: v(seed) if callable(v) else v for k, v in row.items()}
+        write_trial(store, f"a{seed}", swaps, seed=seed, trained=trained, **fields)
+
+
+@pytest.fixture
+def known_store(tmp_path: Path) -> Store:
+    """Three seeds of widths (8, 4) with chosen accuracies, one seed of (16,), one unfinished."""
+    store = Store.open(str(tmp_path / "store"))
+    write_three_seeds(store)
     write_trial(store, "single", standard_swaps(0.8, [0.3, 0.79]), widths=(16,), trained=0.8)
     write_trial(store, "unfinished", standard_swaps(0.1, [0.0, 0.0, 0.0]), finished=False)
     return store
@@ -176,12 +190,12 @@ def test_rerandomize_draws_are_averaged_within_a_seed(known_store: Store) -> Non
     assert (row["min_acc"], row["max_acc"]) == pytest.approx((min(per_seed), max(per_seed)))
 
 
-def test_single_seed_interval_is_the_point(known_store: Store) -> None:
+def test_a_single_seed_has_no_interval(known_store: Store) -> None:
     row = pick(read_back(known_store), "reinit", "fc1", 0, widths=(16,))
     assert row["n"] == 1
-    assert math.isnan(row["std_acc"])
-    assert row["ci95_low"] == row["ci95_high"] == row["mean_acc"] == pytest.approx(0.3)
-    assert row["drop_ci95_low"] == row["drop_ci95_high"] == pytest.approx(0.5)
+    assert row["mean_acc"] == pytest.approx(0.3) and row["mean_drop"] == pytest.approx(0.5)
+    for column in ("std_acc", "ci95_low", "ci95_high", "drop_ci95_low", "drop_ci95_high"):
+        assert math.isnan(row[column]), column
 
 
 def test_trained_none_row_has_zero_drop(known_store: Store) -> None:
@@ -216,7 +230,7 @@ def test_arrow_and_csv_forms(known_store: Store) -> None:
     assert table.column("widths").to_pylist()[0] == [8, 4]
     csv = stats_to_csv(stats).splitlines()
     assert csv[0] == ",".join(STATS_COLUMNS)
-    assert csv[1].startswith("demo,synthetic,mlp,8-4,none,,0,,3,")
+    assert csv[1].startswith("demo,cfg-8-4,synthetic,mlp,8-4,none,,0,,3,")
     assert len(csv) == len(stats) + 1
 
 
@@ -225,3 +239,69 @@ def test_no_complete_trial_gives_an_empty_table(tmp_path: Path) -> None:
     write_trial(store, "x", standard_swaps(0.9, [0.5]), finished=False)
     stats = read_back(store)
     assert stats.empty and list(stats.columns) == STATS_COLUMNS
+
+
+def spec_json_with(lr: float, seed: int) -> str:
+    spec = {"dataset": "synthetic", "model": "mlp", "widths": [8, 4], "seed": seed, "epochs": 2,
+            "optimizer": {"name": "sgd", "lr": lr}}
+    return json.dumps(spec)
+
+
+@pytest.fixture
+def mixed_store(tmp_path: Path) -> Store:
+    """One sweep, widths (8, 4): three seeds at lr 0.05 and one network at lr 0.5."""
+    store = Store.open(str(tmp_path / "store"))
+    write_three_seeds(store, config_id="lr005", spec_json=lambda seed: spec_json_with(0.05, seed))
+    write_trial(store, "b0", standard_swaps(0.5, [0.11, 0.45, 0.5]), seed=0, trained=0.5,
+                config_id="lr05", spec_json=spec_json_with(0.5, 0))
+    return store
+
+
+def test_configurations_under_one_sweep_are_never_pooled(mixed_store: Store) -> None:
+    stats = read_back(mixed_store)
+    fc1 = stats[(stats["kind"] == "reinit") & (stats["layer"] == "fc1") & (stats["epoch"] == 0)]
+    assert sorted(zip(fc1["config_id"], fc1["n"], strict=True)) == [("lr005", 3), ("lr05", 1)]
+    pooled = fc1[fc1["config_id"] == "lr005"].iloc[0]
+    assert pooled["mean_acc"] == pytest.approx(np.mean(FC1_REINIT0))
+    single = fc1[fc1["config_id"] == "lr05"].iloc[0]
+    assert single["mean_acc"] == pytest.approx(0.11)
+    assert all(math.isnan(single[c]) for c in ("std_acc", "ci95_low", "ci95_high", "drop_ci95_low"))
+
+
+def test_stats_agree_with_an_independent_computation(mixed_store: Store) -> None:
+    """pandas + scipy from the raw index tables, every column of every row."""
+    trials = mixed_store.read_index("trials").to_pandas()
+    trials = trials[["trial_id", "sweep", "config_id", "seed", "test_acc"]]
+    swaps = mixed_store.read_index("swaps").to_pandas()
+    rows = swaps.merge(trials.rename(columns={"test_acc": "trained"}), on="trial_id")
+    keys = ["sweep", "config_id", "kind", "layer", "epoch", "alpha"]
+    per_seed = rows.groupby([*keys, "seed"], dropna=False).agg(
+        acc=("test_acc", "mean"), trained=("trained", "first")
+    )
+    per_seed["drop"] = per_seed["trained"] - per_seed["acc"]
+    stats = read_back(mixed_store)
+    assert len(stats) == per_seed.groupby(level=keys, dropna=False).ngroups
+    for _, row in stats.iterrows():
+        mask = np.ones(len(per_seed), dtype=bool)
+        for level in keys:
+            values = per_seed.index.get_level_values(level)
+            mask &= pd.isna(values) if pd.isna(row[level]) else (values == row[level])
+        group = per_seed[mask]
+        acc, drop = group["acc"].to_numpy(), group["drop"].to_numpy()
+        n = len(acc)
+        assert row["n"] == n
+        spread = (acc.mean(), acc.min(), acc.max())
+        assert (row["mean_acc"], row["min_acc"], row["max_acc"]) == pytest.approx(spread)
+        assert row["mean_drop"] == pytest.approx(drop.mean())
+        if n < 2:
+            assert all(math.isnan(row[c]) for c in ("std_acc", "ci95_low", "ci95_high",
+                                                     "drop_ci95_low", "drop_ci95_high"))
+            continue
+        assert row["std_acc"] == pytest.approx(acc.std(ddof=1))
+        assert (row["ci95_low"], row["ci95_high"]) == pytest.approx(t_ci_or_point(acc))
+        assert (row["drop_ci95_low"], row["drop_ci95_high"]) == pytest.approx(t_ci_or_point(drop))
+
+
+def t_ci_or_point(values: np.ndarray) -> tuple[float, float]:
+    """scipy's t interval; with no spread at all (scipy gives NaN) the mean itself."""
+    return t_ci(values) if values.std() else (values.mean(), values.mean())

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from trainables.datasets import load_dataset
+from trainables.plan import MeasurementPlan, plan_keys
 from trainables.spec import OptimizerSpec, TrialSpec
 from trainables.swaps import SwapVariant, _variant_tree, evaluate, evaluate_variants, swap_variants
 from trainables.training import train_network
@@ -14,8 +15,8 @@ from trainables.training import train_network
 SPEC = TrialSpec(
     dataset="synthetic", data_mean=0.0, data_std=1.0, model="mlp", widths=(32, 16, 8), seed=11,
     epochs=3, batch_size=64, optimizer=OptimizerSpec("sgd", 0.1), checkpoints=(0, 1, 3),
-    swaps=("reinit", "rerandomize", "transplant"), rerandomize_draws=2,
 )
+PLAN = MeasurementPlan(("reinit", "rerandomize", "transplant"), rerandomize_draws=2)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -25,7 +26,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def trained():
     data = load_dataset("synthetic").tensors("cpu")
     network = train_network(SPEC, data, torch.device("cpu"))
-    return network, list(swap_variants(SPEC, network.model, network.checkpoints)), data
+    keys = plan_keys(PLAN, network.model.layer_names, SPEC.checkpoints)
+    return network, list(swap_variants(SPEC, network.model, network.checkpoints, keys)), data
 
 
 def test_every_variant_gets_the_same_result_as_evaluating_it_alone(trained):

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from trainables.models import MLP
+from trainables.plan import MeasurementPlan, plan_keys
 from trainables.seeding import derive_seed
 from trainables.spec import OptimizerSpec, TrialSpec
 from trainables.swaps import evaluate, swap_variants
@@ -40,8 +41,8 @@ CHECKPOINTS = {
 SPEC = TrialSpec(
     dataset="synthetic", data_mean=0.0, data_std=1.0, model="mlp", widths=(2,), seed=7,
     epochs=2, batch_size=4, optimizer=OptimizerSpec("sgd", 0.1), checkpoints=(0, 1, 2),
-    swaps=("reinit", "rerandomize", "transplant"), rerandomize_draws=2,
 )
+PLAN = MeasurementPlan(("reinit", "rerandomize", "transplant"), rerandomize_draws=2)
 
 EXPECTED_ACCURACY = {
     ("none", None, 0): 0.75,
@@ -58,7 +59,8 @@ EXPECTED_ACCURACY = {
 
 def variants_by_key() -> dict:
     model = MLP(2, (2,), 2)
-    return {(v.kind, v.layer, v.epoch, v.draw): v for v in swap_variants(SPEC, model, CHECKPOINTS)}, model
+    variants = swap_variants(SPEC, model, CHECKPOINTS, plan_keys(PLAN, model.layer_names, SPEC.checkpoints))
+    return {(v.kind, v.layer, v.epoch, v.draw): v for v in variants}, model
 
 
 def test_every_swap_accuracy_matches_the_hand_computation():

@@ -160,13 +160,13 @@ def test_a_trial_that_fails_half_way_leaves_no_result(tmp_path):
             raise RuntimeError("worker died")
 
     with pytest.raises(RuntimeError, match="worker died"):
-        run_network(spec, data, store, "tiny", placement, crash_at_epoch_2)
+        run_network(spec, config.plan, data, store, "tiny", placement, crash_at_epoch_2)
     assert store.completed_trial_ids() == set()
     for table in ("trials", "weights", "swaps"):
         assert store.read_index(table).num_rows == 0
     leftovers = [p for p in (tmp_path / "store").rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
-    row = run_network(spec, data, store, "tiny", placement).trial_row
+    row = run_network(spec, config.plan, data, store, "tiny", placement).trial_row
     assert store.completed_trial_ids() == {spec.trial_id} and row["test_acc"] > 0.25
     assert os.path.exists(tmp_path / "store" / "trials" / spec.trial_id / "spec.json")
 

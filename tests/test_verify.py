@@ -10,6 +10,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
@@ -37,7 +38,7 @@ def pristine_store(tmp_path_factory) -> tuple[Path, list[str]]:
     data = load_dataset("synthetic").tensors("cpu")
     specs = expand_grid(config)
     for spec in specs:
-        run_network(spec, data, store, config.name, Placement.here(torch.device("cpu")))
+        run_network(spec, config.plan, data, store, config.name, Placement.here(torch.device("cpu")))
     return root, sorted(spec.trial_id for spec in specs)
 
 
@@ -100,6 +101,19 @@ def test_missing_index_rows_and_files_are_reported(store_copy):
         (first, f"index/swaps/{first}.parquet", "missing"),
         *((second, weights_relpath(second, e), "checkpoint has no rows in index/weights") for e in (0, 1, 2)),
     }
+
+
+def test_a_key_measured_twice_is_named_and_read_once(store_copy):
+    """Two concurrent writers can store one key twice: verify names it, readers keep one row."""
+    root, (first, _) = store_copy
+    store = Store.open(str(root))
+    rows = pq.read_table(root / "index" / "swaps" / f"{first}.parquet").slice(0, 2)
+    store.write_table(f"index/swaps/{first}-0badcafe.parquet", "swaps", rows)
+    problems = verify_store(store).problems
+    assert [(p.trial_id, p.path) for p in problems] == [(first, f"index/swaps/{first}.parquet")] * 2
+    assert all(re.fullmatch(r"key \('(none|reinit)', .*\) is measured 2 times", p.message) for p in problems)
+    contents = load_contents(store)
+    assert contents.swaps.num_rows == store.read_index("swaps").num_rows - 2
 
 
 # --- on a Ray cluster of two nodes on this machine ------------------------------------------------

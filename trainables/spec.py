@@ -1,19 +1,36 @@
-"""The trial spec: every field that changes a trained network or its swap table.
+"""The training spec: every field that determines a network's weights, and nothing else.
 
-``spec.json`` is the canonical JSON of a spec (sorted keys, no whitespace,
-UTF-8) and the trial id is the first 16 hex characters of its sha256, so the
-same spec always maps to the same id and a re-run sweep skips it.
+``spec.json`` is the canonical JSON of a spec (sorted keys, separators ``,``
+and ``:``, no whitespace, UTF-8) and the trial id is the first 16 hex
+characters of its sha256, so the same spec always maps to the same id and a
+re-run sweep skips it. What is *measured* on a network (swap kinds, draws,
+alphas) is not part of its spec: see :mod:`trainables.plan`.
+
+Fields listed in ``ALWAYS_WRITTEN`` are the spec of store version 2. A field
+added to :class:`TrialSpec` later must have a default and is written only
+when it differs from that default (as open_lth does), so the ids of networks
+trained before it existed never change.
+
+``config_id`` is the same hash without ``seed``: the seeds of one
+configuration are the replicates that statistics pool.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
-SWAP_KINDS = ("reinit", "rerandomize", "transplant")
-"""Swap kinds a sweep may ask for; ``none`` (the baselines) is always measured."""
+ALWAYS_WRITTEN = frozenset(
+    {"dataset", "data_mean", "data_std", "model", "widths", "seed", "epochs", "batch_size",
+     "optimizer", "checkpoints", "precision"}
+)
+"""The training spec of store version 2: these keys are always in spec.json."""
+
+V1_MEASUREMENT_FIELDS = ("swaps", "rerandomize_draws")
+"""Keys that version-1 spec.json files held; they never were training fields."""
 
 
 @dataclass(frozen=True)
@@ -26,11 +43,11 @@ class OptimizerSpec:
 
 @dataclass(frozen=True)
 class TrialSpec:
-    """One network: dataset, architecture, seed, training and swap plan.
+    """One network: dataset (and its normalisation), architecture, seed, training.
 
     ``data_mean``/``data_std`` are the normalisation applied after scaling
     pixels to [0, 1]. ``checkpoints`` are sorted epochs, always containing 0
-    and ``epochs``. ``rerandomize_draws`` is how many fresh draws per layer.
+    and ``epochs``. ``precision`` is the training arithmetic (fp32, tf32, bf16).
     """
 
     dataset: str
@@ -43,26 +60,49 @@ class TrialSpec:
     batch_size: int
     optimizer: OptimizerSpec
     checkpoints: tuple[int, ...]
-    swaps: tuple[str, ...]
-    rerandomize_draws: int = 1
     precision: str = "fp32"
 
+    def canonical_fields(self) -> dict[str, Any]:
+        """The fields spec.json holds: ``ALWAYS_WRITTEN``, plus later fields off their default."""
+        values = dataclasses.asdict(self)
+        return {
+            field.name: values[field.name]
+            for field in dataclasses.fields(self)
+            if field.name in ALWAYS_WRITTEN or values[field.name] != field.default
+        }
+
     def canonical_json(self) -> bytes:
-        return json.dumps(
-            asdict(self), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        ).encode("utf-8")
+        return canonical_bytes(self.canonical_fields())
 
     @property
     def trial_id(self) -> str:
-        return hashlib.sha256(self.canonical_json()).hexdigest()[:16]
+        return short_hash(self.canonical_json())
+
+    @property
+    def config_id(self) -> str:
+        """The hash of the training spec without ``seed``: one per configuration."""
+        fields = self.canonical_fields()
+        del fields["seed"]
+        return short_hash(canonical_bytes(fields))
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(self.canonical_json())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialSpec:
-        fields = dict(data)
+        """A spec from its spec.json dict; a version-1 dict's measurement keys are dropped."""
+        fields = {key: value for key, value in data.items() if key not in V1_MEASUREMENT_FIELDS}
         fields["optimizer"] = OptimizerSpec(**fields["optimizer"])
-        for key in ("widths", "checkpoints", "swaps"):
+        for key in ("widths", "checkpoints"):
             fields[key] = tuple(fields[key])
         return cls(**fields)
+
+
+def canonical_bytes(value: Any) -> bytes:
+    """Sorted keys, no whitespace, UTF-8: the bytes that ids are hashes of."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def short_hash(data: bytes) -> str:
+    """The first 16 hex characters of the sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()[:16]

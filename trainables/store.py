@@ -5,7 +5,9 @@ Layout (DESIGN.md, "The store")::
     <root>/trials/<trial_id>/spec.json
     <root>/trials/<trial_id>/weights/epoch=<EEEE>.safetensors
     <root>/index/{trials,weights,swaps}/<trial_id>.parquet
+    <root>/index/swaps/<trial_id>-<batch>.parquet  (rows measured later)
     <root>/sweeps/<sweep>/<config_hash>.json      (extension: the sweep's grid)
+    <root>/layerswap.json                         {"store_version": 2}
     <root>/tune/
 
 Every write goes to a temporary name that starts with ``_`` and ends in
@@ -22,6 +24,7 @@ the store in workers.
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import threading
@@ -47,6 +50,12 @@ TRIAL_ID = re.compile(r"[0-9a-f]{16}")
 """A trial id: the first 16 lowercase hex characters of a sha256."""
 
 T = TypeVar("T")
+
+
+STORE_VERSION = 2
+"""Version 2: a network's id is the hash of its training spec only (DESIGN.md, "Identity")."""
+VERSION_RELPATH = "layerswap.json"
+_CONTENT_DIRS = ("index", "trials", "sweeps")
 
 
 class StoreError(UserError):
@@ -176,6 +185,35 @@ class Store:
             path = parent
         return missing
 
+    def version(self) -> int | None:
+        """The store version: from ``layerswap.json``; 1 for a store written before it
+        existed (it has contents but no marker); None for a location that holds no store yet."""
+        if self.exists(VERSION_RELPATH):
+            try:
+                return int(json.loads(self.read_bytes(VERSION_RELPATH))["store_version"])
+            except (ValueError, KeyError, TypeError) as err:
+                marker = self.path(VERSION_RELPATH)
+                raise StoreError(f"store: {marker} is not a store marker ({err})") from None
+        return 1 if any(self.exists(name) for name in _CONTENT_DIRS) else None
+
+    def require_writable_version(self, command: str) -> None:
+        """Before ``command`` (sweep, analyze) writes: create the marker of a new store,
+        refuse a store of another version (its ids mean something else)."""
+        version = self.version()
+        if version is None:
+            self.write_bytes(VERSION_RELPATH, json.dumps({"store_version": STORE_VERSION}).encode("utf-8"))
+        elif version == 1:
+            raise StoreError(
+                f"store: {self.uri} is a version-1 store (its trial ids include the swap plan); "
+                f"{command} writes version-{STORE_VERSION} stores only: use a new store path "
+                "(ls, report and verify still read this one)"
+            )
+        elif version != STORE_VERSION:
+            raise StoreError(
+                f"store: {self.uri} is a version-{version} store; this layerswap writes version "
+                f"{STORE_VERSION}: upgrade layerswap"
+            )
+
     def child(self, relpath: str) -> Store:
         """The folder ``relpath`` of this store, as a store of its own (e.g. ``report``)."""
 
@@ -223,9 +261,13 @@ class Store:
 
     def write_index(self, table: str, trial_id: str, rows: pa.Table) -> None:
         """Write one trial's rows of an index table, cast to the canonical schema."""
+        self.write_table(index_relpath(table, trial_id), table, rows)
+
+    def write_table(self, relpath: str, table: str, rows: pa.Table) -> None:
+        """Write ``rows`` of index ``table`` (cast to its canonical schema) as ``relpath``."""
         buffer = io.BytesIO()
         pq.write_table(rows.cast(TABLE_SCHEMAS[table]), buffer)
-        self.write_bytes(index_relpath(table, trial_id), buffer.getvalue())
+        self.write_bytes(relpath, buffer.getvalue())
 
     def list_files(self, reldir: str) -> list[str]:
         """Paths (relative to the root) of the visible files under ``reldir``."""

@@ -11,8 +11,11 @@ Row semantics (DESIGN.md, swaps table):
 - ``rerandomize`` trained network with ``layer`` freshly drawn from the init
                   distribution; ``draw`` is the draw index, the draw's seed is
                   ``derive_seed("rerandomize", seed, layer, draw)``; epoch null.
-- ``transplant``  epoch-0 network with ``layer`` taken from the last epoch
-                  (``epoch`` = donor epoch).
+- ``transplant``  epoch-0 network with ``layer`` taken from checkpoint ``epoch``
+                  (the donor; the last epoch in a standard plan).
+
+Which variants are built is given by row keys (:mod:`trainables.plan`), so a
+network measured earlier is measured again only for the keys it lacks.
 
 :func:`evaluate_variants` evaluates many variants of an MLP at once: variants
 that share their first layers (the same tensor objects, as built here) share
@@ -36,6 +39,7 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from trainables.models import MLP, layer_tensors
+from trainables.plan import SwapKey
 from trainables.seeding import derive_seed
 from trainables.spec import TrialSpec
 
@@ -67,8 +71,12 @@ def with_layer(base: StateDict, keys: tuple[str, ...], source: StateDict) -> Sta
 
 
 def fresh_layer(model: nn.Module, layer: str, draw_seed: int, device: torch.device) -> StateDict:
-    """A new draw of ``layer``'s parameters from its own init, seeded, drawn on the CPU."""
-    module = copy.deepcopy(getattr(model, layer)).to("cpu")
+    """A new draw of ``layer``'s parameters from its own init, seeded, drawn on the CPU.
+
+    ``model`` may live on any device, the meta device included: only the
+    layer's structure is used.
+    """
+    module = copy.deepcopy(getattr(model, layer)).to_empty(device="cpu")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(draw_seed)
         module.reset_parameters()
@@ -76,25 +84,26 @@ def fresh_layer(model: nn.Module, layer: str, draw_seed: int, device: torch.devi
 
 
 def swap_variants(
-    spec: TrialSpec, model: nn.Module, checkpoints: dict[int, StateDict]
+    spec: TrialSpec, model: nn.Module, checkpoints: dict[int, StateDict], keys: Sequence[SwapKey]
 ) -> Iterator[SwapVariant]:
-    """Every variant the spec asks for, ``none`` baselines first."""
-    last = spec.epochs
-    trained, initial = checkpoints[last], checkpoints[0]
+    """The variant of each key (see :func:`trainables.plan.plan_keys`), in order."""
+    trained, initial = checkpoints[spec.epochs], checkpoints[0]
     layers = layer_tensors(model)
     device = next(iter(trained.values())).device
-    for epoch in spec.checkpoints:
-        yield SwapVariant("none", None, epoch, None, checkpoints[epoch])
-    for layer, keys in layers.items():
-        if "reinit" in spec.swaps:
-            for epoch in spec.checkpoints[:-1]:
-                yield SwapVariant("reinit", layer, epoch, None, with_layer(trained, keys, checkpoints[epoch]))
-        if "rerandomize" in spec.swaps:
-            for draw in range(spec.rerandomize_draws):
-                drawn = fresh_layer(model, layer, derive_seed("rerandomize", spec.seed, layer, draw), device)
-                yield SwapVariant("rerandomize", layer, None, draw, with_layer(trained, keys, drawn))
-        if "transplant" in spec.swaps:
-            yield SwapVariant("transplant", layer, last, None, with_layer(initial, keys, trained))
+    for kind, layer, epoch, _alpha, draw in keys:
+        if kind == "none":
+            yield SwapVariant(kind, None, epoch, None, checkpoints[epoch])
+        elif kind == "reinit":
+            params = with_layer(trained, layers[layer], checkpoints[epoch])
+            yield SwapVariant(kind, layer, epoch, None, params)
+        elif kind == "rerandomize":
+            drawn = fresh_layer(model, layer, derive_seed("rerandomize", spec.seed, layer, draw), device)
+            yield SwapVariant(kind, layer, None, draw, with_layer(trained, layers[layer], drawn))
+        elif kind == "transplant":
+            params = with_layer(initial, layers[layer], checkpoints[epoch])
+            yield SwapVariant(kind, layer, epoch, None, params)
+        else:
+            raise ValueError(f"swap kind {kind!r} is not known")
 
 
 @torch.no_grad()

@@ -19,14 +19,15 @@ import pyarrow as pa
 import ray
 import safetensors.torch
 import torch
-from torch import nn
 
 from trainables.datasets import DatasetTensors
+from trainables.measure import load_checkpoints, measure, wanted_keys
 from trainables.models import build_model, tensor_layer
 from trainables.packed import PackEpochCallback, PackResume, train_pack
+from trainables.plan import MeasurementPlan
 from trainables.spec import TrialSpec
 from trainables.store import Store, spec_relpath, weights_relpath
-from trainables.swaps import evaluate_variants, swap_variants
+from trainables.swaps import evaluate
 from trainables.training import (
     EpochCallback,
     Resume,
@@ -39,16 +40,18 @@ from trainables.training import (
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a trial runs, recorded in its trial row."""
+    """Where a trial runs, recorded in its trial row; ``accelerator`` is ``cpu`` or the GPU's name."""
 
     device: torch.device
     node_id: str
     hostname: str
+    accelerator: str
 
     @classmethod
     def here(cls, device: torch.device) -> Placement:
         node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
-        return cls(device, node_id, socket.gethostname())
+        accelerator = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+        return cls(device, node_id, socket.gethostname(), accelerator)
 
 
 def package_version() -> str:
@@ -92,43 +95,9 @@ def checkpoint_rows(trial_id: str, epoch: int, state: StateDict, layers: dict[st
     ]
 
 
-def measure_swaps(
-    spec: TrialSpec, model: nn.Module, checkpoints: dict[int, StateDict], data: DatasetTensors
-) -> list[dict]:
-    variants = list(swap_variants(spec, model, checkpoints))
-    results = evaluate_variants(model, variants, data.x_test, data.y_test)
-    return [
-        {
-            "trial_id": spec.trial_id,
-            "kind": variant.kind,
-            "layer": variant.layer,
-            "epoch": variant.epoch,
-            "alpha": None,
-            "draw": variant.draw,
-            "test_acc": result.test_acc,
-            "test_loss": result.test_loss,
-            "n_test": result.n_test,
-        }
-        for variant, result in zip(variants, results, strict=True)
-    ]
-
-
-def load_snapshots(store: Store, spec: TrialSpec, upto: int, device: torch.device) -> dict[int, StateDict]:
-    """The checkpoint weights a resumed trial already wrote (epochs <= ``upto``)."""
-    return {
-        epoch: {
-            key: value.to(device)
-            for key, value in safetensors.torch.load(
-                store.read_bytes(weights_relpath(spec.trial_id, epoch))
-            ).items()
-        }
-        for epoch in spec.checkpoints
-        if epoch <= upto
-    }
-
-
 def run_networks(
     specs: list[TrialSpec],
+    plan: MeasurementPlan,
     data: DatasetTensors,
     store: Store,
     sweep: str,
@@ -137,7 +106,7 @@ def run_networks(
     resume_from: TrainingState | None = None,
     finished: frozenset[str] = frozenset(),
 ) -> list[NetworkResult]:
-    """Train ``specs`` (one network, or a pack trained together) and write their store files.
+    """Train ``specs`` (one network, or a pack trained together), measure ``plan``, write the store.
 
     Checkpoint weights are written as soon as training reaches them, so a
     trial resumed from ``resume_from`` reads the earlier ones back. A pack
@@ -159,7 +128,8 @@ def run_networks(
 
     snapshots: list[dict[int, StateDict]] = [{} for _ in specs]
     if resume_from is not None:
-        snapshots = [load_snapshots(store, spec, resume_from.epoch, placement.device) for spec in specs]
+        done = [epoch for epoch in first.checkpoints if epoch <= resume_from.epoch]
+        snapshots = [load_checkpoints(store, spec, placement.device, done) for spec in specs]
         for k, network in enumerate(snapshots):
             for epoch, state in sorted(network.items()):
                 weight_rows[k].extend(checkpoint_rows(specs[k].trial_id, epoch, state, layers))
@@ -173,7 +143,7 @@ def run_networks(
         networks = train_pack(specs, data, placement.device, on_epoch, save_snapshot, pack_resume)
     return [
         record_network(
-            spec, network, rows, data, store, sweep, placement,
+            spec, plan, network, rows, data, store, sweep, placement, len(specs),
             resume_from.epoch if resume_from is not None else None,
         )
         for spec, network, rows in zip(specs, networks, weight_rows, strict=True)
@@ -183,6 +153,7 @@ def run_networks(
 
 def run_network(
     spec: TrialSpec,
+    plan: MeasurementPlan,
     data: DatasetTensors,
     store: Store,
     sweep: str,
@@ -190,7 +161,7 @@ def run_network(
     on_epoch: EpochCallback | None = None,
 ) -> NetworkResult:
     """Train one network and write all its store files (:func:`run_networks` of one)."""
-    [result] = run_networks([spec], data, store, sweep, placement, on_epoch)
+    [result] = run_networks([spec], plan, data, store, sweep, placement, on_epoch)
     return result
 
 
@@ -202,22 +173,28 @@ class NetworkResult:
 
 def record_network(
     spec: TrialSpec,
+    plan: MeasurementPlan,
     network: TrainedNetwork,
     weight_rows: list[dict],
     data: DatasetTensors,
     store: Store,
     sweep: str,
     placement: Placement,
+    pack_size: int,
     resumed_from_epoch: int | None = None,
 ) -> NetworkResult:
-    """Measure every swap of a trained network and write its index rows, trial row last.
+    """Measure ``plan`` on a trained network and write its index rows, trial row last.
 
-    ``weight_rows`` describe its checkpoint files, already written.
+    ``weight_rows`` describe its checkpoint files, already written;
+    ``pack_size`` is how many networks were trained together with it.
     """
     trial_id = spec.trial_id
     swap_started = time.perf_counter()
-    swap_rows = measure_swaps(spec, network.model, network.checkpoints, data)
+    keys = wanted_keys(spec, plan, data.x_train.shape[1], data.n_classes)
+    swap_rows = measure(spec, network.model, network.checkpoints, data, keys)
     swap_seconds = time.perf_counter() - swap_started
+    trained = network.checkpoints[spec.epochs]
+    train_acc = evaluate(network.model, trained, data.x_train, data.y_train).test_acc
     baseline = {row["epoch"]: row for row in swap_rows if row["kind"] == "none"}
     trial_row = {
         "trial_id": trial_id,
@@ -246,6 +223,10 @@ def record_network(
         "n_classes": data.n_classes,
         "swap_seconds": swap_seconds,
         "resumed_from_epoch": resumed_from_epoch,
+        "config_id": spec.config_id,
+        "pack_size": pack_size,
+        "accelerator": placement.accelerator,
+        "train_acc": train_acc,
     }
     store.write_index("weights", trial_id, pa.Table.from_pylist(weight_rows))
     store.write_index("swaps", trial_id, pa.Table.from_pylist(swap_rows))

@@ -2,11 +2,11 @@
 
 A trial's config carries ``pack`` ({"label": trial id of its first network,
 "specs": spec dicts, one per network}), the ``sweep`` name, the ``store``
-URI (credentials redacted: Tune persists its configs), ``threads`` (its CPU
-share), ``gpu_share`` and ``wandb`` (W&B settings or None). Datasets and
-the store's location with its credentials arrive through Ray's object store
-(``tune.with_parameters``), so workers need no local copy and no secret is
-written to disk.
+URI (credentials redacted: Tune persists its configs), ``plan`` (the
+measurement plan), ``threads`` (its CPU share), ``gpu_share`` and ``wandb``
+(W&B settings or None). Datasets and the store's location with its
+credentials arrive through Ray's object store (``tune.with_parameters``), so
+workers need no local copy and no secret is written to disk.
 
 A pack of one network trains with :func:`train_network`; a larger pack with
 :func:`train_pack` (stacked weights). After every epoch the trial reports a
@@ -30,6 +30,7 @@ from ray import tune
 
 from trainables.datasets import DatasetArrays
 from trainables.packed import PackEpochEnd, network_view
+from trainables.plan import MeasurementPlan
 from trainables.spec import TrialSpec
 from trainables.store import Store
 from trainables.training import EpochEnd, StateDict, TrainingState
@@ -128,7 +129,10 @@ def run_tune_trial(config: dict[str, Any], datasets: dict[str, DatasetArrays], s
         for spec in specs
     ]
     reporter = EpochReporter(specs, crash, wandb_runs)
-    results = run_networks(specs, data, store, config["sweep"], placement, reporter, resume_from, finished)
+    plan = MeasurementPlan.from_dict(config["plan"])
+    results = run_networks(
+        specs, plan, data, store, config["sweep"], placement, reporter, resume_from, finished
+    )
     runs = {spec.trial_id: run for spec, run in zip(specs, wandb_runs, strict=True) if run is not None}
     for result in results:
         if result.trial_row["trial_id"] in runs:

@@ -1,0 +1,122 @@
+"""Measuring stored networks without training: the missing keys of a plan, as Ray tasks.
+
+The driver reads the keys each network already has (one read of the swaps
+index), works out the missing ones, and runs one Ray task per network that
+lacks any: the task reads the weights from the store and the dataset from
+Ray's object store, and writes one new swaps file. A second run finds nothing
+missing and measures nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+
+from orchestrator.config import MAX_RETRIES, Resources
+from orchestrator.progress import format_elapsed, print_line
+from trainables.analysis_task import measure_network_task
+from trainables.datasets import DatasetArrays
+from trainables.measure import wanted_keys
+from trainables.plan import MeasurementPlan, SwapKey, row_key
+from trainables.spec import TrialSpec
+from trainables.store import Store
+
+Log = Callable[[str], None]
+HEARTBEAT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class MeasurementJob:
+    """One network and the keys it lacks."""
+
+    spec: TrialSpec
+    keys: tuple[SwapKey, ...]
+
+
+@dataclass(frozen=True)
+class AnalysisOutcome:
+    networks: int
+    """Networks measured (those that lacked keys)."""
+    rows: int
+    failed: int
+    wall_seconds: float
+
+
+def stored_keys(store: Store, trial_ids: Iterable[str]) -> dict[str, set[SwapKey]]:
+    """The swap keys each of ``trial_ids`` already has in the store (every swaps file)."""
+    ids = sorted(set(trial_ids))
+    swaps = store.read_index("swaps")
+    swaps = swaps.filter(pc.is_in(swaps.column("trial_id"), value_set=pa.array(ids, pa.string())))
+    keys: dict[str, set[SwapKey]] = defaultdict(set)
+    for row in swaps.select(["trial_id", "kind", "layer", "epoch", "alpha", "draw"]).to_pylist():
+        keys[row["trial_id"]].add(row_key(row))
+    return keys
+
+
+def missing_measurements(
+    store: Store, specs: Iterable[TrialSpec], plan: MeasurementPlan, datasets: dict[str, DatasetArrays]
+) -> list[MeasurementJob]:
+    """For each network of ``specs``, the keys of ``plan`` it does not have yet (if any)."""
+    specs = list({spec.trial_id: spec for spec in specs}.values())
+    have = stored_keys(store, (spec.trial_id for spec in specs))
+    jobs = []
+    for spec in specs:
+        data = datasets[spec.dataset]
+        wanted = wanted_keys(spec, plan, data.n_features, data.n_classes)
+        lacking = tuple(key for key in wanted if key not in have.get(spec.trial_id, set()))
+        if lacking:
+            jobs.append(MeasurementJob(spec, lacking))
+    return jobs
+
+
+def run_measurements(
+    store: Store,
+    jobs: list[MeasurementJob],
+    datasets: dict[str, DatasetArrays],
+    resources: Resources,
+    log: Log = print_line,
+) -> AnalysisOutcome:
+    """Run one Ray task per job (Ray must be connected); a line per network as it finishes."""
+    started = time.monotonic()
+    if not jobs:
+        return AnalysisOutcome(0, 0, 0, 0.0)
+    data_refs = {name: ray.put(datasets[name]) for name in {job.spec.dataset for job in jobs}}
+    task = ray.remote(measure_network_task).options(
+        num_cpus=resources.cpu_per_trial, num_gpus=resources.gpu_per_trial, max_retries=MAX_RETRIES
+    )
+    threads = max(1, int(resources.cpu_per_trial))
+    pending = {
+        task.remote(
+            store.location, job.spec.to_dict(), [list(key) for key in job.keys],
+            data_refs[job.spec.dataset], resources.gpu_per_trial, threads,
+        ): job
+        for job in jobs
+    }
+    done = rows = failed = 0
+    last_line = time.monotonic()
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=HEARTBEAT_SECONDS)
+        elapsed = format_elapsed(time.monotonic() - started)
+        if not ready:
+            if time.monotonic() - last_line >= HEARTBEAT_SECONDS:
+                log(f"[{elapsed}] measured {done}/{len(jobs)}, running {len(pending)}, failed {failed}")
+                last_line = time.monotonic()
+            continue
+        job = pending.pop(ready[0])
+        try:
+            written = ray.get(ready[0])
+            done += 1
+            rows += written
+            detail = f"{written} rows"
+        except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError) as err:
+            failed += 1
+            detail = f"FAILED: {str(err).strip().splitlines()[-1]}"
+        log(f"[{elapsed}] measured {done}/{len(jobs)}, failed {failed} | {job.spec.trial_id} {detail}")
+        last_line = time.monotonic()
+    return AnalysisOutcome(done, rows, failed, time.monotonic() - started)
