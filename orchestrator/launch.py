@@ -111,7 +111,8 @@ def run_sweep(
     started = time.perf_counter()
     store = Store.open(config.store)
     store.check_writable()
-    store.require_writable_version("sweep")
+    if store.version() is not None:
+        store.require_writable_version("sweep")  # a store of another version: refused before Ray starts
     specs = expand_grid(config)
     finished = store.completed_trial_ids()
     todo = [spec for spec in specs if spec.trial_id not in finished]
@@ -133,6 +134,7 @@ def run_sweep(
             check_resources_fit(config.resources)
     if todo:
         packs = make_packs(config, todo, datasets[config.dataset], trial_slots(config.resources), log)
+    store.require_writable_version("sweep")  # a new store gets its version marker once nothing can refuse it
     record_path, record = sweep_record_relpath(config, specs)
     if not store.exists(record_path):
         store.write_bytes(record_path, record)
