@@ -197,7 +197,7 @@ def _choice(raw: dict, field: str, allowed: tuple[str, ...], default: str | None
 
 
 def _widths(value: Any) -> tuple[tuple[int, ...], ...]:
-    allowed = "expected a non-empty list of width lists of positive integers, e.g. [[256, 128]]"
+    allowed = f"expected a non-empty list of width lists of integers in [1, {INT32_MAX}], e.g. [[256, 128]]"
     if isinstance(value, list) and value and all(isinstance(w, int) for w in value):
         value = [value]  # a single width config written flat
     if not isinstance(value, list) or not value:
