@@ -171,7 +171,7 @@ def test_a_failing_wandb_does_not_fail_the_trials(local_ray, tmp_path, monkeypat
     clean_environment(monkeypatch, tmp_path)
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
-    raw = tiny_raw_config(tmp_path / "store", widths=[[12]], seeds=1,
+    raw = tiny_raw_config(tmp_path / "store", widths=[[12]], seeds=1, epochs=1, checkpoints=[0, 1],
                           wandb={"project": "p", "dir": str(tmp_path), "init_timeout_seconds": 5})
     outcome = run_sweep(parse_config(raw), log=lambda line: None)
     assert (outcome.completed, outcome.failed) == (1, 0)

@@ -33,7 +33,7 @@ from trainables.spec import TrialSpec
 from trainables.store import Store
 from trainables.training import EpochEnd, StateDict, TrainingState
 from trainables.trial import Placement, run_networks
-from trainables.wandb_log import WandbRun, WandbSpec
+from trainables.wandb_log import WandbRun, WandbSpec, close_runs
 
 STATE_FILE = "training_state.pt"
 TRIAL_IDS_FILE = "trial_ids"
@@ -132,6 +132,8 @@ def run_tune_trial(
     for result in results:
         if result.trial_row["trial_id"] in runs:
             runs[result.trial_row["trial_id"]].finish(result.swap_rows, result.trial_row)
+    if runs:
+        close_runs(list(runs.values()))
     accuracies = [result.trial_row["test_acc"] for result in results]
     tune.report(
         {"epoch": specs[0].epochs, "networks": len(results),

@@ -107,6 +107,7 @@ class WandbRun:
     ) -> None:
         self.data = data
         self.run: Any = None
+        self.finished_dir: Path | None = None
         self.settings = settings
         self.store = store
         self.relpath = store_run_relpath(sweep, spec.trial_id)
@@ -150,11 +151,8 @@ class WandbRun:
         )
 
     def finish(self, swap_rows: list[dict], trial_row: dict) -> None:
-        """The swap table and summary metrics, close the run, and keep it in the store if away."""
-        try:
-            self._guard("finish", self._finish, swap_rows, trial_row)
-        finally:
-            self._drop_scratch()
+        """The swap table and summary metrics, then close the run (see :func:`close_runs`)."""
+        self._guard("finish", self._finish, swap_rows, trial_row)
 
     def _finish(self, swap_rows: list[dict], trial_row: dict) -> None:
         import wandb
@@ -171,5 +169,33 @@ class WandbRun:
             self.run.summary[f"reinit@0_drop/{layer}"] = drop
         run_dir = Path(self.run.settings.sync_dir)
         self.run.finish()
-        if self.scratch is not None and self.settings.mode == "offline":
-            copy_run_to_store(run_dir, self.store, self.relpath)
+        self.finished_dir = run_dir
+
+    def keep(self) -> None:
+        """Away from the driver's node: copy the finished offline run into the store; drop the scratch."""
+        if self.scratch is None:
+            return
+        try:
+            if self.finished_dir is not None and self.settings.mode == "offline":
+                copy_run_to_store(self.finished_dir, self.store, self.relpath)
+        except Exception as err:  # noqa: BLE001 - W&B must never fail a trial
+            print(f"layerswap: W&B run not copied to {self.relpath}: {err}", file=sys.stderr)
+        finally:
+            self._drop_scratch()
+
+
+def close_runs(runs: list[WandbRun]) -> None:
+    """After a trial's runs finished: have W&B write their files out, then keep them.
+
+    ``run.finish()`` returns before W&B has flushed and closed the run's
+    ``.wandb`` file; ``wandb.teardown()`` waits for that (the next run starts
+    W&B's service again).
+    """
+    import wandb
+
+    try:
+        wandb.teardown()
+    except Exception as err:  # noqa: BLE001 - W&B must never fail a trial
+        print(f"layerswap: W&B teardown failed: {err}", file=sys.stderr)
+    for run in runs:
+        run.keep()
