@@ -18,7 +18,7 @@ import ray
 
 from orchestrator.config import ConfigError, WandbConfig
 from trainables.store import Store
-from trainables.wandb_log import WandbSpec
+from trainables.wandb_log import WandbSpec, store_runs_relpath
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 DEFAULT_INIT_TIMEOUT_SECONDS = 60.0
@@ -105,7 +105,7 @@ def sync_hint(settings: WandbSpec, store: Store, sweep: str) -> list[str]:
     local (or mounted) path has to be copied here first.
     """
     local = shlex.quote(os.path.join(settings.dir, "wandb"))
-    relpath = f"wandb/{sweep}"
+    relpath = store_runs_relpath(sweep)
     if not store.exists(relpath):
         return [f"W&B offline runs, to upload: wandb sync {local}"]
     if store.is_local:

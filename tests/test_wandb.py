@@ -22,12 +22,9 @@ from orchestrator.launch import run_sweep
 from orchestrator.wandb_report import attach_report
 from orchestrator.wandb_settings import resolve_wandb
 from tests.conftest import tiny_raw_config
-from tests.wandb_records import offline_runs
+from tests.wandb_records import WANDB_VARIABLES, offline_runs, wandb_sync_dry_run
 from trainables.store import Store
 from trainables.wandb_log import WandbSpec
-
-WANDB_VARIABLES = ("WANDB_MODE", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_DIR", "WANDB_TAGS",
-                   "WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_IDENTITY_TOKEN_FILE", "NETRC")
 
 
 def clean_environment(patch: pytest.MonkeyPatch, home: Path) -> None:
@@ -35,15 +32,6 @@ def clean_environment(patch: pytest.MonkeyPatch, home: Path) -> None:
     for name in WANDB_VARIABLES:
         patch.delenv(name, raising=False)
     patch.setenv("HOME", str(home))
-
-
-def wandb_sync_dry_run(*paths: str) -> str:
-    """What W&B's own `wandb sync` would upload (a dry run needs no server)."""
-    wandb_cli = Path(sys.executable).with_name("wandb")
-    result = subprocess.run([str(wandb_cli), "sync", "--dry-run", *paths],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return result.stdout + result.stderr
 
 
 def test_the_block_and_wandb_win_the_environment_fills_the_rest(tmp_path):

@@ -14,8 +14,7 @@ from ray.cluster_utils import Cluster
 from orchestrator.config import parse_config
 from orchestrator.grid import expand_grid
 from tests.conftest import tiny_raw_config
-from tests.test_wandb import WANDB_VARIABLES, wandb_sync_dry_run
-from tests.wandb_records import offline_runs, read_run
+from tests.wandb_records import WANDB_VARIABLES, offline_runs, read_run, wandb_sync_dry_run
 from trainables.store import Store
 
 
@@ -40,7 +39,7 @@ def test_offline_runs_of_other_nodes_are_copied_into_the_store(cluster, tmp_path
         [sys.executable, "-m", "orchestrator.cli", "sweep", str(config_path), "--address", cluster.address,
          "--shared-fs", "--wandb", "layerswap-test"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
-        env={**environ, "HOME": str(tmp_path), "WANDB_MODE": "offline"},
+        env={**environ, "WANDB_MODE": "offline"},  # HOME stays: Ray's auth token is under ~/.ray
     )
     assert result.returncode == 0, result.stderr[-3000:]
     store = Store.open(str(tmp_path / "store"))

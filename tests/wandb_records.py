@@ -1,4 +1,5 @@
-"""Reading an offline W&B run back: its ``.wandb`` transaction log, decoded with W&B's own protobufs.
+"""Offline W&B runs in tests: read back from their ``.wandb`` log with W&B's own protobufs, and
+what ``wandb sync`` would upload.
 
 wandb >= 0.30 has no Python reader of its own (the writer is wandb-core). The
 file is a LevelDB-style log: a 7-byte header (``:W&B``, magic, version), then
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,9 @@ from wandb.proto import wandb_internal_pb2
 
 BLOCK = 32 * 1024
 HEADER = 7
+WANDB_VARIABLES = ("WANDB_MODE", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_DIR", "WANDB_TAGS",
+                   "WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_IDENTITY_TOKEN_FILE", "NETRC")
+"""What decides where and how W&B logs: a test clears them all and sets what it tests."""
 
 
 def read_records(path: Path) -> list[wandb_internal_pb2.Record]:
@@ -96,3 +102,12 @@ def read_run(folder: Path) -> OfflineRun:
 def offline_runs(wandb_dir: Path) -> list[OfflineRun]:
     """Every offline run under a ``wandb/`` folder as W&B lays it out."""
     return [read_run(folder) for folder in sorted(wandb_dir.glob("offline-run-*"))]
+
+
+def wandb_sync_dry_run(*paths: str) -> str:
+    """What W&B's own `wandb sync` would upload (a dry run needs no server)."""
+    wandb_cli = Path(sys.executable).with_name("wandb")
+    result = subprocess.run([str(wandb_cli), "sync", "--dry-run", *paths],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout + result.stderr

@@ -6,6 +6,7 @@ Layout (DESIGN.md, "The store")::
     <root>/trials/<trial_id>/weights/epoch=<EEEE>.safetensors
     <root>/index/{trials,weights,swaps}/<trial_id>.parquet
     <root>/sweeps/<sweep>/<config_hash>.json      (extension: the sweep's grid)
+    <root>/wandb/<sweep>/<trial_id>/offline-run-*/  (extension: offline W&B runs of other nodes)
     <root>/tune/
 
 Every write goes to a temporary name starting with ``_`` and is then renamed

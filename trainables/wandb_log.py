@@ -14,6 +14,7 @@ the trial.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -59,8 +60,15 @@ def start_run(
     settings: WandbSpec, group: str, name: str, job_type: str, config: dict | None = None,
     run_dir: str | None = None,
 ) -> Any:
-    """A new W&B run where ``settings`` say, or under ``run_dir`` (raises whatever W&B raises)."""
+    """A new W&B run where ``settings`` say, or under ``run_dir`` (raises whatever W&B raises).
+
+    The process logs through a W&B service of its own: one inherited through
+    ``WANDB_SERVICE`` (Ray's node processes pass on the environment of the
+    process that started them) would not wait for our files at teardown.
+    """
     import wandb
+
+    os.environ.pop("WANDB_SERVICE", None)
 
     auth = {key: value for key, value in (("api_key", settings.api_key), ("base_url", settings.base_url))
             if value}
@@ -72,9 +80,9 @@ def start_run(
     )
 
 
-def store_run_relpath(sweep: str, trial_id: str) -> str:
-    """Where a network's offline run from another node is kept in the store."""
-    return f"wandb/{sweep}/{trial_id}"
+def store_runs_relpath(sweep: str) -> str:
+    """The store folder of a sweep's offline runs from other nodes: one ``<trial_id>/`` each."""
+    return f"wandb/{sweep}"
 
 
 def copy_run_to_store(run_dir: Path, store: Store, relpath: str) -> None:
@@ -110,7 +118,7 @@ class WandbRun:
         self.finished_dir: Path | None = None
         self.settings = settings
         self.store = store
-        self.relpath = store_run_relpath(sweep, spec.trial_id)
+        self.relpath = f"{store_runs_relpath(sweep)}/{spec.trial_id}"
         away = bool(settings.home_node) and node_id != settings.home_node
         self.scratch = Path(tempfile.mkdtemp(prefix="layerswap-wandb-")) if away else None
         with torch.device("meta"):  # structure only: evaluated with the epoch's tensors
