@@ -42,7 +42,8 @@ class WandbSpec:
 
     ``mode`` is online or offline. ``dir`` is an absolute folder on the
     driver's Ray node ``home_node`` ("" = whatever node runs this); W&B writes
-    runs to ``<dir>/wandb/``. ``api_key`` is never written anywhere by us.
+    runs to ``<dir>/wandb/``. The settings reach workers through Ray's object
+store, never in a trial config that Tune writes to disk (``api_key``).
     """
 
     mode: str
