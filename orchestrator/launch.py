@@ -18,11 +18,11 @@ from orchestrator.grid import expand_grid
 from orchestrator.measuring import AnalysisOutcome, missing_measurements, run_measurements
 from orchestrator.packing import make_packs
 from orchestrator.progress import ProgressCallback, label, print_line
+from orchestrator.wandb_settings import on_this_node, resolve_wandb
 from trainables.datasets import load_dataset
 from trainables.spec import TrialSpec
 from trainables.store import Store, StoreError
 from trainables.tune_trial import run_tune_trial
-from trainables.wandb_log import wandb_spec_to_dict
 
 Log = Callable[[str], None]
 
@@ -113,6 +113,7 @@ def run_sweep(
     its stored weights.
     """
     started = time.perf_counter()
+    wandb_settings = resolve_wandb(config.wandb)  # before Ray starts: a missing API key is one line
     store = Store.open(config.store)
     store.require_writable_version("sweep")
     specs = expand_grid(config)
@@ -144,7 +145,9 @@ def run_sweep(
 
     resources = {"cpu": config.resources.cpu_per_trial, "gpu": config.resources.gpu_per_trial}
     trainable = tune.with_resources(
-        tune.with_parameters(run_tune_trial, datasets=datasets), resources
+        # W&B settings travel with the datasets, not in param_space: Tune writes that to the store
+        tune.with_parameters(run_tune_trial, datasets=datasets, wandb=on_this_node(wandb_settings)),
+        resources,
     )
     # Trials checkpoint every epoch (to resume where a dead worker stopped); with
     # short epochs Tune would warn about its own experiment snapshots each time.
@@ -161,7 +164,6 @@ def run_sweep(
             "threads": max(1, int(config.resources.cpu_per_trial)),
             "gpu_share": config.resources.gpu_per_trial,
             "test_crash": test_crash_hook(),
-            "wandb": wandb_spec_to_dict(config.wandb),
         },
         tune_config=tune.TuneConfig(
             max_concurrent_trials=config.max_concurrent_trials or None,
