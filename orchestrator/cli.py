@@ -97,7 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the local store path is mounted by every node of the cluster",
     )
     sweep.add_argument("--no-report", action="store_true", help="do not write the report at the end")
-    sweep.add_argument("--wandb", metavar="PROJECT", help="log every network to this W&B project")
+    sweep.add_argument(
+        "--wandb", metavar="PROJECT",
+        help="log every network to this W&B project (mode etc. from the config's wandb: block, "
+        "else WANDB_MODE, WANDB_DIR, ...)",
+    )
 
     analyze = commands.add_parser(
         "analyze", help="measure stored networks (new swap kinds, more draws) without training"
@@ -162,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
 def command_sweep(args: argparse.Namespace) -> int:
     config = load_config(args.config).with_overrides(args.store, args.seeds, args.epochs, args.wandb)
     from orchestrator.launch import run_sweep  # torch and Ray: only for a valid config
+    from orchestrator.wandb_settings import resolve_wandb, sync_hint
 
+    wandb_settings = resolve_wandb(config.wandb)
     outcome = run_sweep(
         config, address=args.address, shared_fs=args.shared_fs, connect_timeout_s=args.connect_timeout
     )
@@ -191,10 +197,12 @@ def command_sweep(args: argparse.Namespace) -> int:
 
         written = write_report(store, sweep=config.name)
         print(f"report: {written[0].rsplit('/', 1)[0]}")
-        if config.wandb is not None:
+        if wandb_settings is not None:
             from orchestrator.wandb_report import attach_report
 
-            attach_report(config.wandb, config.name, store.fs, written)
+            attach_report(wandb_settings, config.name, store.fs, written)
+    if wandb_settings is not None and wandb_settings.mode == "offline":
+        print("\n".join(sync_hint(wandb_settings, store, config.name)))
     return 0
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import reprlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,6 @@ from trainables.choices import DATASETS, MODELS, PRECISIONS, WANDB_MODES
 from trainables.errors import UserError
 from trainables.plan import SWAP_KINDS, MeasurementPlan
 from trainables.spec import OptimizerSpec
-from trainables.wandb_spec import WandbSpec, wandb_spec_to_dict
 
 OPTIMIZERS = ("sgd", "adam")
 MAX_RETRIES = 2
@@ -71,6 +70,27 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class WandbConfig:
+    """The config's ``wandb:`` block (and ``--wandb``): None = not set here.
+
+    What is not set comes from W&B's environment variables when the sweep
+    starts (``orchestrator.wandb_settings.resolve_wandb``).
+    """
+
+    project: str | None = None
+    mode: str | None = None
+    entity: str | None = None
+    dir: str | None = None
+    tags: tuple[str, ...] | None = None
+    init_timeout_seconds: float | None = None
+    """Seconds W&B may take to start a run (default 60)."""
+
+    def to_raw(self) -> dict[str, Any]:
+        raw = {key: value for key, value in asdict(self).items() if value is not None}
+        return {**raw, "tags": list(self.tags)} if self.tags is not None else raw
+
+
+@dataclass(frozen=True)
 class SweepConfig:
     name: str
     dataset: str
@@ -88,7 +108,8 @@ class SweepConfig:
     precision: str = "fp32"
     max_concurrent_trials: int = 0
     """0 = as many as the cluster's resources allow."""
-    wandb: WandbSpec | None = None
+    wandb: WandbConfig | None = None
+    """None = no W&B logging."""
     pack: int = 0
     """Networks (seeds of one width config) trained together per trial; 0 = auto."""
 
@@ -107,7 +128,7 @@ class SweepConfig:
         """The config with command-line overrides applied and re-validated."""
         raw = self.to_raw()
         if wandb_project is not None:
-            raw["wandb"] = {**(raw["wandb"] or {"mode": "online"}), "project": wandb_project}
+            raw["wandb"] = {**(raw["wandb"] or {}), "project": wandb_project}
         if store is not None:
             raw["store"] = store
         if seeds is not None:
@@ -143,7 +164,7 @@ class SweepConfig:
             "store": self.store,
             "precision": self.precision,
             "max_concurrent_trials": self.max_concurrent_trials,
-            "wandb": wandb_spec_to_dict(self.wandb),
+            "wandb": self.wandb.to_raw() if self.wandb is not None else None,
             "pack": self.pack or "auto",
         }
 
@@ -297,25 +318,32 @@ def _resources(value: Any) -> Resources:
     return Resources(_number(value, "resources.cpu_per_trial", 1.0, positive=True), gpu)
 
 
-def _wandb(value: Any) -> WandbSpec | None:
-    allowed = "expected {project: NAME, mode: online|offline, entity: NAME, dir: PATH}"
+def _wandb(value: Any) -> WandbConfig | None:
+    allowed = ("expected {project: NAME, mode: online|offline|disabled, entity: NAME, dir: PATH, "
+               "tags: [TAG, ...]} (all optional)")
     if value is None:
         return None
-    if not isinstance(value, dict) or set(value) - {"project", "mode", "entity", "dir",
-                                                     "init_timeout_seconds"}:
+    fields = {"project", "mode", "entity", "dir", "tags", "init_timeout_seconds"}
+    if not isinstance(value, dict) or set(value) - fields:
         raise _fail("wandb", value, allowed)
-    project = value.get("project")
-    if not isinstance(project, str) or not project:
-        raise _fail("wandb.project", project, "expected a W&B project name")
-    for field in ("entity", "dir"):
-        if value.get(field) is not None and not isinstance(value[field], str):
-            raise _fail(f"wandb.{field}", value[field], "expected a string")
-    return WandbSpec(
-        project=project,
-        mode=_choice(value, "mode", WANDB_MODES, "online"),
+    for field in ("project", "entity", "dir"):
+        if value.get(field) is not None and (not isinstance(value[field], str) or not value[field]):
+            raise _fail(f"wandb.{field}", value[field], "expected a non-empty string")
+    tags = value.get("tags")
+    if tags is not None and (not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags)):
+        raise _fail("wandb.tags", tags, "expected a list of non-empty strings")
+    if value.get("mode") not in (None, *WANDB_MODES):
+        raise _fail("wandb.mode", value["mode"], f"allowed: {', '.join(WANDB_MODES)}")
+    timeout = value.get("init_timeout_seconds")
+    return WandbConfig(
+        project=value.get("project"),
+        mode=value.get("mode"),
         entity=value.get("entity"),
         dir=value.get("dir"),
-        init_timeout_seconds=_number(value, "wandb.init_timeout_seconds", 60.0, positive=True),
+        tags=tuple(tags) if tags is not None else None,
+        init_timeout_seconds=(
+            _number(value, "wandb.init_timeout_seconds", None, positive=True) if timeout is not None else None
+        ),
     )
 
 

@@ -19,12 +19,12 @@ from orchestrator.grid import expand_grid
 from orchestrator.measuring import AnalysisOutcome, missing_measurements, run_measurements
 from orchestrator.packing import make_packs
 from orchestrator.progress import ProgressCallback, label, print_line
+from orchestrator.wandb_settings import on_this_node, resolve_wandb
 from trainables.datasets import load_dataset
 from trainables.spec import TrialSpec
 from trainables.store import Store, StoreError
 from trainables.tune_trial import run_tune_trial
 from trainables.uri import redact_secrets, split_credentials
-from trainables.wandb_spec import wandb_spec_to_dict
 
 Log = Callable[[str], None]
 
@@ -109,6 +109,7 @@ def run_sweep(
     Ray starts; joining ``address`` gives up after ``connect_timeout_s`` seconds.
     """
     started = time.perf_counter()
+    wandb_settings = resolve_wandb(config.wandb)  # before Ray starts: a missing API key is one line
     store = Store.open(config.store)
     store.check_writable()
     if store.version() is not None:
@@ -147,7 +148,13 @@ def run_sweep(
     os.environ.update(credentials)
     resources = {"cpu": config.resources.cpu_per_trial, "gpu": config.resources.gpu_per_trial}
     trainable = tune.with_resources(
-        tune.with_parameters(run_tune_trial, datasets=datasets, store_location=store.location), resources
+        # W&B settings and the store's location (with its credentials) travel with the datasets,
+        # not in param_space: Tune writes that to the store
+        tune.with_parameters(
+            run_tune_trial, datasets=datasets, store_location=store.location,
+            wandb=on_this_node(wandb_settings),
+        ),
+        resources,
     )
     # Trials checkpoint every epoch (to resume where a dead worker stopped); with
     # short epochs Tune would warn about its own experiment snapshots each time.
@@ -169,7 +176,6 @@ def run_sweep(
             "threads": max(1, int(config.resources.cpu_per_trial)),
             "gpu_share": config.resources.gpu_per_trial,
             "test_crash": test_crash_hook(),
-            "wandb": wandb_spec_to_dict(config.wandb),
         },
         tune_config=tune.TuneConfig(
             max_concurrent_trials=config.max_concurrent_trials or None,

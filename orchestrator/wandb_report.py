@@ -6,12 +6,12 @@ import sys
 
 import pyarrow.fs as pafs
 
-from trainables.wandb_log import start_run
-from trainables.wandb_spec import WandbSpec
+from trainables.wandb_log import WandbSpec, start_run
 
 
 def attach_report(settings: WandbSpec, sweep: str, fs: pafs.FileSystem, paths: list[str]) -> bool:
-    """Log the report files (read through ``fs``) as artifact ``<sweep>-report``.
+    """Log the report files (read through ``fs``: stats.parquet, report.html, ...) as artifact
+    ``<sweep>-report`` of run ``<sweep>-report`` (group ``sweep``), on the driver.
 
     Returns False, after one warning line, if W&B fails: the sweep's results
     are in the store either way.
@@ -28,6 +28,7 @@ def attach_report(settings: WandbSpec, sweep: str, fs: pafs.FileSystem, paths: l
                 target.write(source.read())
         run.log_artifact(artifact)
         run.finish()
+        wandb.teardown()  # returns once W&B has written the run's files out
     except Exception as err:  # noqa: BLE001 - W&B must never fail a sweep
         print(f"layerswap: W&B report upload failed: {err}", file=sys.stderr)
         return False

@@ -11,4 +11,4 @@ MODELS: tuple[str, ...] = ("mlp",)
 PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "bf16")
 """fp32: exact float32; tf32: TensorFloat-32 matmuls (CUDA only; fp32 on a CPU);
 bf16: bfloat16 autocast of the forward pass (weights and optimizer stay float32)."""
-WANDB_MODES: tuple[str, ...] = ("online", "offline")
+WANDB_MODES: tuple[str, ...] = ("online", "offline", "disabled")

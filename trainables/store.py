@@ -8,6 +8,7 @@ Layout (DESIGN.md, "The store")::
     <root>/index/swaps/<trial_id>-<batch>.parquet  (rows measured later)
     <root>/sweeps/<sweep>/<config_hash>.json      (extension: the sweep's grid)
     <root>/layerswap.json                         {"store_version": 2}
+    <root>/wandb/<sweep>/<trial_id>/offline-run-*/  (extension: offline W&B runs of other nodes)
     <root>/tune/
 
 Every write goes to a temporary name that starts with ``_`` and ends in

@@ -3,10 +3,11 @@
 A trial's config carries ``pack`` ({"label": trial id of its first network,
 "specs": spec dicts, one per network}), the ``sweep`` name, the ``store``
 URI (credentials redacted: Tune persists its configs), ``plan`` (the
-measurement plan), ``threads`` (its CPU share), ``gpu_share`` and ``wandb``
-(W&B settings or None). Datasets and the store's location with its
+measurement plan), ``threads`` (its CPU share) and ``gpu_share``. Datasets,
+the W&B settings (None = no W&B) and the store's location with its
 credentials arrive through Ray's object store (``tune.with_parameters``), so
-workers need no local copy and no secret is written to disk.
+workers need no local copy and no API key or store secret is written with the
+trial's config.
 
 A pack of one network trains with :func:`train_network`; a larger pack with
 :func:`train_pack` (stacked weights). After every epoch the trial reports a
@@ -35,8 +36,7 @@ from trainables.spec import TrialSpec
 from trainables.store import Store
 from trainables.training import EpochEnd, StateDict, TrainingState
 from trainables.trial import Placement, run_networks
-from trainables.wandb_log import WandbRun
-from trainables.wandb_spec import wandb_spec_from_dict
+from trainables.wandb_log import WandbRun, WandbSpec, close_runs
 
 STATE_FILE = "training_state.pt"
 TRIAL_IDS_FILE = "trial_ids"
@@ -105,14 +105,18 @@ def restored_state() -> tuple[list[str], TrainingState] | None:
         return trial_ids, TrainingState.load(Path(directory) / STATE_FILE)
 
 
-def run_tune_trial(config: dict[str, Any], datasets: dict[str, DatasetArrays], store_location: str) -> None:
+def run_tune_trial(
+    config: dict[str, Any],
+    datasets: dict[str, DatasetArrays],
+    store_location: str,
+    wandb: WandbSpec | None = None,
+) -> None:
     torch.set_num_threads(max(1, int(config["threads"])))
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     store = Store.open(store_location)
     placement = Placement.here(trial_device(float(config["gpu_share"])))
     crash = CrashHook(**config["test_crash"]) if config.get("test_crash") else None
-    wandb_settings = wandb_spec_from_dict(config.get("wandb"))
     specs = [TrialSpec.from_dict(spec) for spec in config["pack"]["specs"]]
     finished = frozenset(store.completed_trial_ids())
     if all(spec.trial_id in finished for spec in specs):
@@ -124,8 +128,8 @@ def run_tune_trial(config: dict[str, Any], datasets: dict[str, DatasetArrays], s
         resume_from, specs = None, [spec for spec in specs if spec.trial_id not in finished]
     data = datasets[specs[0].dataset].tensors(placement.device)
     wandb_runs = [
-        WandbRun(wandb_settings, spec, config["sweep"], data)
-        if wandb_settings is not None and spec.trial_id not in finished else None
+        WandbRun(wandb, spec, config["sweep"], data, store, placement.node_id)
+        if wandb is not None and spec.trial_id not in finished else None
         for spec in specs
     ]
     reporter = EpochReporter(specs, crash, wandb_runs)
@@ -137,6 +141,8 @@ def run_tune_trial(config: dict[str, Any], datasets: dict[str, DatasetArrays], s
     for result in results:
         if result.trial_row["trial_id"] in runs:
             runs[result.trial_row["trial_id"]].finish(result.swap_rows, result.trial_row)
+    if runs:
+        close_runs(list(runs.values()))
     accuracies = [result.trial_row["test_acc"] for result in results]
     tune.report(
         {"epoch": specs[0].epochs, "networks": len(results),
