@@ -90,7 +90,7 @@ def test_a_killed_driver_and_a_rerun_finish_the_sweep_without_duplicates(tmp_pat
 
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert f"{len(finished_before)} skipped (already complete)" in rerun.stdout
+    assert f"{len(finished_before)} skipped (already trained)" in rerun.stdout
 
     trials = ds.dataset(trials_dir, schema=TRIALS_SCHEMA, format="parquet").to_table()
     ids = trials["trial_id"].to_pylist()
