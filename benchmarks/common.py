@@ -15,8 +15,11 @@ from typing import Any
 
 import torch
 
-from orchestrator.config import SweepConfig, load_config
+from orchestrator.budget import local_budget
+from orchestrator.config import Resources, SweepConfig, load_config
+from orchestrator.packing import largest_pack, optimizer_slots
 from trainables.datasets import DatasetTensors, load_dataset, normalization
+from trainables.footprint import PackShape
 from trainables.packed import train_pack
 from trainables.spec import TrialSpec
 from trainables.training import train_network
@@ -68,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def configure(args: argparse.Namespace) -> Mode:
     torch.set_num_threads(args.threads)
-    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cuda.matmul.fp32_precision = "ieee"
     return Mode(args.quick)
 
 
@@ -176,6 +179,21 @@ def network_spec(widths: tuple[int, ...], seed: int = 0, config: SweepConfig | N
         checkpoints=config.checkpoints, swaps=config.swaps, rerandomize_draws=config.rerandomize_draws,
         precision=config.precision,
     )
+
+
+def mnist_shape(widths: tuple[int, ...], config: SweepConfig | None = None) -> PackShape:
+    """A trial of ``widths`` on MNIST with the seed config's batch, checkpoints and optimizer."""
+    config = config or seed_config()
+    return PackShape(widths, N_FEATURES, N_CLASSES, 60_000, 10_000, config.batch_size,
+                     len(config.checkpoints), optimizer_slots(config.optimizer))
+
+
+def sweep_pack(widths: tuple[int, ...], where: torch.device) -> int:
+    """The K a sweep's ``pack: auto`` would use for ``widths`` here (a whole GPU, or this CPU's threads)."""
+    threads = torch.get_num_threads()
+    resources = Resources(threads, 1.0 if where.type == "cuda" else 0.0)
+    budget = local_budget(resources, lambda line: None)
+    return largest_pack(mnist_shape(widths), budget, threads, gpu=where.type == "cuda")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

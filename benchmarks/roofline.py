@@ -39,13 +39,14 @@ from benchmarks.common import (
     device,
     layerswap_steps,
     mnist,
+    mnist_shape,
     network_spec,
     parse_mode,
     publish,
+    sweep_pack,
     table,
 )
 from trainables.datasets import prepare_dataset
-from trainables.packed import default_pack_size, parameter_count, step_flops
 
 MIN_SAMPLE_SECONDS = 0.005
 """Each timing sample repeats a small matmul until it lasts about this long (s)."""
@@ -131,7 +132,7 @@ def step_bytes(widths: tuple[int, ...], pack: int) -> int:
     written, read by the next layer and by backward, its gradient written and
     read (5 passes).
     """
-    params = parameter_count(widths, N_FEATURES, N_CLASSES)
+    params = mnist_shape(widths).parameters
     units = sum(widths) + N_CLASSES
     return pack * 4 * (6 * params + BATCH * (2 * N_FEATURES + 5 * units))
 
@@ -140,13 +141,13 @@ def measure(name: str, widths: tuple[int, ...], mode: Mode, where: torch.device)
     data = mnist(where)
     n_train = data.x_train.shape[0]
     steps_per_epoch = n_train / BATCH
-    flops_epoch = steps_per_epoch * step_flops(widths, N_FEATURES, N_CLASSES, BATCH)
-    params = parameter_count(widths, N_FEATURES, N_CLASSES)
+    flops_epoch = steps_per_epoch * mnist_shape(widths).step_flops
+    params = mnist_shape(widths).parameters
     bandwidth = copy_bandwidth(where, mode.pick(5, 20)) if where.type == "cuda" else None
     spec = replace(network_spec(widths), epochs=1, checkpoints=(0, 1))
     steps = mode.pick(QUICK_STEPS[name], math.ceil(steps_per_epoch))
     packs = []
-    for pack in sorted({1, default_pack_size(widths, where, threads=torch.get_num_threads())}):
+    for pack in sorted({1, sweep_pack(widths, where)}):
         products = step_matmuls(widths, pack, where, mode.pick(5, 20))
         matmul_floor = steps_per_epoch * sum(p.seconds for p in products) / pack
         memory_floor = steps_per_epoch * step_bytes(widths, 1) / bandwidth if bandwidth else 0.0

@@ -23,7 +23,7 @@ OPTIMIZERS = ("sgd", "adam")
 TOP_LEVEL_KEYS = (
     "name", "dataset", "model", "widths", "seeds", "epochs", "batch_size", "optimizer",
     "checkpoints", "swaps", "rerandomize_draws", "resources", "store", "precision",
-    "max_concurrent_trials", "wandb", "pack",
+    "max_concurrent_trials", "wandb", "pack", "checkpoint_seconds",
 )
 
 
@@ -60,6 +60,8 @@ class SweepConfig:
     wandb: WandbSpec | None = None
     pack: int = 0
     """Networks (seeds of one width config) trained together per trial; 0 = auto."""
+    checkpoint_seconds: float = 60.0
+    """At most this long between checkpoints of a training pack (a retry redoes at most this much)."""
 
     def with_overrides(
         self,
@@ -109,6 +111,8 @@ class SweepConfig:
             "max_concurrent_trials": self.max_concurrent_trials,
             "wandb": wandb_spec_to_dict(self.wandb),
             "pack": self.pack or "auto",
+            # only when set, so that existing sweeps' records (hashed from this) keep their names
+            **({"checkpoint_seconds": self.checkpoint_seconds} if self.checkpoint_seconds != 60.0 else {}),
         }
 
 
@@ -304,4 +308,5 @@ def parse_config(raw: dict[str, Any]) -> SweepConfig:
         max_concurrent_trials=_int(raw, "max_concurrent_trials", 0, default=0),
         wandb=_wandb(raw.get("wandb")),
         pack=_pack(raw.get("pack")),
+        checkpoint_seconds=_number(raw, "checkpoint_seconds", 60.0, positive=False),
     )

@@ -13,19 +13,20 @@ from datetime import UTC, datetime
 import ray
 from ray import tune
 
+from orchestrator.budget import cluster_budget, local_budget
 from orchestrator.config import ConfigError, Resources, SweepConfig
 from orchestrator.grid import expand_grid
-from orchestrator.packing import make_packs
+from orchestrator.packing import check_smallest_trials, make_packs, make_queues, pack_cost
 from orchestrator.progress import ProgressCallback, label
 from trainables.datasets import load_dataset
 from trainables.spec import TrialSpec
 from trainables.store import Store, StoreError
-from trainables.tune_trial import run_tune_trial
-from trainables.wandb_log import wandb_spec_to_dict
+from trainables.tune_trial import CrashHook, TuneTrialConfig, run_tune_trial
 
 Log = Callable[[str], None]
 MAX_RETRIES = 2
-"""Times Tune restarts a trial whose worker died (it resumes from its last epoch)."""
+"""Times a pack that fails is retried in place, and Tune restarts a trial whose worker died
+(it resumes from its pack's last checkpoint)."""
 
 
 @dataclass(frozen=True)
@@ -49,12 +50,12 @@ def sweep_record_relpath(config: SweepConfig, specs: list[TrialSpec]) -> tuple[s
     return f"sweeps/{config.name}/{hashlib.sha256(body).hexdigest()[:16]}.json", body
 
 
-def test_crash_hook() -> dict | None:
+def test_crash_hook() -> CrashHook | None:
     """Test-only: make every trial kill its worker once at an epoch (see CrashHook)."""
     epoch = os.environ.get("LAYERSWAP_TEST_CRASH_AT_EPOCH")
     if not epoch:
         return None
-    return {"epoch": int(epoch), "marker": os.environ["LAYERSWAP_TEST_CRASH_MARKER"]}
+    return CrashHook(int(epoch), os.environ["LAYERSWAP_TEST_CRASH_MARKER"])
 
 
 def connect_ray(address: str | None) -> None:
@@ -115,37 +116,53 @@ def run_sweep(
     )
     if todo:
         datasets = {config.dataset: load_dataset(config.dataset)}
+        data = datasets[config.dataset]
+        if address is None:  # this machine's memory: refuse before Ray starts
+            budget = local_budget(config.resources, log)
+            check_smallest_trials(config, data, budget)
         connect_ray(address)
         check_store_reachable(store, shared_fs)
         if address is None:
             check_resources_fit(config.resources)
-        packs = make_packs(config, todo, datasets[config.dataset], trial_slots(config.resources), log)
+        else:
+            budget = cluster_budget(config.resources, log)
+            check_smallest_trials(config, data, budget)
+        slots = trial_slots(config.resources)
+        packs = make_packs(config, todo, data, slots, budget, log)
+        queues = make_queues(packs, slots, [pack_cost(config, pack, data) for pack in packs])
     record_path, record = sweep_record_relpath(config, specs)
     if not store.exists(record_path):
         store.write_bytes(record_path, record)
     if not todo:
         return SweepOutcome(store.uri, len(specs), len(specs), 0, 0, time.perf_counter() - started)
 
+    trials = {
+        queue[0][0].trial_id: TuneTrialConfig(
+            label=queue[0][0].trial_id,
+            sweep=config.name,
+            store=store.location,
+            packs=tuple(tuple(pack) for pack in queue),
+            threads=max(1, int(config.resources.cpu_per_trial)),
+            gpu_share=config.resources.gpu_per_trial,
+            checkpoint_seconds=config.checkpoint_seconds,
+            retries=MAX_RETRIES,
+            wandb=config.wandb,
+            test_crash=test_crash_hook(),
+        )
+        for queue in queues
+    }
+    if len(queues) < len(packs):
+        log(f"{len(packs)} packs in {len(queues)} Tune trials (queues of packs)")
     resources = {"cpu": config.resources.cpu_per_trial, "gpu": config.resources.gpu_per_trial}
     trainable = tune.with_resources(
-        tune.with_parameters(run_tune_trial, datasets=datasets), resources
+        tune.with_parameters(run_tune_trial, datasets=datasets, trials=trials), resources
     )
-    # Trials checkpoint every epoch (to resume where a dead worker stopped); with
-    # short epochs Tune would warn about its own experiment snapshots each time.
+    # Checkpoints can be frequent with short epochs (checkpoint_seconds: 0); Tune would
+    # warn about its own experiment snapshots each time.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     tuner = tune.Tuner(
         trainable,
-        param_space={
-            "pack": tune.grid_search(
-                [{"label": pack[0].trial_id, "specs": [spec.to_dict() for spec in pack]} for pack in packs]
-            ),
-            "sweep": config.name,
-            "store": store.location,
-            "threads": max(1, int(config.resources.cpu_per_trial)),
-            "gpu_share": config.resources.gpu_per_trial,
-            "test_crash": test_crash_hook(),
-            "wandb": wandb_spec_to_dict(config.wandb),
-        },
+        param_space={"label": tune.grid_search(list(trials))},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=config.max_concurrent_trials or None,
             reuse_actors=True,  # a worker that imported torch once trains the next trial too
@@ -158,7 +175,7 @@ def run_sweep(
             storage_filesystem=store.fs,
             failure_config=tune.FailureConfig(max_failures=MAX_RETRIES),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[ProgressCallback(len(packs), log)],
+            callbacks=[ProgressCallback(len(todo), log)],
             verbose=0,
         ),
     )

@@ -25,15 +25,21 @@ from trainables.store import Store, weights_relpath
 from trainables.training import train_network
 
 
-@pytest.mark.parametrize("seeds", [[5], [5, 6]], ids=["one network", "pack of two"])
-def test_a_killed_trial_resumes_from_its_last_epoch_with_identical_weights(
-    local_ray, tmp_path, monkeypatch, seeds
+@pytest.mark.parametrize(
+    ("seeds", "checkpoint_seconds", "resumed_from"),
+    [([5], 60.0, 2), ([5, 6], 0.0, 3)],
+    ids=["one network, checkpoint at checkpoint epochs", "pack of two, checkpoint every epoch"],
+)
+def test_a_killed_trial_resumes_from_its_last_checkpoint_with_identical_weights(
+    local_ray, tmp_path, monkeypatch, seeds, checkpoint_seconds, resumed_from
 ):
+    """Killed after epoch 3: with checkpoints every 60 s only epoch 2 (a checkpoint epoch) was saved."""
     marker = tmp_path / "killed"
     monkeypatch.setenv("LAYERSWAP_TEST_CRASH_AT_EPOCH", "3")
     monkeypatch.setenv("LAYERSWAP_TEST_CRASH_MARKER", str(marker))
     raw = tiny_raw_config(tmp_path / "store", widths=[[16, 8]], seeds=seeds, epochs=5, pack=len(seeds),
-                          checkpoints=[0, 2, 5], optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9})
+                          checkpoints=[0, 2, 5], optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9},
+                          checkpoint_seconds=checkpoint_seconds)
     config = parse_config(raw)
     lines: list[str] = []
     outcome = run_sweep(config, log=lines.append)
@@ -43,7 +49,7 @@ def test_a_killed_trial_resumes_from_its_last_epoch_with_identical_weights(
 
     store = Store.open(str(tmp_path / "store"))
     rows = store.read_index("trials").to_pylist()
-    assert [row["resumed_from_epoch"] for row in rows] == [3] * len(seeds)
+    assert [row["resumed_from_epoch"] for row in rows] == [resumed_from] * len(seeds)
 
     specs = expand_grid(config)
     data = load_dataset("synthetic").tensors("cpu")

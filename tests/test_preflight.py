@@ -65,7 +65,8 @@ def test_assess_compares_nodes_with_the_driver_and_the_config(local_ray, tmp_pat
 
 def test_cli_prints_one_table_and_exits_nonzero_on_problems(local_ray, tmp_path, capsys):
     config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(tiny_raw_config(tmp_path / "store")))
+    resources = {"cpu_per_trial": 0.5, "gpu_per_trial": 0.25}
+    config.write_text(yaml.safe_dump(tiny_raw_config(tmp_path / "store", resources=resources)))
     code = main(["preflight", "--config", str(config)])
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if line.startswith("node "))

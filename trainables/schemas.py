@@ -38,6 +38,8 @@ TRIALS_SCHEMA = pa.schema(
         ("n_classes", pa.int32()),
         ("swap_seconds", pa.float64()),
         ("resumed_from_epoch", pa.int32()),  # null unless a retried trial resumed training
+        ("cuda_version", pa.string()),  # torch's CUDA version on a GPU, null on a CPU
+        ("cublas_version", pa.string()),  # the cuBLAS wheel's version on a GPU, null on a CPU or unknown
     ]
 )
 

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from trainables.datasets import DatasetTensors
+from trainables.device import cuda_columns
 from trainables.models import build_model, tensor_layer
 from trainables.packed import PackEpochCallback, PackResume, train_pack
 from trainables.spec import TrialSpec
@@ -246,6 +247,7 @@ def record_network(
         "n_classes": data.n_classes,
         "swap_seconds": swap_seconds,
         "resumed_from_epoch": resumed_from_epoch,
+        **cuda_columns(placement.device),
     }
     store.write_index("weights", trial_id, pa.Table.from_pylist(weight_rows))
     store.write_index("swaps", trial_id, pa.Table.from_pylist(swap_rows))
