@@ -25,6 +25,11 @@ def test_every_node_reports_its_versions_gpus_and_a_store_probe(local_ray, tmp_p
     assert (node.versions.python, node.versions.ray) == (platform.python_version(), ray.__version__)
     assert (node.cpus, node.gpus, node.cuda_devices) == (2, 1, torch.cuda.device_count())
     assert node.store == "ok"
+    # the GPU task asked for the declared GPU and ran; without CUDA it says so instead of a matmul
+    if torch.cuda.is_available():
+        assert node.cuda_check.startswith("ok: ") and "matmul relative error" in node.cuda_check
+    else:
+        assert node.cuda_check.startswith("FAIL: torch.cuda.is_available() is False (torch ")
     # the probe files are gone: nothing but the (now empty) store root is left
     assert list((tmp_path / "store").rglob("*")) == []
     # conftest's Ray declares one GPU; without a real one, preflight must say so
@@ -75,4 +80,6 @@ def test_cli_prints_one_table_and_exits_nonzero_on_problems(local_ray, tmp_path,
     assert f"store: {tmp_path / 'store'}" in out and "a trial asks for 0.5 CPU and 0.25 GPU" in out
     assert code == (1 if torch.cuda.device_count() == 0 else 0)
     assert ("preflight failed" in out) == (code == 1)
+    [cuda_line] = [line for line in out.splitlines() if line.startswith("cuda ")]
+    assert cuda_line.split(": ", 1)[1].startswith("ok: " if torch.cuda.is_available() else "FAIL: ")
     assert not Path(tmp_path / "store" / "_preflight").exists()
