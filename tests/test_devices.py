@@ -124,5 +124,6 @@ def test_trial_rows_name_cuda_and_cublas_only_on_a_gpu_and_trials_are_determinis
         " torch.is_deterministic_algorithms_warn_only_enabled())\n"
     )
     env = {key: value for key, value in os.environ.items() if key != "CUBLAS_WORKSPACE_CONFIG"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env=env)
     assert result.stdout.split() == [":4096:8", "True", "True"], result.stderr
