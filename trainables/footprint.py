@@ -55,6 +55,19 @@ class PackShape:
             flops += passes * 2 * self.batch_size * fan_in * fan_out
         return flops
 
+    @property
+    def step_bytes(self) -> int:
+        """Bytes one training step of one network must move at least (float32).
+
+        Weights: read forward, read for the input gradient, gradient written, then
+        the optimizer reads weight and gradient and writes the weight (6 passes).
+        Activations: the input batch gathered (read + write), each layer's output
+        written, read by the next layer and by backward, its gradient written and
+        read (5 passes).
+        """
+        units = sum(self.widths) + self.n_classes
+        return FLOAT_BYTES * (6 * self.parameters + self.batch_size * (2 * self.n_features + 5 * units))
+
     def memory(self) -> MemoryEstimate:
         """Upper estimate of a trial's tensor memory, split into shared and per-network bytes.
 
