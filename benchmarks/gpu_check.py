@@ -314,7 +314,8 @@ def report(result: dict[str, Any]) -> str:
         f"{result['matmul']['relative_error']:.1e} against float64)",
         f"syncs    {'n/a' if syncs is None else f'{syncs:g}'} host syncs per training step (must be 0)",
         f"memory   K=8 peak {gib(memory['measured_bytes'])} measured, "
-        f"{gib(memory['estimate_bytes'])} estimated; process overhead {gib(memory['process_overhead_bytes'])}",
+        f"{gib(memory['estimate_bytes'])} estimated; "
+        f"process overhead {gib(memory['process_overhead_bytes'])}",
         f"identity run to run {'bit-identical' if result['run_to_run_bit_identical'] else 'DIFFERENT'}; "
         f"packed vs unpacked max |diff| {result['packed_vs_unpacked_max_abs']:.1e}",
         "",
