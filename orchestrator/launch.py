@@ -55,7 +55,8 @@ def test_crash_hook() -> CrashHook | None:
     epoch = os.environ.get("LAYERSWAP_TEST_CRASH_AT_EPOCH")
     if not epoch:
         return None
-    return CrashHook(int(epoch), os.environ["LAYERSWAP_TEST_CRASH_MARKER"])
+    return CrashHook(int(epoch), os.environ["LAYERSWAP_TEST_CRASH_MARKER"],
+                     raise_error=bool(os.environ.get("LAYERSWAP_TEST_CRASH_RAISE")))
 
 
 def connect_ray(address: str | None) -> None:

@@ -53,15 +53,19 @@ class CrashHook:
     """Test-only: kill this worker process once, right after ``epoch`` ends (and is checkpointed if due).
 
     ``marker`` is a file created just before dying, so the retried trial lives.
-    Set by the driver from ``LAYERSWAP_TEST_CRASH_AT_EPOCH`` / ``..._MARKER``.
+    Set by the driver from ``LAYERSWAP_TEST_CRASH_AT_EPOCH`` / ``..._MARKER`` / ``..._RAISE``.
     """
 
     epoch: int
     marker: str
+    raise_error: bool = False
+    """Raise a RuntimeError instead of killing the process (a failure retried in place)."""
 
     def maybe_crash(self, epoch: int) -> None:
         if epoch == self.epoch and not os.path.exists(self.marker):
-            Path(self.marker).write_text(f"killed at epoch {epoch}\n")
+            Path(self.marker).write_text(f"{'raised' if self.raise_error else 'killed'} at epoch {epoch}\n")
+            if self.raise_error:
+                raise RuntimeError(f"test: failed at epoch {epoch}")
             os._exit(17)
 
 
@@ -177,6 +181,34 @@ def train_one_pack(
     return [result.trial_row["test_acc"] for result in results]
 
 
+def train_with_retries(
+    trial: TuneTrialConfig,
+    specs: list[TrialSpec],
+    data: DatasetTensors,
+    store: Store,
+    placement: Placement,
+    resume_from: TrainingState | None,
+    finished: frozenset[str],
+) -> tuple[list[float], str | None]:
+    """(test accuracies of the networks recorded, None), or the error line after ``trial.retries`` retries.
+
+    ``finished``: networks already in the store. A retry starts the pack
+    afresh, without the networks a failed attempt recorded.
+    """
+    attempt = 0
+    while True:
+        try:
+            return train_one_pack(trial, specs, data, store, placement, resume_from, finished), None
+        except Exception as err:  # noqa: BLE001 - retried, then reported with its message
+            attempt += 1
+            if attempt > trial.retries:
+                return [], f"{type(err).__name__}: {err}".splitlines()[0]
+        finished = frozenset(store.completed_trial_ids())
+        resume_from, specs = None, [spec for spec in specs if spec.trial_id not in finished]
+        if not specs:
+            return [], None
+
+
 def run_tune_trial(
     config: dict, datasets: dict[str, DatasetArrays], trials: dict[str, TuneTrialConfig]
 ) -> None:
@@ -202,19 +234,11 @@ def run_tune_trial(
         if specs[0].dataset not in tensors:
             tensors[specs[0].dataset] = datasets[specs[0].dataset].tensors(placement.device)
         data = tensors[specs[0].dataset]
-        for attempt in range(trial.retries + 1):
-            try:
-                accuracies = train_one_pack(trial, specs, data, store, placement, resume_from, finished)
-            except Exception as err:  # noqa: BLE001 - retried, then reported with its message
-                if attempt == trial.retries:
-                    message = f"{type(err).__name__}: {err}".splitlines()[0]
-                    progress.failed.append([ids[0], len(specs), message])
-                else:  # start the pack afresh, without what the failed attempt recorded
-                    finished = frozenset(store.completed_trial_ids())
-                    resume_from, specs = None, [spec for spec in specs if spec.trial_id not in finished]
-                continue
+        accuracies, error = train_with_retries(trial, specs, data, store, placement, resume_from, finished)
+        if error is None:
             mean = statistics.fmean(accuracies) if accuracies else None
             progress.done.append([ids[0], len(accuracies), mean])
-            break
+        else:
+            progress.failed.append([ids[0], len(specs), error])
         progress.send()
     progress.send(force=True)
