@@ -52,8 +52,11 @@ def test_assess_compares_nodes_with_the_driver_and_the_config(local_ray, tmp_pat
     [node] = run_preflight(None).nodes
     assert node.store == "-"
     driver = Versions.here()
-    healthy = replace(node, cpus=4.0, gpus=1.0, cuda_devices=1)
+    healthy = replace(node, cpus=4.0, gpus=1.0, cuda_devices=1, cuda_check="ok: H100, driver 550.54")
     assert assess(driver, [healthy], Resources(1, 0.25)) == ([], [])
+    broken = replace(healthy, cuda_check="FAIL: the matmul is wrong: H100, ...")
+    [problem] = assess(driver, [broken], Resources(1, 0.25))[0]
+    assert problem.endswith(": CUDA check: the matmul is wrong: H100, ...")
 
     older_ray = replace(healthy, versions=replace(driver, ray="2.9.0", torch="2.0.0"))
     cpu_only = replace(healthy, cuda_devices=0)
