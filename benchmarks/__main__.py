@@ -1,6 +1,7 @@
 """Run every benchmark (or those named) and write their JSON into benchmarks/results/.
 
-    python -m benchmarks [--quick] [--threads N] [vs_seed roofline pack_kernels sweep_overhead]
+    python -m benchmarks [--quick] [--threads N] [vs_seed roofline pack_kernels sweep_overhead sweep_scale]
+    python -m benchmarks gpu_check [--smoke]     # alone: imports torch only (no Ray, W&B, orchestrator)
 
 ``--quick`` takes about two minutes on a 2-core machine, the full run under
 ten; run on an otherwise idle machine (each table warns when the load average
@@ -14,12 +15,17 @@ import importlib
 import sys
 import time
 
-from benchmarks.common import add_arguments
-
-BENCHMARKS = ("vs_seed", "roofline", "pack_kernels", "sweep_overhead")
+BENCHMARKS = ("vs_seed", "roofline", "pack_kernels", "sweep_overhead", "sweep_scale")
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["gpu_check"]:  # before anything imports Ray or the orchestrator
+        from benchmarks import gpu_check
+
+        sys.exit(gpu_check.main(argv[1:]))
+    from benchmarks.common import add_arguments
+
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     add_arguments(parser)
     parser.add_argument("names", nargs="*", metavar="NAME",

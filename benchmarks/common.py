@@ -15,8 +15,11 @@ from typing import Any
 
 import torch
 
-from orchestrator.config import SweepConfig, load_config
+from orchestrator.budget import local_budget
+from orchestrator.config import Resources, SweepConfig, load_config
+from orchestrator.packing import largest_pack, optimizer_slots
 from trainables.datasets import DatasetTensors, load_dataset, normalization
+from trainables.footprint import PackShape
 from trainables.models import MLP
 from trainables.packed import train_pack
 from trainables.plan import SwapKey, plan_keys
@@ -70,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def configure(args: argparse.Namespace) -> Mode:
     torch.set_num_threads(args.threads)
-    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cuda.matmul.fp32_precision = "ieee"
     return Mode(args.quick)
 
 
@@ -182,6 +185,21 @@ def network_spec(widths: tuple[int, ...], seed: int = 0, config: SweepConfig | N
 def seed_swap_keys(spec: TrialSpec, model: MLP) -> list[SwapKey]:
     """Every swap the seed config measures (configs/seed.yaml's plan) on ``model``."""
     return plan_keys(seed_config().plan, model.layer_names, spec.checkpoints)
+
+
+def mnist_shape(widths: tuple[int, ...], config: SweepConfig | None = None) -> PackShape:
+    """A trial of ``widths`` on MNIST with the seed config's batch, checkpoints and optimizer."""
+    config = config or seed_config()
+    return PackShape(widths, N_FEATURES, N_CLASSES, 60_000, 10_000, config.batch_size,
+                     len(config.checkpoints), optimizer_slots(config.optimizer))
+
+
+def sweep_pack(widths: tuple[int, ...], where: torch.device) -> int:
+    """The K a sweep's ``pack: auto`` would use for ``widths`` here (a whole GPU, or this CPU's threads)."""
+    threads = torch.get_num_threads()
+    resources = Resources(threads, 1.0 if where.type == "cuda" else 0.0)
+    budget = local_budget(resources, lambda line: None)
+    return largest_pack(mnist_shape(widths), budget, threads, gpu=where.type == "cuda")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -6,7 +6,7 @@ the same widths on random batches of 256: ``baddbmm`` is layerswap's
 ``torch.vmap`` over ``functional_call`` of one MLP with the same stacked
 parameters, and ``module`` (K = 1 only) is an ordinary ``nn.Module`` step as
 :func:`train_network` takes it. Throughput is samples/s over all K networks;
-it is what ``default_pack_size`` is tuned on (``CPU_PACK_STEP_FLOPS``).
+it is what ``pack: auto`` is tuned on (``CPU_PACK_STEP_FLOPS`` in orchestrator/packing.py).
 
     python -m benchmarks.pack_kernels [--quick]
 """
@@ -28,12 +28,13 @@ from benchmarks.common import (
     best_seconds,
     busy_warning,
     device,
+    mnist_shape,
     parse_mode,
     publish,
     table,
 )
 from trainables.models import MLP
-from trainables.packed import StackedMLP, pack_losses, step_flops
+from trainables.packed import StackedMLP, pack_losses
 
 LR = 0.01
 Step = Callable[[], None]
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     rows, records = [], []
     for name, widths in NETWORKS.items():
-        flops = step_flops(widths, N_FEATURES, N_CLASSES, BATCH)
+        flops = mnist_shape(widths).step_flops
         repeats = mode.pick(5, 15) if name == "small" else mode.pick(2, 4)
         for pack in sizes[name]:
             rates = {}

@@ -9,11 +9,14 @@ the first layer, whose input is data). FLOPs per epoch are therefore
 n_train``; both are reported. On a GPU the memory floor is the bytes one step
 must move (weights read twice and written once with their gradients and the
 optimizer's read-modify-write, activations written and read back) over the
-measured copy bandwidth; the floor is the larger of the two.
+measured copy bandwidth (a copy of 1 GiB); the floor is the larger of the
+two. On a GPU each matmul is timed with CUDA events over replays of a CUDA
+graph of many launches (``benchmarks/cuda_timing.py``).
 
 Achieved is the epoch time of :func:`train_network` (pack 1) and of
-:func:`train_pack` at the automatic pack size, per network; efficiency is
-floor / achieved.
+:func:`train_pack` at the pack size a sweep's ``pack: auto`` would use here
+(from the GPU's memory, read through NVML, or the CPU's step FLOPs), per
+network; efficiency is floor / achieved.
 
     python -m benchmarks.roofline [--quick]
 """
@@ -39,13 +42,15 @@ from benchmarks.common import (
     device,
     layerswap_steps,
     mnist,
+    mnist_shape,
     network_spec,
     parse_mode,
     publish,
+    sweep_pack,
     table,
 )
+from benchmarks.cuda_timing import copy_bandwidth, graph_seconds
 from trainables.datasets import prepare_dataset
-from trainables.packed import default_pack_size, parameter_count, step_flops
 
 MIN_SAMPLE_SECONDS = 0.005
 """Each timing sample repeats a small matmul until it lasts about this long (s)."""
@@ -65,9 +70,14 @@ class Matmul:
 
 
 def time_matmul(run: Callable[[], torch.Tensor], where: torch.device, repeats: int) -> float:
-    """Median seconds of one ``run()``, repeated inside each sample to outlast timer noise."""
+    """Shortest seconds of one ``run()``, repeated inside each sample to outlast timer noise.
+
+    On a GPU the repeats are one CUDA graph's replays timed with CUDA events.
+    """
     once = best_seconds(run, 3, where)
     inner = max(1, math.ceil(MIN_SAMPLE_SECONDS / max(once, 1e-9)))
+    if where.type == "cuda":
+        return graph_seconds(run, inner, repeats)
     return best_seconds(lambda: [run() for _ in range(inner)], repeats, where) / inner
 
 
@@ -114,42 +124,20 @@ def _layer_products(
     }
 
 
-def copy_bandwidth(where: torch.device, repeats: int) -> float:
-    """Device memory bandwidth in bytes/s: a 256 MiB tensor copied (read + write)."""
-    source = torch.empty(64 * 2**20, device=where)
-    target = torch.empty_like(source)
-    seconds = best_seconds(lambda: target.copy_(source), repeats, where)
-    return 2 * source.numel() * source.element_size() / seconds
-
-
-def step_bytes(widths: tuple[int, ...], pack: int) -> int:
-    """Bytes one training step must move at least (float32), for ``pack`` networks.
-
-    Weights: read forward, read for the input gradient, gradient written, then
-    the optimizer reads weight and gradient and writes the weight (6 passes).
-    Activations: the input batch gathered (read + write), each layer's output
-    written, read by the next layer and by backward, its gradient written and
-    read (5 passes).
-    """
-    params = parameter_count(widths, N_FEATURES, N_CLASSES)
-    units = sum(widths) + N_CLASSES
-    return pack * 4 * (6 * params + BATCH * (2 * N_FEATURES + 5 * units))
-
-
 def measure(name: str, widths: tuple[int, ...], mode: Mode, where: torch.device) -> dict[str, Any]:
     data = mnist(where)
     n_train = data.x_train.shape[0]
     steps_per_epoch = n_train / BATCH
-    flops_epoch = steps_per_epoch * step_flops(widths, N_FEATURES, N_CLASSES, BATCH)
-    params = parameter_count(widths, N_FEATURES, N_CLASSES)
+    flops_epoch = steps_per_epoch * mnist_shape(widths).step_flops
+    params = mnist_shape(widths).parameters
     bandwidth = copy_bandwidth(where, mode.pick(5, 20)) if where.type == "cuda" else None
     spec = replace(network_spec(widths), epochs=1, checkpoints=(0, 1))
     steps = mode.pick(QUICK_STEPS[name], math.ceil(steps_per_epoch))
     packs = []
-    for pack in sorted({1, default_pack_size(widths, where, threads=torch.get_num_threads())}):
+    for pack in sorted({1, sweep_pack(widths, where)}):
         products = step_matmuls(widths, pack, where, mode.pick(5, 20))
         matmul_floor = steps_per_epoch * sum(p.seconds for p in products) / pack
-        memory_floor = steps_per_epoch * step_bytes(widths, 1) / bandwidth if bandwidth else 0.0
+        memory_floor = steps_per_epoch * mnist_shape(widths).step_bytes / bandwidth if bandwidth else 0.0
         floor = max(matmul_floor, memory_floor)
         achieved = n_train / layerswap_steps(spec, data, steps, pack)  # all K networks share the time
         packs.append({

@@ -28,6 +28,7 @@ import ray
 import torch
 
 from benchmarks.common import DEMO_CONFIG, busy_warning, parse_mode, publish, table
+from orchestrator.budget import local_budget
 from orchestrator.config import SweepConfig, load_config
 from orchestrator.grid import expand_grid
 from orchestrator.launch import run_sweep
@@ -53,7 +54,8 @@ def in_process(config: SweepConfig, threads: int) -> tuple[float, float, int]:
         loaded = time.perf_counter()
         store = Store.open(config.store)
         slots = max(1, math.floor(len(os.sched_getaffinity(0)) / config.resources.cpu_per_trial))
-        packs = make_packs(config, expand_grid(config), arrays, slots, lambda _: None)
+        budget = local_budget(config.resources, lambda _: None)
+        packs = make_packs(config, expand_grid(config), arrays, slots, budget, lambda _: None)
         for pack in packs:
             run_networks(pack, config.plan, data, store, config.name, Placement.here(CPU))
         return loaded - started, time.perf_counter() - loaded, len(packs)

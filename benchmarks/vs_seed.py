@@ -48,11 +48,11 @@ from benchmarks.common import (
     publish,
     seed_config,
     seed_swap_keys,
+    sweep_pack,
     synchronize,
     table,
 )
 from trainables.datasets import DatasetTensors, default_data_root, normalization, prepare_dataset
-from trainables.packed import default_pack_size
 from trainables.spec import TrialSpec
 from trainables.swaps import SwapVariant, evaluate_variants, swap_variants
 from trainables.training import StateDict, initial_model, snapshot
@@ -206,7 +206,7 @@ def compare(name: str, widths: tuple[int, ...], data: DatasetTensors, mode: Mode
     sides = [Side("seed-style", 1, samples / seconds, seed_swap_seconds, len(seed_sample), **common)]
 
     swap_seconds = layerswap_swaps(spec, model, checkpoints, data)
-    for pack in sorted({1, default_pack_size(widths, where, threads=torch.get_num_threads())}):
+    for pack in sorted({1, sweep_pack(widths, where)}):
         rate = layerswap_steps(spec, data, steps, pack)
         label = "layerswap" if pack == 1 else f"layerswap pack={pack}"
         sides.append(Side(label, pack, rate, swap_seconds, len(variants), **common))

@@ -31,7 +31,7 @@ MAX_RETRIES = 2
 TOP_LEVEL_KEYS = (
     "name", "dataset", "model", "widths", "seeds", "epochs", "batch_size", "optimizer",
     "checkpoints", "swaps", "rerandomize_draws", "resources", "store", "precision",
-    "max_concurrent_trials", "wandb", "pack",
+    "max_concurrent_trials", "wandb", "pack", "checkpoint_seconds",
 )
 
 
@@ -112,6 +112,8 @@ class SweepConfig:
     """None = no W&B logging."""
     pack: int = 0
     """Networks (seeds of one width config) trained together per trial; 0 = auto."""
+    checkpoint_seconds: float = 60.0
+    """At most this long between checkpoints of a training pack (a retry redoes at most this much)."""
 
     @property
     def plan(self) -> MeasurementPlan:
@@ -166,6 +168,8 @@ class SweepConfig:
             "max_concurrent_trials": self.max_concurrent_trials,
             "wandb": self.wandb.to_raw() if self.wandb is not None else None,
             "pack": self.pack or "auto",
+            # only when set, so that existing sweeps' records (hashed from this) keep their names
+            **({"checkpoint_seconds": self.checkpoint_seconds} if self.checkpoint_seconds != 60.0 else {}),
         }
 
 
@@ -403,4 +407,5 @@ def parse_config(raw: dict[str, Any]) -> SweepConfig:
         max_concurrent_trials=_int(raw, "max_concurrent_trials", 0, default=0),
         wandb=_wandb(raw.get("wandb")),
         pack=_pack(raw.get("pack")),
+        checkpoint_seconds=_number(raw, "checkpoint_seconds", 60.0, positive=False),
     )

@@ -13,17 +13,18 @@ from datetime import UTC, datetime
 import ray
 from ray import tune
 
+from orchestrator.budget import cluster_budget, local_budget
 from orchestrator.config import MAX_RETRIES, ConfigError, Resources, SweepConfig
 from orchestrator.connect import DEFAULT_CONNECT_TIMEOUT_S, connect_ray
 from orchestrator.grid import expand_grid
 from orchestrator.measuring import AnalysisOutcome, missing_measurements, run_measurements
-from orchestrator.packing import make_packs
+from orchestrator.packing import check_smallest_trials, make_packs, make_queues, pack_cost
 from orchestrator.progress import ProgressCallback, label, print_line
 from orchestrator.wandb_settings import on_this_node, resolve_wandb
 from trainables.datasets import load_dataset
 from trainables.spec import TrialSpec
 from trainables.store import Store, StoreError
-from trainables.tune_trial import run_tune_trial
+from trainables.tune_trial import CrashHook, TuneTrialConfig, run_tune_trial
 from trainables.uri import redact_secrets, split_credentials
 
 Log = Callable[[str], None]
@@ -54,12 +55,13 @@ def sweep_record_relpath(config: SweepConfig, specs: list[TrialSpec]) -> tuple[s
     return f"sweeps/{config.name}/{hashlib.sha256(body).hexdigest()[:16]}.json", body
 
 
-def test_crash_hook() -> dict | None:
+def test_crash_hook() -> CrashHook | None:
     """Test-only: make every trial kill its worker once at an epoch (see CrashHook)."""
     epoch = os.environ.get("LAYERSWAP_TEST_CRASH_AT_EPOCH")
     if not epoch:
         return None
-    return {"epoch": int(epoch), "marker": os.environ["LAYERSWAP_TEST_CRASH_MARKER"]}
+    return CrashHook(int(epoch), os.environ["LAYERSWAP_TEST_CRASH_MARKER"],
+                     raise_error=bool(os.environ.get("LAYERSWAP_TEST_CRASH_RAISE")))
 
 
 def check_store_reachable(store: Store, shared_fs: bool) -> None:
@@ -128,13 +130,22 @@ def run_sweep(
     # Tune pickles its storage filesystem into files under tune/: it gets one built
     # without the URI's credentials, which reach it (and the workers) as environment variables.
     tune_location, credentials = split_credentials(store.location)
+    data = datasets[config.dataset]
+    if todo and address is None:  # this machine's memory: refuse before Ray starts
+        budget = local_budget(config.resources, log)
+        check_smallest_trials(config, data, budget)
     if todo or jobs:
         connect_ray(address, connect_timeout_s, credentials)
         check_store_reachable(store, shared_fs)
         if address is None:
             check_resources_fit(config.resources)
     if todo:
-        packs = make_packs(config, todo, datasets[config.dataset], trial_slots(config.resources), log)
+        if address is not None:  # the smallest worker's memory
+            budget = cluster_budget(config.resources, log)
+            check_smallest_trials(config, data, budget)
+        slots = trial_slots(config.resources)
+        packs = make_packs(config, todo, data, slots, budget, log)
+        queues = make_queues(packs, slots, [pack_cost(config, pack, data) for pack in packs])
     store.require_writable_version("sweep")  # a new store gets its version marker once nothing can refuse it
     record_path, record = sweep_record_relpath(config, specs)
     if not store.exists(record_path):
@@ -146,18 +157,32 @@ def run_sweep(
         )
 
     os.environ.update(credentials)
+    # The trials' configs (the store's location with its credentials, W&B settings) travel
+    # with the datasets through Ray's object store, not in param_space: Tune writes that to the store.
+    trials = {
+        queue[0][0].trial_id: TuneTrialConfig(
+            label=queue[0][0].trial_id,
+            sweep=config.name,
+            store=store.location,
+            packs=tuple(tuple(pack) for pack in queue),
+            plan=config.plan,
+            threads=max(1, int(config.resources.cpu_per_trial)),
+            gpu_share=config.resources.gpu_per_trial,
+            checkpoint_seconds=config.checkpoint_seconds,
+            retries=MAX_RETRIES,
+            wandb=on_this_node(wandb_settings),
+            test_crash=test_crash_hook(),
+        )
+        for queue in queues
+    }
+    if len(queues) < len(packs):
+        log(f"{len(packs)} packs in {len(queues)} Tune trials (queues of packs)")
     resources = {"cpu": config.resources.cpu_per_trial, "gpu": config.resources.gpu_per_trial}
     trainable = tune.with_resources(
-        # W&B settings and the store's location (with its credentials) travel with the datasets,
-        # not in param_space: Tune writes that to the store
-        tune.with_parameters(
-            run_tune_trial, datasets=datasets, store_location=store.location,
-            wandb=on_this_node(wandb_settings),
-        ),
-        resources,
+        tune.with_parameters(run_tune_trial, datasets=datasets, trials=trials), resources
     )
-    # Trials checkpoint every epoch (to resume where a dead worker stopped); with
-    # short epochs Tune would warn about its own experiment snapshots each time.
+    # Checkpoints can be frequent with short epochs (checkpoint_seconds: 0); Tune would
+    # warn about its own experiment snapshots each time.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Ctrl-C / SIGTERM stop the driver at once (the CLI says how to resume), not after
     # Tune's own shutdown, whose message suggests Tuner.restore; and Tune's banner
@@ -166,17 +191,7 @@ def run_sweep(
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     tuner = tune.Tuner(
         trainable,
-        param_space={
-            "pack": tune.grid_search(
-                [{"label": pack[0].trial_id, "specs": [spec.to_dict() for spec in pack]} for pack in packs]
-            ),
-            "sweep": config.name,
-            "store": store.uri,
-            "plan": config.plan.to_dict(),
-            "threads": max(1, int(config.resources.cpu_per_trial)),
-            "gpu_share": config.resources.gpu_per_trial,
-            "test_crash": test_crash_hook(),
-        },
+        param_space={"label": tune.grid_search(list(trials))},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=config.max_concurrent_trials or None,
             reuse_actors=True,  # a worker that imported torch once trains the next trial too
@@ -189,7 +204,7 @@ def run_sweep(
             storage_filesystem=Store.open(tune_location).fs if credentials else store.fs,
             failure_config=tune.FailureConfig(max_failures=MAX_RETRIES),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[ProgressCallback(len(packs), log)],
+            callbacks=[ProgressCallback(len(todo), log)],
             verbose=0,
         ),
     )

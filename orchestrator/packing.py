@@ -1,40 +1,62 @@
-"""Grouping a sweep's networks into packs: seeds of one width config trained in one trial."""
+"""Planning a sweep's trials on the driver: memory budgets, pack sizes, balanced packs, queues.
+
+A pack is seeds of one width config trained together in one trial
+(``trainables/packed.py``); a queue is the packs one Tune trial works
+through, one after the other. Every figure here comes from a
+:class:`~trainables.footprint.PackShape`; nothing here touches a GPU (GPU
+memory is read through NVML).
+"""
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
-
-import torch
+from dataclasses import dataclass
 
 from orchestrator.config import ConfigError, SweepConfig
 from trainables.datasets import DatasetArrays
-from trainables.packed import (
-    CUDA_CONTEXT_BYTES,
-    check_memory_fits,
-    default_pack_size,
-    estimate_trial_memory_bytes,
-)
+from trainables.device import GpuMemory
+from trainables.footprint import PackShape
 from trainables.spec import OptimizerSpec, TrialSpec
 
+GiB = 2**30
 
-def pack_size(config: SweepConfig, widths: tuple[int, ...], data: DatasetArrays) -> int:
-    """``config.pack``, or for ``auto`` the size :func:`default_pack_size` picks.
+CUDA_PROCESS_BYTES = 768 * 2**20
+"""Device memory a trial process holds beyond its tensors (CUDA context, cuBLAS workspace,
+allocator slack), bytes. Not measured on a GPU yet: ``python -m benchmarks gpu_check``
+measures it (``process_overhead_bytes``); put its figure here."""
 
-    For GPU trials ``auto`` needs a GPU visible here (the driver) to read its
-    memory; without one (a CPU head node) it is 1: set ``pack`` explicitly.
+CPU_PACK_STEP_FLOPS = 2.0e9
+"""On a CPU, pack networks until one step does about this many matmul FLOPs.
+
+Below it a step pays noticeably for per-operation overhead and thread
+wake-ups; above it batching more networks gains nothing
+(``python -m benchmarks pack_kernels``).
+"""
+
+MAX_PACK = 32
+"""Upper bound on an automatic pack: larger packs gain little and lose more on a failure."""
+
+MEMORY_HEADROOM = 0.8
+"""Fraction of a trial's memory budget an automatic pack may plan to use."""
+
+TRIALS_PER_SLOT = 4
+"""At most this many Tune trials per slot: beyond it, each Tune trial works through a queue of packs
+(the driver's cost per event grows with the number of trials)."""
+
+
+@dataclass(frozen=True)
+class MemoryBudget:
+    """The memory one trial may use: ``bytes`` on ``device`` ("cpu" or "cuda"), described by ``source``.
+
+    ``process_bytes`` is what a trial process holds there beyond its tensors.
     """
-    if config.pack:
-        return config.pack
-    gpu_share = config.resources.gpu_per_trial
-    if gpu_share > 0 and not torch.cuda.is_available():
-        return 1
-    device = torch.device("cuda", 0) if gpu_share > 0 else torch.device("cpu")
-    return default_pack_size(
-        widths, device, data.n_features, data.n_classes, len(data.y_train), len(data.y_test),
-        config.batch_size, len(config.checkpoints), min(gpu_share, 1.0) or 1.0,
-        max(1, int(config.resources.cpu_per_trial)),
-    )
+
+    device: str
+    bytes: int
+    source: str
+    process_bytes: int = 0
 
 
 def optimizer_slots(optimizer: OptimizerSpec) -> int:
@@ -44,21 +66,129 @@ def optimizer_slots(optimizer: OptimizerSpec) -> int:
     return 1 if optimizer.momentum else 0
 
 
-def check_gpu_memory(config: SweepConfig, widths: tuple[int, ...], pack: int, data: DatasetArrays) -> None:
-    """Refuse packs whose estimated peak memory exceeds their share of this machine's GPU."""
-    share = config.resources.gpu_per_trial
-    if share <= 0 or not torch.cuda.is_available():
-        return
-    total = torch.cuda.get_device_properties(0).total_memory
-    need = CUDA_CONTEXT_BYTES + estimate_trial_memory_bytes(
-        widths, data.n_features, data.n_classes, len(data.y_train), len(data.y_test),
-        config.batch_size, pack, len(config.checkpoints), optimizer_slots(config.optimizer),
+def pack_shape(config: SweepConfig, widths: tuple[int, ...], data: DatasetArrays) -> PackShape:
+    return PackShape(
+        widths=widths, n_features=data.n_features, n_classes=data.n_classes,
+        n_train=len(data.y_train), n_test=len(data.y_test), batch_size=config.batch_size,
+        n_checkpoints=len(config.checkpoints), optimizer_slots=optimizer_slots(config.optimizer),
     )
-    what = f"resources.gpu_per_trial: {share} (a pack of {pack}, widths {list(widths)})"
-    try:
-        check_memory_fits(need, int(min(share, 1.0) * total), what)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+
+
+def machine_memory_bytes() -> int:
+    """Total physical memory of this machine, bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def cpu_budget(node_memory: list[int], local: bool) -> MemoryBudget:
+    """A CPU trial's budget: this machine's RAM (``local``) or the smallest worker's memory."""
+    smallest = min(node_memory)
+    where = "this machine's memory" if local else "the smallest worker's memory (Ray's figure)"
+    return MemoryBudget("cpu", smallest, f"{where} is {smallest / GiB:.2f} GiB")
+
+
+def gpu_budget(gpus: list[GpuMemory], share: float) -> MemoryBudget:
+    """A GPU trial's budget: ``share`` of the smallest GPU's total memory, never more than is free."""
+    smallest = min(gpus, key=lambda gpu: min(gpu.free, share * gpu.total))
+    budget = int(min(smallest.free, min(share, 1.0) * smallest.total))
+    source = (
+        f"its share ({share:g} of {smallest.name}, {smallest.total / GiB:.1f} GiB, "
+        f"{smallest.free / GiB:.1f} GiB free) is {budget / GiB:.2f} GiB"
+    )
+    return MemoryBudget("cuda", budget, source, CUDA_PROCESS_BYTES)
+
+
+def compute_mode_warnings(gpus: list[GpuMemory], share: float) -> list[str]:
+    """Fractional trials share a GPU only in NVML's default compute mode."""
+    return [
+        f"warning: GPU {gpu.index} ({gpu.name}) is not in the default compute mode "
+        f"(mode {gpu.compute_mode}): trials sharing it ({share:g} GPU each) may fail to start"
+        for gpu in gpus
+        if not gpu.shared_mode and share < 1
+    ]
+
+
+def trial_need_bytes(shape: PackShape, pack: int, budget: MemoryBudget) -> int:
+    return budget.process_bytes + shape.memory().peak(pack)
+
+
+def check_memory(shape: PackShape, pack: int, budget: MemoryBudget | None) -> None:
+    """ConfigError with both figures (GiB) when a trial of ``pack`` networks cannot fit ``budget``."""
+    if budget is None:
+        return
+    need = trial_need_bytes(shape, pack, budget)
+    if need <= budget.bytes:
+        return
+    memory = "GPU memory" if budget.device == "cuda" else "memory"
+    fix = "raise resources.gpu_per_trial, " if budget.device == "cuda" else ""
+    raise ConfigError(
+        f"widths {list(shape.widths)}: a trial of {pack} network(s) needs about {need / GiB:.2f} GiB of "
+        f"{memory} but {budget.source}; {fix}lower pack or batch_size, or use smaller widths"
+    )
+
+
+def check_smallest_trials(config: SweepConfig, data: DatasetArrays, budget: MemoryBudget | None) -> None:
+    """Refuse the sweep when even its smallest trials (``pack``, else 1 network) cannot fit ``budget``."""
+    for widths in config.widths:
+        check_memory(pack_shape(config, widths, data), config.pack or 1, budget)
+
+
+def largest_pack(shape: PackShape, budget: MemoryBudget | None, threads: int, gpu: bool = False) -> int:
+    """The automatic K for ``pack: auto``, between 1 and :data:`MAX_PACK`.
+
+    On a CPU: enough networks for one step to reach :data:`CPU_PACK_STEP_FLOPS`
+    (small networks gain from amortised overhead, large ones run at K = 1),
+    rounded up to a multiple of ``threads`` (the trial's torch threads): a CPU
+    ``bmm`` splits the batch of K products among the threads, so an odd K on
+    two threads leaves one idle for a while (measured 25% slower). On a GPU:
+    as many as fit. Either way no more than fit in :data:`MEMORY_HEADROOM` of
+    the budget; a GPU of unknown memory (``budget`` None) gets 1.
+    """
+    if budget is None:
+        return 1 if gpu else _flops_pack(shape, threads)
+    memory = shape.memory()
+    room = budget.bytes * MEMORY_HEADROOM - budget.process_bytes - memory.shared
+    fitting = max(1, int(room // memory.per_network))
+    if budget.device == "cuda":
+        return min(MAX_PACK, fitting)
+    return min(_flops_pack(shape, threads), fitting)
+
+
+def _flops_pack(shape: PackShape, threads: int) -> int:
+    wanted = math.ceil(CPU_PACK_STEP_FLOPS / shape.step_flops)
+    if wanted <= 1:
+        return 1
+    return max(1, min(MAX_PACK // threads * threads, threads * math.ceil(wanted / threads)))
+
+
+def trials_per_width(
+    networks: list[int], largest: list[int], costs: list[float], slots: int, waves: int
+) -> list[int]:
+    """How many trials (packs) each width config gets: balanced work, a multiple of ``slots`` in all.
+
+    At least ``ceil(n / largest)`` each; in all the smallest multiple of
+    ``slots`` reaching ``waves * slots`` (never more trials than networks).
+    Extra trials go, one at a time, to the config whose trials are now the most
+    work (``cost``: one network's work).
+    """
+    trials = [math.ceil(n / k) for n, k in zip(networks, largest, strict=True)]
+    target = max(sum(trials), waves * slots)
+    target = min(sum(networks), math.ceil(target / slots) * slots)
+    while sum(trials) < target:
+        open_ = [i for i, (t, n) in enumerate(zip(trials, networks, strict=True)) if t < n]
+        busiest = max(open_, key=lambda i: networks[i] * costs[i] / trials[i])
+        trials[busiest] += 1
+    return trials
+
+
+def split_evenly(specs: list[TrialSpec], parts: int) -> list[list[TrialSpec]]:
+    """``specs`` in ``parts`` consecutive packs whose sizes differ by at most one, larger first."""
+    size, extra = divmod(len(specs), parts)
+    packs, start = [], 0
+    for index in range(parts):
+        end = start + size + (index < extra)
+        packs.append(specs[start:end])
+        start = end
+    return packs
 
 
 def make_packs(
@@ -66,22 +196,61 @@ def make_packs(
     todo: list[TrialSpec],
     data: DatasetArrays,
     slots: int,
+    budget: MemoryBudget | None,
     log: Callable[[str], None],
 ) -> list[list[TrialSpec]]:
-    """Consecutive seeds of each width config in packs of :func:`pack_size`.
+    """The networks of ``todo`` in packs of consecutive seeds of one width config.
 
-    With ``pack: auto`` a pack holds at most ``ceil(networks / (2 * slots))``
-    networks (``slots``: trials the cluster runs at once), so there are at
-    least two trials per slot and one slow pack does not leave the others idle.
+    ``pack: N`` gives packs of N. ``pack: auto`` gives each width config as few
+    packs as its largest pack allows (:func:`largest_pack`), then more until the
+    number of trials is a multiple of ``slots`` (trials the cluster runs at
+    once) and, with several width configs, at least two per slot, so that no
+    slot idles while one trial finishes (10 seeds on 4 slots: 3, 3, 2, 2).
     """
-    cap = math.ceil(len(todo) / (2 * max(1, slots))) if not config.pack else len(todo)
+    groups = [(w, [spec for spec in todo if spec.widths == w]) for w in config.widths]
+    groups = [(widths, specs) for widths, specs in groups if specs]
+    shapes = [pack_shape(config, widths, data) for widths, _ in groups]
+    threads = max(1, int(config.resources.cpu_per_trial))
+    if config.pack:
+        counts = [math.ceil(len(specs) / config.pack) for _, specs in groups]
+    else:
+        counts = trials_per_width(
+            [len(specs) for _, specs in groups],
+            [largest_pack(shape, budget, threads, config.resources.gpu_per_trial > 0) for shape in shapes],
+            [float(shape.step_flops) for shape in shapes],
+            max(1, slots), waves=1 if len(groups) == 1 else 2,
+        )
     packs: list[list[TrialSpec]] = []
-    for widths in config.widths:
-        specs = [spec for spec in todo if spec.widths == widths]
-        if not specs:
-            continue
-        size = max(1, min(pack_size(config, widths, data), len(specs), cap))
-        check_gpu_memory(config, widths, size, data)
-        log(f"widths {'-'.join(map(str, widths))}: {len(specs)} networks, {size} per trial")
-        packs.extend(specs[i : i + size] for i in range(0, len(specs), size))
+    for (widths, specs), shape, count in zip(groups, shapes, counts, strict=True):
+        if config.pack:
+            group = [specs[i : i + config.pack] for i in range(0, len(specs), config.pack)]
+        else:
+            group = split_evenly(specs, count)
+        check_memory(shape, len(group[0]), budget)
+        sizes = sorted({len(pack) for pack in group}, reverse=True)
+        log(f"widths {'-'.join(map(str, widths))}: {len(specs)} networks in {len(group)} trial(s) "
+            f"of {' or '.join(map(str, sizes))}")
+        packs.extend(group)
     return packs
+
+
+def make_queues(packs: list[list[TrialSpec]], slots: int, costs: list[float]) -> list[list[list[TrialSpec]]]:
+    """The packs as Tune trials: one pack each, or with more than :data:`TRIALS_PER_SLOT` per slot,
+    ``TRIALS_PER_SLOT * slots`` queues of about equal work (``costs``: each pack's), packs in order."""
+    if len(packs) <= TRIALS_PER_SLOT * max(1, slots):
+        return [[pack] for pack in packs]
+    n_queues = TRIALS_PER_SLOT * max(1, slots)
+    loads = [0.0] * n_queues
+    members: list[list[int]] = [[] for _ in range(n_queues)]
+    for index in sorted(range(len(packs)), key=lambda i: -costs[i]):
+        lightest = min(range(n_queues), key=lambda q: (loads[q], q))
+        loads[lightest] += costs[index]
+        members[lightest].append(index)
+    return [[packs[i] for i in sorted(indices)] for indices in members if indices]
+
+
+def pack_cost(config: SweepConfig, pack: list[TrialSpec], data: DatasetArrays) -> float:
+    """A pack's training work in FLOPs (networks x steps x FLOPs per step)."""
+    shape = pack_shape(config, pack[0].widths, data)
+    return len(pack) * config.epochs * math.ceil(shape.n_train / shape.batch_size) * shape.step_flops
+

@@ -2,7 +2,9 @@
 
 One Ray task per alive node (pinned to it, asking for no CPU, so it also runs
 on a head that advertises none) reports the node's Python, Ray and torch
-versions and how many CUDA devices torch sees there, and probes the store from
+versions and how many CUDA devices torch sees there; on a node with GPUs a
+second task asks for a GPU, as a trial does, and runs a real CUDA matmul there
+(device name, driver, torch and CUDA versions). The first task probes the store from
 that node: it reads a token file the driver wrote (so the node sees the
 driver's store, not a disk of its own), writes a file of its own under
 ``_preflight/``, reads it back and deletes it. The findings are judged against
@@ -57,6 +59,8 @@ class NodeReport:
     cuda_devices: int
     store: str
     error: str | None = None
+    cuda_check: str = "-"
+    """What the GPU task said: "ok: <device, versions, matmul error>", "FAIL: ..." or "-" (no GPU)."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +117,19 @@ def _probe_nodes(
         ).remote(store_uri, token_relpath, token)
         for node in alive
     ]
-    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    gpu_task = ray.remote(_cuda_check_here)
+    cuda_refs = {
+        node["NodeID"]: gpu_task.options(
+            num_cpus=0,
+            num_gpus=min(1.0, float(node["Resources"]["GPU"])),
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
+            max_retries=0,
+        ).remote()
+        for node in alive
+        if node["Resources"].get("GPU", 0) > 0
+    }
+    waiting = refs + list(cuda_refs.values())
+    ready, _ = ray.wait(waiting, num_returns=len(waiting), timeout=timeout_s)
     reports = []
     for node, ref in zip(alive, refs, strict=True):
         answer, error = None, f"no answer in {timeout_s:.0f} s"
@@ -132,9 +148,60 @@ def _probe_nodes(
                 cuda_devices=answer["cuda_devices"] if answer else 0,
                 store=answer["store"] if answer else "?",
                 error=None if answer else error,
+                cuda_check=_answer(cuda_refs.get(node["NodeID"]), ready, timeout_s),
             )
         )
     return reports
+
+
+def _answer(ref, ready: list, timeout_s: float) -> str:
+    """The GPU task's answer, or why there is none."""
+    if ref is None:
+        return "-"
+    if ref not in ready:
+        return f"FAIL: no answer in {timeout_s:.0f} s (every GPU busy, or the task cannot start)"
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as err:
+        return f"FAIL: the GPU task failed: {str(err).strip().splitlines()[-1]}"
+
+
+def _cuda_check_here() -> str:
+    """Runs in a task holding a GPU: a 512x512 matmul on it against float64 on the CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        return f"FAIL: torch.cuda.is_available() is False (torch {torch.__version__}, {build})"
+    device = torch.device("cuda", 0)
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(512, 512, generator=generator), torch.randn(512, 512, generator=generator)
+    previous = torch.backends.cuda.matmul.fp32_precision
+    torch.backends.cuda.matmul.fp32_precision = "ieee"
+    try:
+        got = (a.to(device) @ b.to(device)).cpu()
+    finally:
+        torch.backends.cuda.matmul.fp32_precision = previous
+    error = ((got.double() - a.double() @ b.double()).abs().max() / (a.abs().max() * b.abs().max())).item()
+    verdict = "ok" if error < 1e-5 else "FAIL: the matmul is wrong"
+    return (
+        f"{verdict}: {torch.cuda.get_device_name(device)}, driver {_driver_version()}, "
+        f"torch {torch.__version__}, CUDA {torch.version.cuda}, matmul relative error {error:.1e}"
+    )
+
+
+def _driver_version() -> str:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            version = pynvml.nvmlSystemGetDriverVersion()
+        finally:
+            pynvml.nvmlShutdown()
+        return version.decode() if isinstance(version, bytes) else str(version)
+    except Exception:  # noqa: BLE001 - the version is informative only
+        return "?"
 
 
 def _probe_here(store_uri: str | None, token_relpath: str | None, token: bytes) -> dict:
@@ -220,6 +287,8 @@ def assess(
             problems.append(f"{name}: python {node.versions.python}, the driver has {driver.python}")
         elif node.versions.python != driver.python:
             warnings.append(f"{name}: python {node.versions.python}, the driver has {driver.python}")
+        if node.cuda_devices > 0 and node.cuda_check.startswith("FAIL"):
+            problems.append(f"{name}: CUDA check: {node.cuda_check.removeprefix('FAIL: ')}")
         if node.gpus > node.cuda_devices:
             problems.append(
                 f"{name}: Ray schedules {node.gpus:g} GPU(s) here but torch sees {node.cuda_devices} "
@@ -284,6 +353,7 @@ def format_preflight(result: Preflight) -> str:
             f"{result.resources.gpu_per_trial:g} GPU; 'trials' is how many fit on each node at once"
         )
     lines += ["", _text_table(header, rows), ""]
+    lines += [f"cuda {node_name(node)}: {node.cuda_check}" for node in result.nodes if node.cuda_check != "-"]
     lines += [f"problem: {problem}" for problem in result.problems]
     lines += [f"warning: {warning}" for warning in result.warnings]
     if result.problems:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -28,47 +29,62 @@ def format_elapsed(seconds: float) -> str:
 
 
 def label(trial) -> str:
-    """The trial id the sweep gave this Tune trial."""
-    return trial.config["pack"]["label"]
+    """The trial id of the first network of this Tune trial's queue of packs."""
+    return trial.config["label"]
+
+
+def error_line(trial) -> str:
+    """The exception line of a failed Tune trial's error (e.g. ``DeviceError: ...``), and its file."""
+    try:
+        text = trial.get_error() or ""
+    except OSError:
+        text = ""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    found = next((line for line in reversed(lines) if line.split(":", 1)[0].endswith("Error")), None)
+    return f"{found} (details: {trial.error_file})" if found else str(trial.error_file)
 
 
 class ProgressCallback(tune.Callback):
-    """Prints a line per finished or failed trial, and a heartbeat while trials run."""
+    """A line per finished or failed pack (counts are networks), per retry, and a heartbeat.
+
+    Tune trials send ``packs_done`` and ``packs_failed`` results (see
+    :mod:`trainables.tune_trial`); a Tune trial that fails for good (its worker
+    died too often) counts its networks that never came back as failed.
+    """
 
     def __init__(self, total: int, log: Callable[[str], None]) -> None:
         self.total = total
         self.log = log
         self.started = time.monotonic()
         self.last_line = self.started
-        self.finished: set[str] = set()
-        self.failed: set[str] = set()
+        self.done = 0
+        self.failed = 0
 
     def status(self, trials: list) -> str:
-        counts = Counter(
-            trial.status for trial in trials if label(trial) not in self.finished | self.failed
-        )
+        counts = Counter(trial.status for trial in trials)
         return (
             f"[{format_elapsed(time.monotonic() - self.started)}] "
-            f"done {len(self.finished)}/{self.total}, running {counts['RUNNING']}, "
-            f"pending {counts['PENDING']}, failed {len(self.failed)}"
+            f"done {self.done}/{self.total}, running {counts['RUNNING']}, "
+            f"pending {counts['PENDING']}, failed {self.failed}"
         )
 
     def _emit(self, line: str) -> None:
         self.log(line)
         self.last_line = time.monotonic()
 
-    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        self.finished.add(label(trial))
-        result = trial.last_result or {}
-        accuracy, networks = result.get("test_acc"), result.get("networks", 1)
-        detail = f"test_acc {accuracy:.4f}" if accuracy is not None else "finished"
-        if networks > 1:
-            detail += f" (mean of {networks} networks)"
-        self._emit(f"{self.status(trials)} | {label(trial)} {detail}")
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        for pack, networks, accuracy in json.loads(result.get("packs_done") or "[]"):
+            self.done += networks
+            detail = f"test_acc {accuracy:.4f}" if accuracy is not None else "finished"
+            if networks > 1:
+                detail += f" (mean of {networks} networks)"
+            self._emit(f"{self.status(trials)} | {pack} {detail}")
+        for pack, networks, error in json.loads(result.get("packs_failed") or "[]"):
+            self.failed += networks
+            self._emit(f"{self.status(trials)} | {pack} FAILED ({networks} networks): {error}")
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self.failed.add(label(trial))
-        self._emit(f"{self.status(trials)} | {label(trial)} FAILED: {trial.error_file}")
+        self._emit(f"{self.status(trials)} | {label(trial)} FAILED: {error_line(trial)}")
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
         self._emit(f"{self.status(trials)} | {label(trial)} failed, retrying")
@@ -77,7 +93,7 @@ class ProgressCallback(tune.Callback):
         if time.monotonic() - self.last_line >= HEARTBEAT_SECONDS:
             running = [t for t in trials if t.status == "RUNNING"]
             epochs = ", ".join(
-                f"{label(t)[:8]}@{(t.last_result or {}).get('epoch', 0)}"
+                f"{(t.last_result or {}).get('pack', label(t))[:8]}@{(t.last_result or {}).get('epoch', 0)}"
                 for t in running
             )
             self._emit(f"{self.status(trials)}" + (f" | epochs {epochs}" if epochs else ""))

@@ -25,15 +25,21 @@ from trainables.store import Store, weights_relpath
 from trainables.training import train_network
 
 
-@pytest.mark.parametrize("seeds", [[5], [5, 6]], ids=["one network", "pack of two"])
-def test_a_killed_trial_resumes_from_its_last_epoch_with_identical_weights(
-    local_ray, tmp_path, monkeypatch, seeds
+@pytest.mark.parametrize(
+    ("seeds", "checkpoint_seconds", "resumed_from"),
+    [([5], 60.0, 2), ([5, 6], 0.0, 3)],
+    ids=["one network, checkpoint at checkpoint epochs", "pack of two, checkpoint every epoch"],
+)
+def test_a_killed_trial_resumes_from_its_last_checkpoint_with_identical_weights(
+    local_ray, tmp_path, monkeypatch, seeds, checkpoint_seconds, resumed_from
 ):
+    """Killed after epoch 3: with checkpoints every 60 s only epoch 2 (a checkpoint epoch) was saved."""
     marker = tmp_path / "killed"
     monkeypatch.setenv("LAYERSWAP_TEST_CRASH_AT_EPOCH", "3")
     monkeypatch.setenv("LAYERSWAP_TEST_CRASH_MARKER", str(marker))
     raw = tiny_raw_config(tmp_path / "store", widths=[[16, 8]], seeds=seeds, epochs=5, pack=len(seeds),
-                          checkpoints=[0, 2, 5], optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9})
+                          checkpoints=[0, 2, 5], optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9},
+                          checkpoint_seconds=checkpoint_seconds)
     config = parse_config(raw)
     lines: list[str] = []
     outcome = run_sweep(config, log=lines.append)
@@ -43,7 +49,7 @@ def test_a_killed_trial_resumes_from_its_last_epoch_with_identical_weights(
 
     store = Store.open(str(tmp_path / "store"))
     rows = store.read_index("trials").to_pylist()
-    assert [row["resumed_from_epoch"] for row in rows] == [3] * len(seeds)
+    assert [row["resumed_from_epoch"] for row in rows] == [resumed_from] * len(seeds)
 
     specs = expand_grid(config)
     data = load_dataset("synthetic").tensors("cpu")
@@ -58,6 +64,32 @@ def test_a_killed_trial_resumes_from_its_last_epoch_with_identical_weights(
             assert stored.keys() == expected.keys()
             for key in stored:
                 assert torch.equal(stored[key], expected[key]), (spec.seed, epoch, key)
+
+
+def test_a_pack_that_raises_is_retried_in_place_and_its_networks_are_recorded_once(
+    local_ray, tmp_path, monkeypatch
+):
+    marker = tmp_path / "raised"
+    monkeypatch.setenv("LAYERSWAP_TEST_CRASH_AT_EPOCH", "2")
+    monkeypatch.setenv("LAYERSWAP_TEST_CRASH_MARKER", str(marker))
+    monkeypatch.setenv("LAYERSWAP_TEST_CRASH_RAISE", "1")
+    raw = tiny_raw_config(tmp_path / "store", widths=[[16, 8]], seeds=[5, 6], epochs=3, pack=2,
+                          checkpoints=[0, 3])
+    lines: list[str] = []
+    outcome = run_sweep(parse_config(raw), log=lines.append)
+    assert (outcome.completed, outcome.failed) == (2, 0)
+    assert marker.read_text() == "raised at epoch 2\n"
+    assert not any("retrying" in line or "FAILED" in line for line in lines), lines  # no Tune retry
+    assert any("done 2/2" in line and "(mean of 2 networks)" in line for line in lines), lines
+    store = Store.open(str(tmp_path / "store"))
+    rows = store.read_index("trials").to_pylist()
+    assert sorted(row["seed"] for row in rows) == [5, 6]
+    assert [row["resumed_from_epoch"] for row in rows] == [None, None]  # trained afresh
+    specs = expand_grid(parse_config(raw))
+    data = load_dataset("synthetic").tensors("cpu")
+    for spec, network in zip(specs, train_pack(specs, data, torch.device("cpu")), strict=True):
+        stored = safetensors.torch.load(store.read_bytes(weights_relpath(spec.trial_id, 3)))
+        assert all(torch.equal(stored[key], network.checkpoints[3][key]) for key in stored)
 
 
 def wait_for(predicate, timeout: float) -> bool:

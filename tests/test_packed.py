@@ -7,20 +7,20 @@ from dataclasses import replace
 import pytest
 import torch
 
-from orchestrator.config import parse_config
+from orchestrator.config import ConfigError, parse_config
 from orchestrator.grid import expand_grid
-from orchestrator.packing import make_packs
+from orchestrator.packing import (
+    MAX_PACK,
+    MemoryBudget,
+    check_memory,
+    largest_pack,
+    make_packs,
+    make_queues,
+)
 from tests.conftest import tiny_raw_config
 from trainables.datasets import load_dataset
-from trainables.packed import (
-    MAX_PACK,
-    PackEpochEnd,
-    PackResume,
-    check_memory_fits,
-    default_pack_size,
-    estimate_trial_memory_bytes,
-    train_pack,
-)
+from trainables.footprint import PackShape
+from trainables.packed import PackEpochEnd, PackResume, train_pack
 from trainables.spec import OptimizerSpec, TrialSpec
 from trainables.training import TrainingState, initial_model, train_network
 
@@ -121,33 +121,71 @@ def test_pack_of_different_widths_or_a_repeated_trial_is_refused(data):
         train_pack([], data, CPU)
 
 
+def seed_shape(widths=(2048, 1024, 512, 256), optimizer_slots=2) -> PackShape:
+    return PackShape(widths, n_features=784, n_classes=10, n_train=60_000, n_test=10_000, batch_size=256,
+                     n_checkpoints=6, optimizer_slots=optimizer_slots)
+
+
 def test_memory_estimate_grows_with_the_pack_and_refusals_name_the_figures():
-    sizes = dict(n_features=784, n_classes=10, n_train=60_000, n_test=10_000, batch_size=256)
-    seed_net = (2048, 1024, 512, 256)
-    one = estimate_trial_memory_bytes(seed_net, **sizes, pack=1, n_checkpoints=6)
-    eight = estimate_trial_memory_bytes(seed_net, **sizes, pack=8, n_checkpoints=6)
-    params_bytes = 4 * 4_353_802  # the seed network's float32 weights
+    shape = seed_shape()
+    assert shape.parameters == 4_364_554  # 784*2048+2048 + 2048*1024+1024 + ... + 256*10+10
+    one, eight = shape.memory().peak(1), shape.memory().peak(8)
+    params_bytes = 4 * shape.parameters  # the seed network's float32 weights
     assert eight - one >= 7 * params_bytes * 8  # weights, grads, Adam state, 6 checkpoints
-    with pytest.raises(ValueError, match=r"needs about \d+\.\d\d GiB .* share is 0\.10 GiB"):
-        check_memory_fits(eight, int(0.1 * 2**30), "widths [2048, 1024, 512, 256]")
-    check_memory_fits(one, 2**40, "anything")
+    assert seed_shape(optimizer_slots=0).memory().per_network == shape.memory().per_network - 2 * params_bytes
+    budget = MemoryBudget("cuda", int(0.1 * 2**30), "its share (...) is 0.10 GiB", process_bytes=2**20)
+    expected = (r"a trial of 8 network\(s\) needs about \d+\.\d\d GiB of GPU memory "
+                r"but its share \(\.\.\.\) is 0\.10 GiB; raise resources.gpu_per_trial")
+    with pytest.raises(ConfigError, match=expected):
+        check_memory(shape, 8, budget)
+    check_memory(shape, 1, MemoryBudget("cpu", 2**40, "plenty"))
+    check_memory(shape, 8, None)  # unknown: not checked
 
 
-def test_automatic_pack_on_cpu_packs_small_networks_more_than_large_ones():
-    small = default_pack_size((256, 128, 64, 32), CPU)
-    large = default_pack_size((2048, 1024, 512, 256), CPU)
+def test_automatic_pack_on_cpu_packs_small_networks_more_than_large_ones_and_fits_memory():
+    small = largest_pack(seed_shape((256, 128, 64, 32)), None, threads=1)
+    large = largest_pack(seed_shape(), None, threads=1)
     assert 1 <= large < small <= MAX_PACK
+    shape = seed_shape((256, 128, 64, 32))
+    memory = shape.memory()
+    tight = MemoryBudget("cpu", int((memory.shared + 3.5 * memory.per_network) / 0.8), "tight")
+    assert largest_pack(shape, tight, threads=1) == 3  # fits 3.5 networks in 80% of the budget
+    gpu = MemoryBudget("cuda", 2**40, "a huge GPU", process_bytes=2**30)
+    assert largest_pack(seed_shape(), gpu, threads=1) == MAX_PACK
+    assert largest_pack(seed_shape(), None, threads=1, gpu=True) == 1  # unknown GPU memory
 
 
 @pytest.mark.parametrize(
-    ("pack", "slots", "sizes"),
-    [("auto", 2, [3, 2, 3, 2]), ("auto", 1, [5, 5]), (4, 2, [4, 1, 4, 1]), ("auto", 8, [1] * 10)],
+    ("pack", "slots", "widths", "seeds", "sizes"),
+    [
+        ("auto", 2, [[16, 8], [12]], 5, [3, 2, 3, 2]),
+        ("auto", 1, [[16, 8], [12]], 5, [5, 5]),
+        (4, 2, [[16, 8], [12]], 5, [4, 1, 4, 1]),
+        ("auto", 8, [[16, 8], [12]], 5, [1] * 10),
+        ("auto", 4, [[16, 8]], 10, [3, 3, 2, 2]),  # one wave, not 2 x 5 waiting for a second one
+        ("auto", 3, [[16, 8]], 2, [1, 1]),
+    ],
 )
-def test_packs_group_seeds_of_one_width_config_at_least_two_trials_per_slot(pack, slots, sizes):
-    config = parse_config(tiny_raw_config("unused", widths=[[16, 8], [12]], seeds=5, pack=pack,
+def test_auto_packs_group_seeds_of_one_width_config_in_a_multiple_of_the_slots(pack, slots, widths, seeds,
+                                                                               sizes):
+    config = parse_config(tiny_raw_config("unused", widths=widths, seeds=seeds, pack=pack,
                                           resources={"cpu_per_trial": 1, "gpu_per_trial": 0}))
-    packs = make_packs(config, expand_grid(config), load_dataset("synthetic"), slots, lambda _: None)
+    packs = make_packs(config, expand_grid(config), load_dataset("synthetic"), slots, None, lambda _: None)
     assert [len(p) for p in packs] == sizes
     for group in packs:
         assert len({spec.widths for spec in group}) == 1
     assert sorted(s.trial_id for g in packs for s in g) == sorted(s.trial_id for s in expand_grid(config))
+
+
+def test_many_packs_become_a_bounded_number_of_balanced_queues(tiny_config):
+    specs = expand_grid(tiny_config)
+    packs = [[specs[i % len(specs)]] for i in range(100)]
+    costs = [1.0] * 90 + [5.0] * 10
+    queues = make_queues(packs, slots=2, costs=costs)
+    assert len(queues) == 8
+    members = [[next(i for i, p in enumerate(packs) if p is pack) for pack in queue] for queue in queues]
+    assert sorted(i for queue in members for i in queue) == list(range(100))  # every pack once
+    assert all(queue == sorted(queue) for queue in members)  # in grid order within a queue
+    loads = [sum(costs[i] for i in queue) for queue in members]
+    assert max(loads) - min(loads) <= 1.0
+    assert make_queues(packs[:8], slots=2, costs=costs[:8]) == [[pack] for pack in packs[:8]]

@@ -11,10 +11,10 @@ from typing import Any
 import torch
 
 from trainables.datasets import DatasetArrays
+from trainables.device import make_deterministic, trial_device
 from trainables.measure import measure_stored
 from trainables.spec import TrialSpec
 from trainables.store import Store
-from trainables.tune_trial import trial_device
 
 
 def measure_network_task(
@@ -22,6 +22,7 @@ def measure_network_task(
     threads: int,
 ) -> int:
     """Measure ``keys`` of the network ``spec`` from its stored weights; the rows written."""
+    make_deterministic()
     torch.set_num_threads(max(1, threads))
     device = trial_device(gpu_share)
     trial = TrialSpec.from_dict(spec)

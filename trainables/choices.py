@@ -9,6 +9,7 @@ from __future__ import annotations
 DATASETS: tuple[str, ...] = ("mnist", "fashion-mnist", "synthetic")
 MODELS: tuple[str, ...] = ("mlp",)
 PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "bf16")
-"""fp32: exact float32; tf32: TensorFloat-32 matmuls (CUDA only; fp32 on a CPU);
-bf16: bfloat16 autocast of the forward pass (weights and optimizer stay float32)."""
+"""fp32: exact float32; tf32: TensorFloat-32 CUDA matmuls in forward, backward and the optimizer
+step (fp32 on a CPU); bf16: bfloat16 autocast of the forward pass (weights and optimizer stay
+float32). Evaluation is always float32."""
 WANDB_MODES: tuple[str, ...] = ("online", "offline", "disabled")

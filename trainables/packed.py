@@ -25,7 +25,6 @@ CPU. ``torch.compile`` of the step was not: 18 s to compile, no gain on a CPU.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from torch.nn import functional as F
 
 from trainables.datasets import DatasetTensors
 from trainables.models import MLP
-from trainables.precision import PRECISIONS, precision_context
+from trainables.precision import PRECISIONS, forward_precision, training_precision
 from trainables.seeding import derive_seed
 from trainables.spec import TrialSpec
 from trainables.training import (
@@ -82,26 +81,6 @@ SHARED_FIELDS = (
     "optimizer", "checkpoints", "precision",
 )
 """Spec fields every network of a pack must share (they differ only in seed and swap plan)."""
-
-FLOAT_BYTES = 4
-INDEX_BYTES = 8
-CUDA_CONTEXT_BYTES = 768 * 2**20
-"""Device memory a CUDA process holds before any tensor (context, cuBLAS workspace), bytes."""
-
-CPU_PACK_STEP_FLOPS = 2.0e9
-"""On a CPU, pack networks until one step does about this many matmul FLOPs.
-
-Below it a step pays noticeably for per-operation overhead and thread
-wake-ups; above it batching more networks gains nothing
-(``python -m benchmarks pack_kernels``).
-"""
-
-MAX_PACK = 32
-"""Upper bound on an automatic pack: larger packs gain little and lose more on a failure."""
-
-GPU_MEMORY_HEADROOM = 0.8
-"""Fraction of a trial's GPU memory budget an automatic pack may plan to use."""
-
 
 @dataclass
 class StackedMLP:
@@ -212,6 +191,23 @@ def gather(data: DatasetTensors, batch: torch.Tensor) -> tuple[torch.Tensor, tor
     return x, data.y_train.index_select(0, flat).view(batch.shape)
 
 
+def pack_step(
+    stack: StackedMLP, optimizer: torch.optim.Optimizer, data: DatasetTensors, batch: torch.Tensor,
+    precision: str,
+) -> torch.Tensor:
+    """One step of every network on its minibatch ``batch`` (K, B) of sample indices; losses (K,), detached.
+
+    Nothing in it waits for the device (``python -m benchmarks gpu_check`` counts host syncs).
+    """
+    x, y = gather(data, batch)
+    with forward_precision(precision, batch.device):
+        losses = pack_losses(stack.forward(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    losses.sum().backward()
+    optimizer.step()
+    return losses.detach()
+
+
 def train_pack(
     specs: list[TrialSpec],
     data: DatasetTensors,
@@ -247,27 +243,22 @@ def train_pack(
         first_epoch, checkpoints = resume.state.epoch + 1, [dict(s) for s in resume.snapshots]
     n_train = data.x_train.shape[0]
     started = time.perf_counter()
-    for epoch in range(first_epoch, first.epochs + 1):
-        orders = torch.stack([torch.randperm(n_train, generator=g) for g in shuffles]).to(device)
-        loss_sums = torch.zeros(len(specs), device=device)
-        for start in range(0, n_train, first.batch_size):
-            batch = orders[:, start : start + first.batch_size]
-            x, y = gather(data, batch)
-            with precision_context(first.precision, device):
-                losses = pack_losses(stack.forward(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()
-            optimizer.step()
-            loss_sums += losses.detach() * batch.shape[1]
-        if epoch in first.checkpoints:
-            for k, network in enumerate(checkpoints):
-                network[epoch] = stack.state_dict(k)
-                if on_snapshot is not None:
-                    on_snapshot(k, epoch, network[epoch])
-        if on_epoch is not None:
-            rng = torch.stack([shuffle.get_state() for shuffle in shuffles])
-            state = TrainingState(epoch, stack.stacked_state(), optimizer.state_dict(), rng)
-            on_epoch(PackEpochEnd(epoch, (loss_sums / n_train).tolist(), state))
+    with training_precision(first.precision):
+        for epoch in range(first_epoch, first.epochs + 1):
+            orders = torch.stack([torch.randperm(n_train, generator=g) for g in shuffles]).to(device)
+            loss_sums = torch.zeros(len(specs), device=device)
+            for start in range(0, n_train, first.batch_size):
+                batch = orders[:, start : start + first.batch_size]
+                loss_sums += pack_step(stack, optimizer, data, batch, first.precision) * batch.shape[1]
+            if epoch in first.checkpoints:
+                for k, network in enumerate(checkpoints):
+                    network[epoch] = stack.state_dict(k)
+                    if on_snapshot is not None:
+                        on_snapshot(k, epoch, network[epoch])
+            if on_epoch is not None:
+                rng = torch.stack([shuffle.get_state() for shuffle in shuffles])
+                state = TrainingState(epoch, stack.stacked_state(), optimizer.state_dict(), rng)
+                on_epoch(PackEpochEnd(epoch, (loss_sums / n_train).tolist(), state))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = (time.perf_counter() - started) / len(specs)
@@ -276,137 +267,3 @@ def train_pack(
         model.load_state_dict(stack.state_dict(k))
         results.append(TrainedNetwork(model, network, seconds))
     return results
-
-
-# --- memory and pack size -------------------------------------------------------------
-
-
-def parameter_count(widths: tuple[int, ...], n_features: int, n_classes: int) -> int:
-    """Weights and biases of one MLP ``n_features -> widths -> n_classes``."""
-    dims = (n_features, *widths, n_classes)
-    return sum(i * o + o for i, o in zip(dims[:-1], dims[1:], strict=True))
-
-
-def step_flops(widths: tuple[int, ...], n_features: int, n_classes: int, batch_size: int) -> int:
-    """Matmul FLOPs of one training step of one network (forward, weight and input gradients).
-
-    The first layer needs no input gradient (its input is data), so a weight of
-    shape (out, in) costs ``2*B*in*out`` forward, as much for its gradient, and
-    as much again for its input's gradient except in the first layer.
-    """
-    dims = (n_features, *widths, n_classes)
-    flops = 0
-    for index, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
-        passes = 2 if index == 0 else 3
-        flops += passes * 2 * batch_size * fan_in * fan_out
-    return flops
-
-
-@dataclass(frozen=True)
-class MemoryEstimate:
-    """A trial's device memory in bytes: ``shared`` once per trial, ``per_network`` per packed network."""
-
-    shared: int
-    per_network: int
-    load_transient: int
-
-    def peak(self, pack: int) -> int:
-        """Peak bytes of a trial training ``pack`` networks (tensors only, no CUDA context)."""
-        return self.shared + max(self.load_transient, pack * self.per_network)
-
-
-def memory_estimate(
-    widths: tuple[int, ...],
-    n_features: int,
-    n_classes: int,
-    n_train: int,
-    n_test: int,
-    batch_size: int,
-    n_checkpoints: int,
-    optimizer_slots: int = 2,
-    eval_batch: int = 4096,
-) -> MemoryEstimate:
-    """Upper estimate of a trial's device memory, split into shared and per-network bytes.
-
-    Shared: the dataset (float32 features, int64 labels) and swap evaluation of
-    ``eval_batch`` test samples through up to three cached activation paths;
-    while the dataset is normalised, one more float32 copy of it exists
-    (``load_transient``, before any network). Per network: parameters,
-    gradients, ``optimizer_slots`` optimizer tensors (0: plain SGD, 1: SGD with
-    momentum, 2: Adam), ``n_checkpoints`` saved copies, its shuffle order, and
-    one step's activations (kept for backward, and their gradients).
-    """
-    params = parameter_count(widths, n_features, n_classes)
-    n_samples = n_train + n_test
-    units = sum(widths) + n_classes
-    data = n_samples * (n_features * FLOAT_BYTES + INDEX_BYTES)
-    evaluation = 3 * min(eval_batch, n_test) * (n_features + units) * FLOAT_BYTES
-    weights = params * FLOAT_BYTES * (2 + optimizer_slots + n_checkpoints)
-    step = batch_size * (n_features + 4 * units) * FLOAT_BYTES + n_train * INDEX_BYTES
-    return MemoryEstimate(data + evaluation, weights + step, n_samples * n_features * FLOAT_BYTES)
-
-
-def estimate_trial_memory_bytes(
-    widths: tuple[int, ...],
-    n_features: int,
-    n_classes: int,
-    n_train: int,
-    n_test: int,
-    batch_size: int,
-    pack: int,
-    n_checkpoints: int,
-    optimizer_slots: int = 2,
-) -> int:
-    """Peak device memory of one trial training ``pack`` networks, in bytes (see :func:`memory_estimate`).
-
-    Tensors only: on a GPU add :data:`CUDA_CONTEXT_BYTES` per process.
-    """
-    estimate = memory_estimate(
-        widths, n_features, n_classes, n_train, n_test, batch_size, n_checkpoints, optimizer_slots
-    )
-    return estimate.peak(pack)
-
-
-def check_memory_fits(estimate_bytes: int, budget_bytes: int, what: str) -> None:
-    """ValueError with both figures (GiB) when ``estimate_bytes`` exceeds ``budget_bytes``."""
-    if estimate_bytes > budget_bytes:
-        raise ValueError(
-            f"{what}: needs about {estimate_bytes / 2**30:.2f} GiB of device memory but its "
-            f"share is {budget_bytes / 2**30:.2f} GiB; raise resources.gpu_per_trial, lower "
-            "pack or batch_size, or use smaller widths"
-        )
-
-
-def default_pack_size(
-    widths: tuple[int, ...],
-    device: torch.device,
-    n_features: int = 784,
-    n_classes: int = 10,
-    n_train: int = 60_000,
-    n_test: int = 10_000,
-    batch_size: int = 256,
-    n_checkpoints: int = 6,
-    gpu_share: float = 1.0,
-    threads: int = 1,
-) -> int:
-    """The automatic K for ``pack: auto``, between 1 and :data:`MAX_PACK`.
-
-    On a CPU: enough networks for one step to reach :data:`CPU_PACK_STEP_FLOPS`
-    (small networks gain from amortised overhead, large ones run at K = 1),
-    rounded up to a multiple of ``threads`` (the trial's torch threads): a CPU
-    ``bmm`` splits the batch of K products among the threads, so an odd K on
-    two threads leaves one idle for a while (measured 25% slower).
-    On a GPU: as many as fit in :data:`GPU_MEMORY_HEADROOM` of this trial's
-    share (``gpu_share`` of the device's total memory, never more than is free
-    now) after one CUDA context.
-    """
-    if device.type != "cuda":
-        wanted = math.ceil(CPU_PACK_STEP_FLOPS / step_flops(widths, n_features, n_classes, batch_size))
-        if wanted <= 1:
-            return 1
-        return max(1, min(MAX_PACK // threads * threads, threads * math.ceil(wanted / threads)))
-    free, total = torch.cuda.mem_get_info(device)
-    budget = min(free, gpu_share * total) * GPU_MEMORY_HEADROOM - CUDA_CONTEXT_BYTES
-    estimate = memory_estimate(widths, n_features, n_classes, n_train, n_test, batch_size, n_checkpoints)
-    fitting = (budget - estimate.shared) // estimate.per_network
-    return max(1, min(MAX_PACK, int(fitting)))

@@ -11,18 +11,27 @@ from trainables.choices import PRECISIONS as PRECISIONS  # re-exported: packed.p
 
 
 @contextlib.contextmanager
-def precision_context(precision: str, device: torch.device) -> Iterator[None]:
-    """Run the enclosed matmuls at ``precision``: fp32, tf32 (CUDA matmuls only) or bf16 autocast."""
+def training_precision(precision: str) -> Iterator[None]:
+    """Around a whole training loop: CUDA fp32 matmuls in TF32 for ``tf32``, IEEE float32 otherwise.
+
+    Set through torch's fp32 precision setting (``torch.backends.cuda.matmul.fp32_precision``),
+    which holds for everything in the loop (forward, backward, optimizer step), and
+    restored afterwards, so swap evaluation runs in float32. It only affects
+    cuBLAS: on a CPU every precision but bf16 is float32.
+    """
+    previous = torch.backends.cuda.matmul.fp32_precision
+    torch.backends.cuda.matmul.fp32_precision = "tf32" if precision == "tf32" else "ieee"
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.fp32_precision = previous
+
+
+@contextlib.contextmanager
+def forward_precision(precision: str, device: torch.device) -> Iterator[None]:
+    """Around a forward pass: bfloat16 autocast for ``bf16``, nothing otherwise."""
     if precision == "bf16":
         with torch.autocast(device.type, dtype=torch.bfloat16):
             yield
-        return
-    if precision == "tf32" and device.type == "cuda":
-        previous = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = True
-        try:
-            yield
-        finally:
-            torch.backends.cuda.matmul.allow_tf32 = previous
         return
     yield

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from trainables.datasets import DatasetTensors
 from trainables.models import build_model
-from trainables.precision import precision_context
+from trainables.precision import forward_precision, training_precision
 from trainables.seeding import derive_seed
 from trainables.spec import OptimizerSpec, TrialSpec
 
@@ -99,6 +99,23 @@ def snapshot(model: nn.Module) -> StateDict:
     return {key: value.detach().clone() for key, value in model.state_dict().items()}
 
 
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, data: DatasetTensors, batch: torch.Tensor,
+    precision: str,
+) -> torch.Tensor:
+    """One minibatch step on the samples ``batch`` (indices on the data's device); the loss, detached.
+
+    Nothing in it waits for the device (``python -m benchmarks gpu_check`` counts host syncs).
+    """
+    x, y = data.x_train.index_select(0, batch), data.y_train.index_select(0, batch)
+    with forward_precision(precision, batch.device):
+        loss = F.cross_entropy(model(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 def train_network(
     spec: TrialSpec,
     data: DatasetTensors,
@@ -110,6 +127,7 @@ def train_network(
     """Train for ``spec.epochs`` epochs of minibatch steps over a seeded shuffle.
 
     The last partial batch is kept (as a DataLoader with drop_last=False).
+    The precision setting holds for the whole loop (:func:`training_precision`).
     ``train_seconds`` counts only the epochs run by this call.
     """
     model = initial_model(spec, data.x_train.shape[1], data.n_classes).to(device)
@@ -126,25 +144,20 @@ def train_network(
         first_epoch, checkpoints = resume.state.epoch + 1, dict(resume.snapshots)
     n_train = data.x_train.shape[0]
     started = time.perf_counter()
-    for epoch in range(first_epoch, spec.epochs + 1):
-        order = torch.randperm(n_train, generator=shuffle).to(device)
-        loss_sum = torch.zeros((), device=device)
-        for start in range(0, n_train, spec.batch_size):
-            batch = order[start : start + spec.batch_size]
-            with precision_context(spec.precision, device):
-                x, y = data.x_train.index_select(0, batch), data.y_train.index_select(0, batch)
-                loss = F.cross_entropy(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach() * batch.numel()
-        if epoch in spec.checkpoints:
-            checkpoints[epoch] = snapshot(model)
-            if on_snapshot is not None:
-                on_snapshot(epoch, checkpoints[epoch])
-        if on_epoch is not None:
-            state = TrainingState(epoch, model.state_dict(), optimizer.state_dict(), shuffle.get_state())
-            on_epoch(EpochEnd(epoch, float(loss_sum) / n_train, state))
+    with training_precision(spec.precision):
+        for epoch in range(first_epoch, spec.epochs + 1):
+            order = torch.randperm(n_train, generator=shuffle).to(device)
+            loss_sum = torch.zeros((), device=device)
+            for start in range(0, n_train, spec.batch_size):
+                batch = order[start : start + spec.batch_size]
+                loss_sum += train_step(model, optimizer, data, batch, spec.precision) * batch.numel()
+            if epoch in spec.checkpoints:
+                checkpoints[epoch] = snapshot(model)
+                if on_snapshot is not None:
+                    on_snapshot(epoch, checkpoints[epoch])
+            if on_epoch is not None:
+                state = TrainingState(epoch, model.state_dict(), optimizer.state_dict(), shuffle.get_state())
+                on_epoch(EpochEnd(epoch, float(loss_sum) / n_train, state))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return TrainedNetwork(model, checkpoints, time.perf_counter() - started)

@@ -21,6 +21,7 @@ import safetensors.torch
 import torch
 
 from trainables.datasets import DatasetTensors
+from trainables.device import cuda_columns
 from trainables.measure import load_checkpoints, measure, wanted_keys
 from trainables.models import build_model, tensor_layer
 from trainables.packed import PackEpochCallback, PackResume, train_pack
@@ -227,6 +228,7 @@ def record_network(
         "pack_size": pack_size,
         "accelerator": placement.accelerator,
         "train_acc": train_acc,
+        **cuda_columns(placement.device),
     }
     store.write_index("weights", trial_id, pa.Table.from_pylist(weight_rows))
     store.write_index("swaps", trial_id, pa.Table.from_pylist(swap_rows))
