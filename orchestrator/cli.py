@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--wandb", metavar="PROJECT", help="log every network to this W&B project")
 
     analyze = commands.add_parser(
-        "analyze", help="measure stored networks (new swap kinds, more draws) without training"
+        "analyze", help="measure stored networks (new swap kinds, more draws, criticality) without training"
     )
     analyze.add_argument("store", help="store path or URI")
     analyze.add_argument("--sweep", help="only the networks of this sweep")
@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated kinds ({', '.join(SWAP_KINDS)}; default: what the sweeps' configs asked for)",
     )
     analyze.add_argument("--draws", type=int, help="rerandomize draws per layer (default: as recorded)")
+    analyze.add_argument(
+        "--criticality", action="store_true",
+        help="measure module criticality of every layer (settings as recorded, else the defaults)",
+    )
     analyze.add_argument("--address", help="Ray cluster to join (default: start Ray on this machine)")
     analyze.add_argument("--shared-fs", action="store_true",
                          help="the local store path is mounted by every node of the cluster")
@@ -151,7 +155,8 @@ def command_analyze(args: argparse.Namespace) -> int:
         raise ConfigError(f"--draws: {args.draws} is not allowed; expected an integer >= 1")
     resources = Resources(args.cpus_per_task, args.gpus_per_task)
     outcome = analyze_store(
-        Store.open(args.store), args.sweep, args.swaps, args.draws, resources, args.address, args.shared_fs
+        Store.open(args.store), args.sweep, args.swaps, args.draws, resources, args.address, args.shared_fs,
+        criticality=args.criticality,
     )
     print(
         f"analyze: {outcome.networks} networks measured ({outcome.rows} new rows), "

@@ -15,7 +15,7 @@ from ray import tune
 
 from orchestrator.config import MAX_RETRIES, ConfigError, Resources, SweepConfig
 from orchestrator.grid import expand_grid
-from orchestrator.measuring import AnalysisOutcome, missing_measurements, run_measurements
+from orchestrator.measuring import AnalysisOutcome, describe_jobs, missing_measurements, run_measurements
 from orchestrator.packing import make_packs
 from orchestrator.progress import ProgressCallback, label, print_line
 from trainables.datasets import load_dataset
@@ -123,7 +123,7 @@ def run_sweep(
     jobs = missing_measurements(store, trained, config.plan, datasets) if trained else []
     log(
         f"sweep {config.name}: {len(specs)} networks in the grid, {len(trained)} already trained, "
-        f"{len(todo)} to train, {len(jobs)} to measure ({sum(len(j.keys) for j in jobs)} new rows); "
+        f"{len(todo)} to train, {describe_jobs(jobs)}; "
         f"store {store.uri}"
     )
     if todo or jobs:
