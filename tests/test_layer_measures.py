@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.dataset as ds
 import pytest
+import scipy.stats
 import torch
 from safetensors.numpy import load_file
 
@@ -45,7 +48,12 @@ def trained_store(local_ray, tmp_path_factory) -> Path:
     """Two seeds of a 20-12-6-4 MLP with reinit and interpolate measured, no criticality."""
     root = tmp_path_factory.mktemp("measures") / "store"
     raw = tiny_raw_config(
-        root, widths=[[12, 6]], seeds=2, epochs=2, checkpoints=[0, 1, 2], swaps=["reinit", "interpolate"],
+        root,
+        widths=[[12, 6]],
+        seeds=2,
+        epochs=2,
+        checkpoints=[0, 1, 2],
+        swaps=["reinit", "interpolate"],
         alphas=[0, 0.5, 1],
     )
     outcome = run_sweep(parse_config(raw), log=lambda _: None)
@@ -130,8 +138,12 @@ def hand_built() -> tuple[MLP, dict, dict, torch.Tensor, torch.Tensor]:
     ends as 5/3 * identity, a margin of 5 on inputs of norm 3: any shrink or noise raises the loss."""
     model = MLP(2, (2,), 2)
     eye = torch.eye(2)
-    initial = {"fc1.weight": eye, "fc1.bias": torch.zeros(2), "fc2.weight": torch.zeros(2, 2),
-               "fc2.bias": torch.zeros(2)}
+    initial = {
+        "fc1.weight": eye,
+        "fc1.bias": torch.zeros(2),
+        "fc2.weight": torch.zeros(2, 2),
+        "fc2.bias": torch.zeros(2),
+    }
     trained = {**initial, "fc2.weight": 5 / 3 * eye}
     x = torch.tensor([[3.0, 0.0], [0.0, 3.0]]).repeat(50, 1)
     y = torch.tensor([0, 1]).repeat(50)
@@ -185,3 +197,27 @@ def test_config_round_trip_keeps_alphas_and_criticality(tmp_path: Path) -> None:
     assert config.criticality == CriticalitySettings(alphas=3)
     assert parse_config(config.to_raw()) == config
     assert MeasurementPlan.from_dict(config.to_raw()) == config.plan
+
+
+def test_report_aggregates_movement_and_criticality_from_the_index_tables(
+    trained_store: Path, tmp_path
+) -> None:
+    if not (trained_store / "index" / "criticality").exists():
+        assert main(["analyze", str(trained_store), "--criticality"]) == 0
+    out = tmp_path / "report"
+    assert main(["report", str(trained_store), "--out", str(out)]) == 0
+    stats = pd.read_parquet(out / "layer_stats.parquet")
+    movement = pd.DataFrame(read(trained_store, "layers", LAYERS_SCHEMA))
+    last = movement[(movement["epoch"] == 2) & (movement["layer"] == "fc1")]["rel_dist_init"]
+    row = stats[(stats["quantity"] == "rel_dist_init") & (stats["layer"] == "fc1") & (stats["epoch"] == 2)]
+    assert len(row) == 1 and int(row["n"].iloc[0]) == 2
+    assert row["mean"].iloc[0] == pytest.approx(last.mean())
+    half = scipy.stats.t.ppf(0.975, 1) * last.std(ddof=1) / math.sqrt(2)
+    assert row["ci95_high"].iloc[0] == pytest.approx(last.mean() + half)
+    critical = pd.DataFrame(read(trained_store, "criticality", CRITICALITY_SCHEMA))
+    network = stats[stats["quantity"] == "network_criticality"]
+    assert network["mean"].iloc[0] == pytest.approx(critical.groupby("trial_id")["criticality"].sum().mean())
+    text = (out / "report.md").read_text()
+    assert re.search(r"fc1: \w+.* — moved \d+% from init, criticality [0-9.]+e-?\d+", text)
+    for figure in ("movement-", "interpolate-", "criticality-"):
+        assert figure in text

@@ -150,9 +150,7 @@ def layer_criticalities(
         zw = torch.randn((k, *wt.shape), generator=generator).to(wt.device, wt.dtype)
         zb = torch.randn((k, *bt.shape), generator=generator).to(bt.device, bt.dtype)
         h_in = network.inputs_of(index)
-        pairs = sorted(
-            ((alpha / sigma) ** 2 * sq_dist, alpha, sigma) for alpha in alphas for sigma in sigmas
-        )
+        pairs = sorted(((alpha / sigma) ** 2 * sq_dist, alpha, sigma) for alpha in alphas for sigma in sigmas)
         found = (float("nan"),) * 4
         evaluated = 0
         for score, alpha, sigma in pairs:
@@ -163,9 +161,7 @@ def layer_criticalities(
             if loss <= limit:
                 found = (score, alpha, sigma, loss)
                 break
-        results.append(
-            LayerCriticality(name, *found, sq_dist, evaluated, time.perf_counter() - started)
-        )
+        results.append(LayerCriticality(name, *found, sq_dist, evaluated, time.perf_counter() - started))
     return reference, results
 
 

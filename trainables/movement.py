@@ -47,7 +47,8 @@ def movement_rows(
                     "norm": norm,
                     "dist_init": dist_init,
                     "rel_dist_init": dist_init / initial_norm if initial_norm else float("nan"),
-                    "cos_init": float(theta @ initial) / (norm * initial_norm) if norm * initial_norm
+                    "cos_init": float(theta @ initial) / (norm * initial_norm)
+                    if norm * initial_norm
                     else float("nan"),
                     "dist_final": float((theta - final).norm()),
                 }
