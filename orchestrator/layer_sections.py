@@ -11,7 +11,16 @@ import numpy as np
 import pandas as pd
 
 from orchestrator import figures
-from orchestrator.document import Block, Heading, Image, Paragraph, TableBlock, format_ci, format_sci_ci
+from orchestrator.document import (
+    Block,
+    Heading,
+    Image,
+    Paragraph,
+    TableBlock,
+    format_ci,
+    format_sci_ci,
+    short_sci,
+)
 from orchestrator.stats import ConfigView, widths_label
 
 
@@ -123,7 +132,7 @@ def _criticality_blocks(view: ConfigView, rows: pd.DataFrame, slug: str) -> list
             (
                 layer,
                 format_sci_ci(r["mean"], r["ci95_low"], r["ci95_high"], int(r["n"])),
-                f"{r['min']:.2g} – {r['max']:.2g}",
+                f"{short_sci(r['min'])} – {short_sci(r['max'])}",
             )
             for layer, r in ((name, layers[name]) for name in view.layers if name in layers)
         ]
@@ -131,7 +140,7 @@ def _criticality_blocks(view: ConfigView, rows: pd.DataFrame, slug: str) -> list
             (
                 "network (sum)",
                 format_sci_ci(network["mean"], network["ci95_low"], network["ci95_high"], int(network["n"])),
-                f"{network['min']:.2g} – {network['max']:.2g}",
+                f"{short_sci(network['min'])} – {short_sci(network['max'])}",
             )
         )
         ordered = [layers[name] for name in view.layers if name in layers]
@@ -223,3 +232,25 @@ def gap_blocks(views: list[ConfigView], layer_stats: pd.DataFrame) -> list[Block
             ),
         ]
     return blocks
+
+
+def reading_notes(layer_stats: pd.DataFrame) -> list[str]:
+    """How to read the movement and criticality sections (only for what was measured)."""
+    notes = []
+    if (layer_stats["quantity"] == "rel_dist_init").any():
+        notes.append(
+            "Movement: a layer's parameters (weight and bias) as one vector θ; distance to init = "
+            "||θ_t − θ_0|| as a percentage of ||θ_0||, cosine to init = cos(θ_t, θ_0); mean ± 95% CI over "
+            "seeds (layer_stats.csv also has norm, dist_init and dist_final, the distance to the trained "
+            "weights)."
+        )
+    if (layer_stats["quantity"] == "criticality").any():
+        notes.append(
+            "Module criticality (Chatterji et al. 2020): the layer is set to (1−α)·θ_0 + α·θ_T plus Gaussian "
+            "noise of std σ; the smallest (α/σ)²·||θ_T − θ_0||² over the (α, σ) grid points whose mean "
+            "training loss stays within rtol of the trained network's. 0 = the initial weights already do; "
+            "a value near 1e30 or above means only α = 1 with the grid's smallest σ (1e-16·sigma_max) "
+            "passed: no tested noise level was tolerated (a smaller sigma_max resolves it). Network "
+            "criticality is the sum over layers. Bars are on a log scale."
+        )
+    return notes

@@ -51,6 +51,7 @@ from orchestrator.layer_sections import (
     layer_blocks,
     per_layer_criticality,
 )
+from orchestrator.layer_sections import reading_notes as layer_reading_notes
 from orchestrator.layer_stats import (
     LAYER_STATS_COLUMNS,
     compute_layer_stats,
@@ -330,7 +331,7 @@ def _compare_section(views: list[ConfigView]) -> list[Block]:
     ]
 
 
-def _reading_notes(thresholds: Thresholds, has_single_seed: bool) -> list[Block]:
+def _reading_notes(thresholds: Thresholds, has_single_seed: bool, layer_stats: pd.DataFrame) -> list[Block]:
     items = [
         "Accuracies are in percent; a ± value is the half-width of the 95% Student-t interval "
         "over seeds; n is the number of seeds (rerandomize draws are first averaged per seed). "
@@ -348,6 +349,7 @@ def _reading_notes(thresholds: Thresholds, has_single_seed: bool) -> list[Block]
         "rerandomize cell is blank: a fresh draw of every layer is an initial network, shown in "
         "its epoch-0 cell.",
     ]
+    items += layer_reading_notes(layer_stats)
     if has_single_seed:
         items.append(
             "Some groups have a single seed (n=1): no spread can be estimated from one value, so "
@@ -404,7 +406,7 @@ def build_report(
     if len(views) > 1:
         blocks.extend(_compare_section(views))
         blocks.extend(gap_blocks(views, layer_stats))
-    blocks.extend(_reading_notes(thresholds, any(view.single_seed for view in views)))
+    blocks.extend(_reading_notes(thresholds, any(view.single_seed for view in views), layer_stats))
     return stats, layer_stats, blocks
 
 
