@@ -98,6 +98,10 @@ def _movement_blocks(view: ConfigView, rows: pd.DataFrame, slug: str) -> list[Bl
     ]
 
 
+SHOWN_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+"""Alphas the interpolation table shows when more than six were measured (the figure has all)."""
+
+
 def _interpolation_blocks(view: ConfigView, slug: str) -> list[Block]:
     curves = figures.interpolation_curves(view)
     if not curves:
@@ -109,12 +113,26 @@ def _interpolation_blocks(view: ConfigView, slug: str) -> list[Block]:
         "test accuracy (%), mean ± 95% CI",
         scale=100,
     )
+    measured = sorted({float(a) for c in curves for a in c.x})
+    shown = measured if len(measured) <= 6 else [a for a in measured if a in SHOWN_ALPHAS]
+    table = []
+    for layer in (c.label for c in curves):
+        cells = []
+        for alpha in shown:
+            row = view.row("interpolate", layer, 0, alpha)
+            cells.append(
+                "–"
+                if row is None
+                else format_ci(row["mean_acc"], row["ci95_low"], row["ci95_high"], int(row["n"]))
+            )
+        table.append((layer, *cells))
     return [
         Heading(3, "Accuracy along the line from init to trained, per layer"),
         Paragraph(
             "Each curve sets one layer to (1−α)·θ_0 + α·θ_T in the trained network; α = 0 is "
-            "reinit@0, α = 1 the trained network."
+            "reinit@0, α = 1 the trained network. Test accuracy in percent, mean ± 95% CI."
         ),
+        TableBlock(("layer", *(f"α = {alpha:g}" for alpha in shown)), tuple(table)),
         Image(
             f"interpolate-{slug}.png",
             f"accuracy against alpha per layer, {view.key.label}",
