@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     analyze = commands.add_parser(
-        "analyze", help="measure stored networks (new swap kinds, more draws) without training"
+        "analyze", help="measure stored networks (new swap kinds, more draws, criticality) without training"
     )
     analyze.add_argument("store", help="store path or URI")
     analyze.add_argument("--sweep", help="only the networks of this sweep")
@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated kinds ({', '.join(SWAP_KINDS)}; default: what the sweeps' configs asked for)",
     )
     analyze.add_argument("--draws", type=int, help="rerandomize draws per layer (default: as recorded)")
+    analyze.add_argument(
+        "--criticality", action="store_true",
+        help="measure module criticality of every layer (settings as recorded, else the defaults)",
+    )
     analyze.add_argument("--address", help="Ray cluster to join (default: start Ray on this machine)")
     analyze.add_argument(
         "--connect-timeout", type=positive_seconds, default=60.0, metavar="SECONDS",
@@ -216,6 +220,7 @@ def command_analyze(args: argparse.Namespace) -> int:
     outcome = analyze_store(
         Store.open(args.store), args.sweep, args.swaps, args.draws, resources, args.address, args.shared_fs,
         connect_timeout_s=args.connect_timeout,
+        criticality=args.criticality,
     )
     print(
         f"analyze: {outcome.networks} networks measured ({outcome.rows} new rows), "

@@ -22,7 +22,13 @@ import yaml
 from orchestrator.yaml_loader import YamlRefused, load_yaml
 from trainables.choices import DATASETS, MODELS, PRECISIONS, WANDB_MODES
 from trainables.errors import UserError
-from trainables.plan import SWAP_KINDS, MeasurementPlan
+from trainables.plan import (
+    DEFAULT_ALPHAS,
+    SWAP_KINDS,
+    CriticalitySettings,
+    MeasurementPlan,
+    alpha_key,
+)
 from trainables.spec import OptimizerSpec
 
 OPTIMIZERS = ("sgd", "adam")
@@ -31,7 +37,7 @@ MAX_RETRIES = 2
 TOP_LEVEL_KEYS = (
     "name", "dataset", "model", "widths", "seeds", "epochs", "batch_size", "optimizer",
     "checkpoints", "swaps", "rerandomize_draws", "resources", "store", "precision",
-    "max_concurrent_trials", "wandb", "pack", "checkpoint_seconds",
+    "max_concurrent_trials", "wandb", "pack", "checkpoint_seconds", "alphas", "criticality",
 )
 
 
@@ -114,11 +120,15 @@ class SweepConfig:
     """Networks (seeds of one width config) trained together per trial; 0 = auto."""
     checkpoint_seconds: float = 60.0
     """At most this long between checkpoints of a training pack (a retry redoes at most this much)."""
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS
+    """The ``interpolate`` grid (fractions of the way from init to trained)."""
+    criticality: CriticalitySettings | None = None
+    """Module criticality settings; None = not measured."""
 
     @property
     def plan(self) -> MeasurementPlan:
         """What the sweep measures on every network (not part of any network's identity)."""
-        return MeasurementPlan(self.swaps, self.rerandomize_draws)
+        return MeasurementPlan(self.swaps, self.rerandomize_draws, self.alphas, self.criticality)
 
     def with_overrides(
         self,
@@ -170,6 +180,8 @@ class SweepConfig:
             "pack": self.pack or "auto",
             # only when set, so that existing sweeps' records (hashed from this) keep their names
             **({"checkpoint_seconds": self.checkpoint_seconds} if self.checkpoint_seconds != 60.0 else {}),
+            "alphas": list(self.alphas),
+            "criticality": None if self.criticality is None else self.criticality.to_dict(),
         }
 
 
@@ -379,6 +391,46 @@ def _name(value: Any) -> str:
     return value
 
 
+def _alphas(value: Any) -> tuple[float, ...]:
+    if value is None:
+        return DEFAULT_ALPHAS
+    allowed = "expected a non-empty list of numbers in [0, 1], e.g. [0, 0.5, 1]"
+    if not isinstance(value, list) or not value:
+        raise _fail("alphas", value, allowed)
+    for alpha in value:
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha <= 1:
+            raise _fail("alphas", alpha, allowed)
+    return tuple(sorted({alpha_key(alpha) for alpha in value}))
+
+
+CRITICALITY_KEYS = ("alphas", "sigmas", "sigma_max", "noise_samples", "rtol", "subset")
+
+
+def _criticality(value: Any) -> CriticalitySettings | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        value = {}
+    allowed = "expected a mapping with keys " + ", ".join(CRITICALITY_KEYS) + " (each optional)"
+    if not isinstance(value, dict):
+        raise _fail("criticality", value, allowed)
+    unknown = sorted(set(value) - set(CRITICALITY_KEYS))
+    if unknown:
+        raise _fail(f"criticality.{unknown[0]}", value[unknown[0]], allowed)
+    defaults = CriticalitySettings()
+    rtol = _number(value, "criticality.rtol", defaults.rtol, positive=True)
+    if rtol < 1:
+        raise _fail("criticality.rtol", rtol, "expected a number >= 1 (a loss ratio)")
+    return CriticalitySettings(
+        alphas=_int(value, "criticality.alphas", 2, defaults.alphas),
+        sigmas=_int(value, "criticality.sigmas", 2, defaults.sigmas),
+        sigma_max=_number(value, "criticality.sigma_max", defaults.sigma_max, positive=True),
+        noise_samples=_int(value, "criticality.noise_samples", 1, defaults.noise_samples),
+        rtol=rtol,
+        subset=_int(value, "criticality.subset", 1, defaults.subset),
+    )
+
+
 def parse_config(raw: dict[str, Any]) -> SweepConfig:
     unknown = sorted(set(raw) - set(TOP_LEVEL_KEYS))
     if unknown:
@@ -408,4 +460,6 @@ def parse_config(raw: dict[str, Any]) -> SweepConfig:
         wandb=_wandb(raw.get("wandb")),
         pack=_pack(raw.get("pack")),
         checkpoint_seconds=_number(raw, "checkpoint_seconds", 60.0, positive=False),
+        alphas=_alphas(raw.get("alphas")),
+        criticality=_criticality(raw.get("criticality")),
     )

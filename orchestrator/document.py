@@ -134,3 +134,22 @@ def compact_layers(layers: Sequence[str], order: Sequence[str]) -> str:
         for run in runs
     ]
     return ", ".join(names)
+
+
+def short_sci(value: float) -> str:
+    """``4213.0`` -> ``"4.2e3"``; 0 -> ``"0"``; NaN -> ``"–"``."""
+    if not math.isfinite(value):
+        return "–"
+    if value == 0:
+        return "0"
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def format_sci_ci(mean: float, low: float, high: float, n: int) -> str:
+    """``mean [low, high]`` in short scientific notation; n < 2: the point and n."""
+    if not math.isfinite(mean):
+        return "–"
+    if n < 2 or not math.isfinite(high):
+        return f"{short_sci(mean)} (n={n})"
+    return f"{short_sci(mean)} [{short_sci(low)}, {short_sci(high)}]"

@@ -251,3 +251,99 @@ def plot_drop_profiles(panels: Sequence[tuple[str, Sequence[DropProfile]]], titl
         axes.legend(fontsize=8)
     figure.suptitle(title, fontsize=11)
     return figure
+
+
+@dataclass(frozen=True, eq=False)
+class Curve:
+    """One line of a figure: ``mean`` with its 95% CI (``low``, ``high``; NaN = none) at ``x``."""
+
+    label: str
+    x: np.ndarray
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+def curve(label: str, rows: pd.DataFrame, x: str, mean: str, low: str, high: str) -> Curve:
+    """A curve from stats rows, sorted by ``x``."""
+    rows = rows.sort_values(x)
+    values = [rows[c].to_numpy(dtype=float) for c in (x, mean, low, high)]
+    return Curve(label, *values)
+
+
+def interpolation_curves(view: ConfigView) -> list[Curve]:
+    """Accuracy against alpha for each layer with ``interpolate`` rows (fractions)."""
+    rows = view.rows[view.rows["kind"] == "interpolate"]
+    return [
+        curve(layer, rows[rows["layer"] == layer], "alpha", "mean_acc", "ci95_low", "ci95_high")
+        for layer in view.layers
+        if (rows["layer"] == layer).any()
+    ]
+
+
+def plot_curves(
+    curves: Sequence[Curve], title: str, xlabel: str, ylabel: str, scale: float = 1.0, logy: bool = False
+) -> Figure:
+    """One line per curve with a shaded 95% CI band (no band where n < 2); values times ``scale``."""
+    figure = Figure(figsize=(6.0, 4.0))
+    axes = figure.add_subplot()
+    for c in curves:
+        line = axes.plot(c.x, scale * c.mean, marker="o", markersize=3, label=c.label)[0]
+        band = np.isfinite(c.low) & np.isfinite(c.high)
+        if band.any():
+            low = np.maximum(c.low, 1e-300) if logy else c.low
+            axes.fill_between(c.x[band], scale * low[band], scale * c.high[band], color=line.get_color(),
+                              alpha=0.2, linewidth=0)
+    if logy:
+        axes.set_yscale("log")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title, fontsize=10)
+    axes.legend(fontsize=8)
+    return figure
+
+
+def plot_log_bars(labels: Sequence[str], mean: np.ndarray, low: np.ndarray, high: np.ndarray,
+                  title: str, ylabel: str) -> Figure:
+    """Bars on a log scale with 95% CI error bars; a value <= 0 (or NaN) has no bar, only its label.
+
+    A lower CI bound at or below 0 is drawn down to the axis' bottom.
+    """
+    figure = Figure(figsize=(max(4.5, 1.1 * len(labels) + 2.0), 3.8))
+    axes = figure.add_subplot()
+    positions = np.arange(len(labels))
+    shown = np.isfinite(mean) & (mean > 0)
+    if shown.any():
+        bottom = mean[shown].min() / 100
+        below = np.where(np.isfinite(low[shown]) & (low[shown] > bottom), mean[shown] - low[shown],
+                         mean[shown] - bottom)
+        above = np.where(np.isfinite(high[shown]), high[shown] - mean[shown], 0.0)
+        axes.bar(positions[shown], mean[shown], 0.6, yerr=np.vstack([below, above]), capsize=4)
+        axes.set_yscale("log")
+    for position, value in zip(positions, mean, strict=True):
+        if not (np.isfinite(value) and value > 0):
+            axes.annotate("0" if value == 0 else "n/a", (position, 0), xycoords=("data", "axes fraction"),
+                          ha="center", va="bottom")
+    axes.set_xticks(positions, labels)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title, fontsize=10)
+    return figure
+
+
+def plot_criticality_vs_gap(points: pd.DataFrame, title: str) -> Figure:
+    """One point per configuration: network criticality (log) against the generalisation gap
+    (percent), both mean ± 95% CI. ``points`` columns: label, gap, gap_low, gap_high, crit,
+    crit_low, crit_high."""
+    figure = Figure(figsize=(6.0, 4.2))
+    axes = figure.add_subplot()
+    for _, p in points.iterrows():
+        xerr = 100 * np.array([[p["gap"] - p["gap_low"]], [p["gap_high"] - p["gap"]]])
+        yerr = np.array([[p["crit"] - max(p["crit_low"], p["crit"] / 100)], [p["crit_high"] - p["crit"]]])
+        axes.errorbar([100 * p["gap"]], [p["crit"]], xerr=np.nan_to_num(xerr), yerr=np.nan_to_num(yerr),
+                      marker="o", capsize=3, label=p["label"])
+    axes.set_yscale("log")
+    axes.set_xlabel("generalisation gap: train minus test accuracy (points), mean ± 95% CI")
+    axes.set_ylabel("network criticality (sum over layers)")
+    axes.set_title(title, fontsize=10)
+    axes.legend(fontsize=8)
+    return figure

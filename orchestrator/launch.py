@@ -17,7 +17,7 @@ from orchestrator.budget import cluster_budget, local_budget
 from orchestrator.config import MAX_RETRIES, ConfigError, Resources, SweepConfig
 from orchestrator.connect import DEFAULT_CONNECT_TIMEOUT_S, connect_ray
 from orchestrator.grid import expand_grid
-from orchestrator.measuring import AnalysisOutcome, missing_measurements, run_measurements
+from orchestrator.measuring import AnalysisOutcome, describe_jobs, missing_measurements, run_measurements
 from orchestrator.packing import check_smallest_trials, make_packs, make_queues, pack_cost
 from orchestrator.progress import ProgressCallback, label, print_line
 from orchestrator.wandb_settings import on_this_node, resolve_wandb
@@ -124,7 +124,7 @@ def run_sweep(
     jobs = missing_measurements(store, trained, config.plan, datasets) if trained else []
     log(
         f"sweep {config.name}: {len(specs)} networks in the grid, {len(trained)} already trained, "
-        f"{len(todo)} to train, {len(jobs)} to measure ({sum(len(j.keys) for j in jobs)} new rows); "
+        f"{len(todo)} to train, {describe_jobs(jobs)}; "
         f"store {store.uri}"
     )
     # Tune pickles its storage filesystem into files under tune/: it gets one built

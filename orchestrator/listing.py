@@ -157,8 +157,7 @@ def recorded_plans(store: Store) -> dict[str, MeasurementPlan]:
     plans: dict[str, MeasurementPlan] = {}
     for record in sweep_records(store):
         try:
-            swaps, draws = record.config["swaps"], record.config.get("rerandomize_draws", 1)
-            plan = MeasurementPlan(tuple(swaps), int(draws))
+            plan = MeasurementPlan.from_dict(record.config)
         except (KeyError, TypeError, ValueError):
             continue  # a record without a plan (written by hand): nothing to add
         plans[record.sweep] = plans[record.sweep].union(plan) if record.sweep in plans else plan

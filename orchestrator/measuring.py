@@ -1,10 +1,11 @@
-"""Measuring stored networks without training: the missing keys of a plan, as Ray tasks.
+"""Measuring stored networks without training: what a plan asks that is missing, as Ray tasks.
 
-The driver reads the keys each network already has (one read of the swaps
-index), works out the missing ones, and runs one Ray task per network that
-lacks any: the task reads the weights from the store and the dataset from
-Ray's object store, and writes one new swaps file. A second run finds nothing
-missing and measures nothing.
+The driver reads what each network already has (one read of the swaps and of
+the criticality index, one listing of the layers index), works out what is
+missing (swap keys, the weight-movement file, criticality layers), and runs
+one Ray task per network that lacks anything: the task reads the weights from
+the store and the dataset from Ray's object store, and writes one new file
+per table it adds to. A second run finds nothing missing and measures nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from orchestrator.config import MAX_RETRIES, Resources
 from orchestrator.progress import format_elapsed, print_line
 from trainables.analysis_task import measure_network_task
 from trainables.datasets import DatasetArrays
-from trainables.measure import wanted_keys
+from trainables.measure import (
+    CriticalityKey,
+    Missing,
+    criticality_key,
+    criticality_row_key,
+    network_layers,
+    wanted_keys,
+)
 from trainables.plan import MeasurementPlan, SwapKey, row_key
 from trainables.spec import TrialSpec
 from trainables.store import Store
@@ -33,10 +41,14 @@ HEARTBEAT_SECONDS = 30.0
 
 @dataclass(frozen=True)
 class MeasurementJob:
-    """One network and the keys it lacks."""
+    """One network and what it lacks."""
 
     spec: TrialSpec
-    keys: tuple[SwapKey, ...]
+    missing: Missing
+
+    @property
+    def keys(self) -> tuple[SwapKey, ...]:
+        return self.missing.keys
 
 
 @dataclass(frozen=True)
@@ -59,20 +71,61 @@ def stored_keys(store: Store, trial_ids: Iterable[str]) -> dict[str, set[SwapKey
     return keys
 
 
+def stored_criticality(store: Store, trial_ids: Iterable[str]) -> dict[str, set[CriticalityKey]]:
+    """The criticality keys (layer and settings) each of ``trial_ids`` already has."""
+    ids = pa.array(sorted(set(trial_ids)), pa.string())
+    rows = store.read_index("criticality")
+    rows = rows.filter(pc.is_in(rows.column("trial_id"), value_set=ids))
+    keys: dict[str, set[CriticalityKey]] = defaultdict(set)
+    for row in rows.to_pylist():
+        keys[row["trial_id"]].add(criticality_row_key(row))
+    return keys
+
+
+def with_movement(store: Store) -> set[str]:
+    """Trial ids whose weight-movement file (``index/layers/<trial_id>.parquet``) exists."""
+    return {path.rsplit("/", 1)[-1].removesuffix(".parquet") for path in store.list_files("index/layers")}
+
+
 def missing_measurements(
     store: Store, specs: Iterable[TrialSpec], plan: MeasurementPlan, datasets: dict[str, DatasetArrays]
 ) -> list[MeasurementJob]:
-    """For each network of ``specs``, the keys of ``plan`` it does not have yet (if any)."""
+    """For each network of ``specs``, what ``plan`` asks that it does not have yet (if anything):
+    swap keys, its weight-movement file (always wanted), criticality layers (if ``plan`` asks)."""
     specs = list({spec.trial_id: spec for spec in specs}.values())
     have = stored_keys(store, (spec.trial_id for spec in specs))
+    moved = with_movement(store)
+    critical = stored_criticality(store, (s.trial_id for s in specs)) if plan.criticality else {}
     jobs = []
     for spec in specs:
         data = datasets[spec.dataset]
         wanted = wanted_keys(spec, plan, data.n_features, data.n_classes)
         lacking = tuple(key for key in wanted if key not in have.get(spec.trial_id, set()))
-        if lacking:
-            jobs.append(MeasurementJob(spec, lacking))
+        layers: tuple[str, ...] = ()
+        if plan.criticality is not None:
+            done = critical.get(spec.trial_id, set())
+            n_train = len(data.y_train)
+            layers = tuple(
+                layer for layer in network_layers(spec, data.n_features, data.n_classes)
+                if criticality_key(layer, plan.criticality, n_train) not in done
+            )
+        missing = Missing(lacking, spec.trial_id not in moved, layers, plan.criticality if layers else None)
+        if missing:
+            jobs.append(MeasurementJob(spec, missing))
     return jobs
+
+
+def describe_jobs(jobs: list[MeasurementJob]) -> str:
+    """E.g. ``2 to measure (6 new rows; movement of 2, criticality of 6 layers)``."""
+    extra = []
+    moving = sum(job.missing.movement for job in jobs)
+    if moving:
+        extra.append(f"movement of {moving}")
+    critical = sum(len(job.missing.criticality_layers) for job in jobs)
+    if critical:
+        extra.append(f"criticality of {critical} layers")
+    rows = sum(len(job.keys) for job in jobs)
+    return f"{len(jobs)} to measure ({rows} new rows{'; ' + ', '.join(extra) if extra else ''})"
 
 
 def run_measurements(
@@ -93,8 +146,8 @@ def run_measurements(
     threads = max(1, int(resources.cpu_per_trial))
     pending = {
         task.remote(
-            store.location, job.spec.to_dict(), [list(key) for key in job.keys],
-            data_refs[job.spec.dataset], resources.gpu_per_trial, threads,
+            store.location, job.spec.to_dict(), job.missing, data_refs[job.spec.dataset],
+            resources.gpu_per_trial, threads,
         ): job
         for job in jobs
     }

@@ -10,7 +10,11 @@ Output files (in ``STORE/report/`` or ``out_dir``): ``stats.parquet``
 (``widths`` as list<int32>), ``stats.csv`` (``widths`` as ``"256-128-64"``),
 ``report.md`` (figures linked by file name), ``report.html``,
 ``heatmap-<config>.png`` and ``bars-<config>.png`` per configuration, and
-``compare.png`` when there are several configurations.
+``compare.png`` when there are several configurations. Where the store holds
+them: ``layer_stats.parquet``/``layer_stats.csv`` (weight movement,
+criticality, generalisation gap; :mod:`orchestrator.layer_stats`), and per
+configuration ``movement-``, ``interpolate-`` and ``criticality-<config>.png``,
+with ``criticality-gap-<sweep>.png`` for sweeps of several width configurations.
 """
 
 from __future__ import annotations
@@ -39,6 +43,22 @@ from orchestrator.document import (
     render_html,
     render_markdown,
 )
+from orchestrator.layer_sections import (
+    config_rows,
+    criticality_settings,
+    gap_blocks,
+    last_movement,
+    layer_blocks,
+    per_layer_criticality,
+)
+from orchestrator.layer_sections import reading_notes as layer_reading_notes
+from orchestrator.layer_stats import (
+    LAYER_STATS_COLUMNS,
+    compute_layer_stats,
+    layer_stats_to_arrow,
+    layer_stats_to_csv,
+    read_measures,
+)
 from orchestrator.listing import StoreContents, load_contents
 from orchestrator.stats import (
     ConfigView,
@@ -49,7 +69,7 @@ from orchestrator.stats import (
     widths_label,
     with_config_ids,
 )
-from orchestrator.verdicts import Thresholds, layer_verdicts, points, summarize
+from orchestrator.verdicts import LayerVerdict, Thresholds, layer_notes, layer_verdicts, points, summarize
 from trainables.store import Store, StoreError
 
 
@@ -224,7 +244,18 @@ def _baseline_section(views: list[ConfigView], infos: dict[tuple[str, str], Conf
     ]
 
 
-def _config_section(view: ConfigView, info: ConfigInfo, thresholds: Thresholds) -> list[Block]:
+def _notes(view: ConfigView, verdicts: list[LayerVerdict], layer_stats: pd.DataFrame) -> list[Block]:
+    rows = config_rows(layer_stats, view)
+    moved = {layer: float(row["mean"]) for layer, row in last_movement(rows).items()}
+    settings = criticality_settings(rows)
+    critical = per_layer_criticality(rows, settings[0]) if settings else {}
+    notes = layer_notes(verdicts, moved, {layer: float(row["mean"]) for layer, row in critical.items()})
+    return [Bullets(notes)] if notes else []
+
+
+def _config_section(
+    view: ConfigView, info: ConfigInfo, thresholds: Thresholds, layer_stats: pd.DataFrame
+) -> list[Block]:
     last = view.last_epoch
     verdicts = {v.layer: v for v in layer_verdicts(view, info.chance, thresholds)}
     table = []
@@ -254,6 +285,7 @@ def _config_section(view: ConfigView, info: ConfigInfo, thresholds: Thresholds) 
     return [
         Heading(2, label),
         Paragraph(summarize(list(verdicts.values()), view.layers, info.chance, thresholds)),
+        *_notes(view, list(verdicts.values()), layer_stats),
         TableBlock(header, tuple(table)),
         Image(
             f"heatmap-{slug}.png",
@@ -265,6 +297,7 @@ def _config_section(view: ConfigView, info: ConfigInfo, thresholds: Thresholds) 
             f"per-layer accuracy, {label}",
             figures.to_png(bars),
         ),
+        *layer_blocks(view, layer_stats, slug),
     ]
 
 
@@ -299,7 +332,7 @@ def _compare_section(views: list[ConfigView]) -> list[Block]:
     ]
 
 
-def _reading_notes(thresholds: Thresholds, has_single_seed: bool) -> list[Block]:
+def _reading_notes(thresholds: Thresholds, has_single_seed: bool, layer_stats: pd.DataFrame) -> list[Block]:
     items = [
         "Accuracies are in percent; a ± value is the half-width of the 95% Student-t interval "
         "over seeds; n is the number of seeds (rerandomize draws are first averaged per seed). "
@@ -317,6 +350,7 @@ def _reading_notes(thresholds: Thresholds, has_single_seed: bool) -> list[Block]
         "rerandomize cell is blank: a fresh draw of every layer is an initial network, shown in "
         "its epoch-0 cell.",
     ]
+    items += layer_reading_notes(layer_stats)
     if has_single_seed:
         items.append(
             "Some groups have a single seed (n=1): no spread can be estimated from one value, so "
@@ -338,9 +372,13 @@ def _parquet_bytes(table: pa.Table) -> bytes:
 
 
 def build_report(
-    contents: StoreContents, store_uri: str, thresholds: Thresholds
-) -> tuple[pd.DataFrame, list[Block]]:
-    """The stats table and the report's blocks for the complete trials in ``contents``."""
+    contents: StoreContents,
+    store_uri: str,
+    thresholds: Thresholds,
+    measures: tuple[pa.Table, pa.Table] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, list[Block]]:
+    """The stats and layer_stats tables and the report's blocks for the complete trials in ``contents``;
+    ``measures`` are their ``layers`` and ``criticality`` rows (None: none)."""
     if contents.trials.num_rows == 0:
         waiting = "; ".join(
             f"{s.sweep}: 0 of {s.expected} finished" for s in contents.sweeps if s.expected
@@ -349,6 +387,10 @@ def build_report(
             f"{store_uri}: no complete trials to report" + (f" ({waiting})" if waiting else "")
         )
     stats = compute_stats(contents.trials, contents.swaps)
+    layer_stats = (
+        compute_layer_stats(contents.trials, *measures) if measures is not None
+        else pd.DataFrame(columns=LAYER_STATS_COLUMNS)
+    )
     infos = config_infos(contents.trials)
     views = config_views(stats)
     generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -359,11 +401,14 @@ def build_report(
         *_baseline_section(views, infos),
     ]
     for view in views:
-        blocks.extend(_config_section(view, infos[(view.key.sweep, view.key.config_id)], thresholds))
+        blocks.extend(
+            _config_section(view, infos[(view.key.sweep, view.key.config_id)], thresholds, layer_stats)
+        )
     if len(views) > 1:
         blocks.extend(_compare_section(views))
-    blocks.extend(_reading_notes(thresholds, any(view.single_seed for view in views)))
-    return stats, blocks
+        blocks.extend(gap_blocks(views, layer_stats))
+    blocks.extend(_reading_notes(thresholds, any(view.single_seed for view in views), layer_stats))
+    return stats, layer_stats, blocks
 
 
 def write_report(
@@ -378,11 +423,15 @@ def write_report(
     an unknown sweep.
     """
     contents = load_contents(store, sweep)
-    stats, blocks = build_report(contents, store.uri, thresholds or Thresholds())
+    measures = read_measures(store, contents.trials.column("trial_id").unique())
+    stats, layer_stats, blocks = build_report(contents, store.uri, thresholds or Thresholds(), measures)
     files: dict[str, bytes] = {
         "stats.parquet": _parquet_bytes(stats_to_arrow(stats)),
         "stats.csv": stats_to_csv(stats).encode("utf-8"),
     }
+    if not layer_stats.empty:
+        files["layer_stats.parquet"] = _parquet_bytes(layer_stats_to_arrow(layer_stats))
+        files["layer_stats.csv"] = layer_stats_to_csv(layer_stats).encode("utf-8")
     files.update({b.name: b.png for b in blocks if isinstance(b, Image)})
     files["report.md"] = render_markdown(blocks).encode("utf-8")
     files["report.html"] = render_html(blocks, "layerswap report").encode("utf-8")

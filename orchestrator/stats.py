@@ -206,7 +206,7 @@ def with_config_ids(trials: pa.Table) -> pa.Table:
     return trials.set_column(index, "config_id", pa.array(filled, pa.string()))
 
 
-def _trials_frame(trials: pa.Table) -> pd.DataFrame:
+def trials_frame(trials: pa.Table) -> pd.DataFrame:
     frame = with_config_ids(trials).select(
         ["trial_id", "sweep", "config_id", "dataset", "model", "widths", "seed", "epochs", "test_acc"]
     ).to_pandas()
@@ -230,7 +230,7 @@ def compute_stats(trials: pa.Table, swaps: pa.Table) -> pd.DataFrame:
     (dataset, model, widths, config_id), kind (none, reinit, rerandomize,
     transplant, interpolate), layer depth, epoch, alpha.
     """
-    merged = _swaps_frame(swaps).merge(_trials_frame(trials), on="trial_id", how="inner")
+    merged = _swaps_frame(swaps).merge(trials_frame(trials), on="trial_id", how="inner")
     if merged.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in STATS_COLUMNS})
     trained_rows = merged[(merged["kind"] == "none") & (merged["epoch"] == merged["epochs"])]

@@ -14,11 +14,11 @@ without a reinit@0 row is judged on rerandomize, and says so.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from orchestrator.document import compact_layers, format_ci
+from orchestrator.document import compact_layers, format_ci, short_sci
 
 if TYPE_CHECKING:
     from orchestrator.stats import ConfigView
@@ -139,3 +139,25 @@ def summarize(
     if not by_kind[CRITICAL]:
         sentences.insert(0, f"No layer is critical (none is within {margin} of chance)")
     return "; ".join(sentences) + "."
+
+
+def layer_notes(
+    verdicts: Sequence[LayerVerdict], moved: Mapping[str, float], criticality: Mapping[str, float]
+) -> tuple[str, ...]:
+    """Each judged layer's verdict next to its movement and criticality, e.g. "fc1: critical —
+    moved 31% from init, criticality 4.2e3"; empty when neither was measured.
+
+    ``moved`` is the mean relative distance to init at the last epoch (a fraction),
+    ``criticality`` the mean module criticality, per layer.
+    """
+    if not moved and not criticality:
+        return ()
+    notes = []
+    for v in verdicts:
+        parts = []
+        if v.layer in moved and math.isfinite(moved[v.layer]):
+            parts.append(f"moved {100 * moved[v.layer]:.0f}% from init")
+        if v.layer in criticality:
+            parts.append(f"criticality {short_sci(criticality[v.layer])}")
+        notes.append(f"{v.layer}: {v.label}" + (f" — {', '.join(parts)}" if parts else ""))
+    return tuple(notes)

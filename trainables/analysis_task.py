@@ -1,4 +1,4 @@
-"""The Ray task ``layerswap analyze`` runs on a worker: measure one stored network's missing keys.
+"""The Ray task ``layerswap analyze`` runs on a worker: measure what one stored network lacks.
 
 The dataset arrives through Ray's object store and the weights are read from
 the store, so a worker needs neither a local dataset nor the training run.
@@ -12,20 +12,19 @@ import torch
 
 from trainables.datasets import DatasetArrays
 from trainables.device import make_deterministic, trial_device
-from trainables.measure import measure_stored
+from trainables.measure import Missing, measure_stored
 from trainables.spec import TrialSpec
 from trainables.store import Store
 
 
 def measure_network_task(
-    store_location: str, spec: dict[str, Any], keys: list[list[Any]], data: DatasetArrays, gpu_share: float,
+    store_location: str, spec: dict[str, Any], missing: Missing, data: DatasetArrays, gpu_share: float,
     threads: int,
 ) -> int:
-    """Measure ``keys`` of the network ``spec`` from its stored weights; the rows written."""
+    """Measure what the network ``spec`` lacks (swap keys, movement, criticality) from its
+    stored weights; the rows written."""
     make_deterministic()
     torch.set_num_threads(max(1, threads))
     device = trial_device(gpu_share)
     trial = TrialSpec.from_dict(spec)
-    return measure_stored(
-        Store.open(store_location), trial, [tuple(key) for key in keys], data.tensors(device), device
-    )
+    return measure_stored(Store.open(store_location), trial, missing, data.tensors(device), device)

@@ -9,35 +9,96 @@ of a network's identity.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-SWAP_KINDS = ("reinit", "rerandomize", "transplant")
+SWAP_KINDS = ("reinit", "rerandomize", "transplant", "interpolate")
 """Swap kinds a plan may ask for; ``none`` (the baselines) is always measured."""
+
+DEFAULT_SWAPS = ("reinit", "rerandomize", "transplant")
+"""The kinds a plan measures when none are named."""
+
+ALPHA_DECIMALS = 6
+DEFAULT_ALPHAS = tuple(round(i / 10, ALPHA_DECIMALS) for i in range(11))
+"""The ``interpolate`` grid: 0, 0.1, ..., 1."""
 
 SwapKey = tuple[str, str | None, int | None, float | None, int | None]
 """(kind, layer, epoch, alpha, draw) of one swaps row of a trial; None = null."""
 
 
 @dataclass(frozen=True)
-class MeasurementPlan:
-    """The swap kinds to measure (``none`` always) and ``rerandomize_draws`` per layer."""
+class CriticalitySettings:
+    """The module-criticality grid (DESIGN.md, "Measurements"; reference defaults).
 
-    swaps: tuple[str, ...] = SWAP_KINDS
-    rerandomize_draws: int = 1
+    ``alphas`` points in [0, 1] and ``sigmas`` noise scales
+    ``sigma_max * linspace(1e-16, 1, sigmas)`` (absolute standard deviation of
+    the Gaussian added to every parameter of the layer); a pair passes when the
+    mean loss over ``noise_samples`` draws on the first ``subset`` training
+    examples is at most ``rtol`` times the trained network's loss there.
+    """
+
+    alphas: int = 11
+    sigmas: int = 11
+    sigma_max: float = 1.0
+    noise_samples: int = 10
+    rtol: float = 1.01
+    subset: int = 10_000
 
     def to_dict(self) -> dict[str, Any]:
-        return {"swaps": list(self.swaps), "rerandomize_draws": self.rerandomize_draws}
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CriticalitySettings:
+        return cls(
+            int(data["alphas"]), int(data["sigmas"]), float(data["sigma_max"]),
+            int(data["noise_samples"]), float(data["rtol"]), int(data["subset"]),
+        )
+
+
+def alpha_key(alpha: float | None) -> float | None:
+    """``alpha`` rounded to ``ALPHA_DECIMALS``: 0.1 * 3 and 0.3 are one key."""
+    return None if alpha is None else round(float(alpha), ALPHA_DECIMALS)
+
+
+@dataclass(frozen=True)
+class MeasurementPlan:
+    """The swap kinds to measure (``none`` always), ``rerandomize_draws`` per layer, the
+    ``interpolate`` ``alphas``, and ``criticality`` settings (None = not measured)."""
+
+    swaps: tuple[str, ...] = DEFAULT_SWAPS
+    rerandomize_draws: int = 1
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS
+    criticality: CriticalitySettings | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "swaps": list(self.swaps),
+            "rerandomize_draws": self.rerandomize_draws,
+            "alphas": list(self.alphas),
+            "criticality": None if self.criticality is None else self.criticality.to_dict(),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MeasurementPlan:
-        return cls(tuple(data["swaps"]), int(data["rerandomize_draws"]))
+        """A plan from :meth:`to_dict` or a sweep record's config (absent keys take defaults)."""
+        criticality = data.get("criticality")
+        return cls(
+            tuple(data["swaps"]),
+            int(data.get("rerandomize_draws", 1)),
+            tuple(sorted({alpha_key(a) for a in data.get("alphas") or DEFAULT_ALPHAS})),
+            None if criticality is None else CriticalitySettings.from_dict(criticality),
+        )
 
     def union(self, other: MeasurementPlan) -> MeasurementPlan:
-        """Every kind either plan measures, with the larger number of draws."""
+        """Every kind and alpha either plan measures, with the larger number of draws; the
+        criticality settings of this plan, else of ``other``."""
         kinds = set(self.swaps) | set(other.swaps)
         return MeasurementPlan(
-            tuple(k for k in SWAP_KINDS if k in kinds), max(self.rerandomize_draws, other.rerandomize_draws)
+            tuple(k for k in SWAP_KINDS if k in kinds),
+            max(self.rerandomize_draws, other.rerandomize_draws),
+            tuple(sorted(set(self.alphas) | set(other.alphas))),
+            self.criticality if self.criticality is not None else other.criticality,
         )
 
 
@@ -46,7 +107,8 @@ def plan_keys(plan: MeasurementPlan, layers: tuple[str, ...], checkpoints: tuple
 
     ``none`` at every checkpoint; per layer: ``reinit`` to every checkpoint but
     the last, ``rerandomize`` draws 0..k-1 (epoch null), ``transplant`` from
-    the last checkpoint into the epoch-0 network.
+    the last checkpoint into the epoch-0 network, ``interpolate`` at every
+    alpha (epoch 0, the other end of the line).
     """
     last = checkpoints[-1]
     keys: list[SwapKey] = [("none", None, epoch, None, None) for epoch in checkpoints]
@@ -57,10 +119,11 @@ def plan_keys(plan: MeasurementPlan, layers: tuple[str, ...], checkpoints: tuple
             keys += [("rerandomize", layer, None, None, draw) for draw in range(plan.rerandomize_draws)]
         if "transplant" in plan.swaps:
             keys.append(("transplant", layer, last, None, None))
+        if "interpolate" in plan.swaps:
+            keys += [("interpolate", layer, 0, alpha_key(alpha), None) for alpha in plan.alphas]
     return keys
 
 
 def row_key(row: dict[str, Any]) -> SwapKey:
     """The key of a swaps row (a dict with the swaps table's columns)."""
-    alpha = row.get("alpha")
-    return (row["kind"], row["layer"], row["epoch"], None if alpha is None else float(alpha), row["draw"])
+    return (row["kind"], row["layer"], row["epoch"], alpha_key(row.get("alpha")), row["draw"])

@@ -1,4 +1,4 @@
-"""Canonical Arrow schemas of the three index tables (DESIGN.md, "The store").
+"""Canonical Arrow schemas of the index tables (DESIGN.md, "The store").
 
 Readers pass these schemas explicitly to ``pyarrow.dataset`` so that every
 script (ours, DuckDB, pandas, polars) sees the same column types. Columns may
@@ -76,8 +76,47 @@ SWAPS_SCHEMA = pa.schema(
     ]
 )
 
+LAYERS_SCHEMA = pa.schema(
+    [
+        ("trial_id", pa.string()),
+        ("epoch", pa.int32()),
+        ("layer", pa.string()),
+        ("n_params", pa.int64()),
+        ("norm", pa.float64()),
+        ("dist_init", pa.float64()),
+        ("rel_dist_init", pa.float64()),
+        ("cos_init", pa.float64()),
+        ("dist_final", pa.float64()),
+    ]
+)
+
+CRITICALITY_SCHEMA = pa.schema(
+    [
+        ("trial_id", pa.string()),
+        ("layer", pa.string()),
+        ("criticality", pa.float64()),  # NaN when no (alpha, sigma) pair passed
+        ("alpha_star", pa.float64()),
+        ("sigma_star", pa.float64()),
+        ("loss_at_star", pa.float64()),
+        ("trained_loss", pa.float64()),
+        ("n_alpha", pa.int32()),
+        ("n_sigma", pa.int32()),
+        ("sigma_max", pa.float64()),
+        ("noise_samples", pa.int32()),
+        ("rtol", pa.float64()),
+        ("subset_size", pa.int64()),
+        ("noise_seed", pa.int64()),
+        # Extensions:
+        ("sq_dist", pa.float64()),  # ||theta_T - theta_0||^2 of the layer
+        ("pairs_evaluated", pa.int32()),  # (alpha, sigma) points evaluated before the answer
+        ("seconds", pa.float64()),  # wall time of this layer's search
+    ]
+)
+
 TABLE_SCHEMAS: dict[str, pa.Schema] = {
     "trials": TRIALS_SCHEMA,
     "weights": WEIGHTS_SCHEMA,
     "swaps": SWAPS_SCHEMA,
+    "layers": LAYERS_SCHEMA,
+    "criticality": CRITICALITY_SCHEMA,
 }

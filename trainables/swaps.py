@@ -13,14 +13,18 @@ Row semantics (DESIGN.md, swaps table):
                   ``derive_seed("rerandomize", seed, layer, draw)``; epoch null.
 - ``transplant``  epoch-0 network with ``layer`` taken from checkpoint ``epoch``
                   (the donor; the last epoch in a standard plan).
+- ``interpolate`` trained network with ``layer`` set to
+                  ``(1-alpha)*theta_epoch + alpha*theta_T`` (``torch.lerp``, exact
+                  at both ends: alpha 0 is ``reinit`` to ``epoch``, alpha 1 the
+                  trained network); ``epoch`` is 0 in a standard plan.
 
 Which variants are built is given by row keys (:mod:`trainables.plan`), so a
 network measured earlier is measured again only for the keys it lacks.
 
 :func:`evaluate_variants` evaluates many variants of an MLP at once: variants
 that share their first layers (the same tensor objects, as built here) share
-those layers' activations, computed once per test batch. Every reinit and
-rerandomize of layer k starts from the trained network's activations before
+those layers' activations, computed once per test batch. Every reinit,
+rerandomize and interpolate (all alphas) of layer k starts from the trained network's activations before
 layer k, every transplant from the initial network's. The arithmetic per
 variant is exactly :func:`evaluate`'s, so the results are the same. (Stacking
 sibling layers into one wider matmul was measured too: the same FLOPs in
@@ -54,6 +58,7 @@ class SwapVariant:
     epoch: int | None
     draw: int | None
     params: StateDict
+    alpha: float | None = None
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,7 @@ def swap_variants(
     trained, initial = checkpoints[spec.epochs], checkpoints[0]
     layers = layer_tensors(model)
     device = next(iter(trained.values())).device
-    for kind, layer, epoch, _alpha, draw in keys:
+    for kind, layer, epoch, alpha, draw in keys:
         if kind == "none":
             yield SwapVariant(kind, None, epoch, None, checkpoints[epoch])
         elif kind == "reinit":
@@ -102,6 +107,10 @@ def swap_variants(
         elif kind == "transplant":
             params = with_layer(initial, layers[layer], checkpoints[epoch])
             yield SwapVariant(kind, layer, epoch, None, params)
+        elif kind == "interpolate":
+            names = layers[layer]
+            mixed = {key: torch.lerp(checkpoints[epoch][key], trained[key], alpha) for key in names}
+            yield SwapVariant(kind, layer, epoch, None, with_layer(trained, names, mixed), alpha)
         else:
             raise ValueError(f"swap kind {kind!r} is not known")
 

@@ -1,7 +1,8 @@
 """One network, end to end: train, save checkpoints, measure every swap, write the store.
 
-Write order: spec.json, the weights files, then the weights and swaps index
-rows, and the trial row last: a trial row means every other file of that
+Write order: spec.json, the weights files, then the weights, swaps, layers
+(weight movement) and criticality (when the plan asks for it) index rows,
+and the trial row last: a trial row means every other file of that
 trial is complete.
 """
 
@@ -22,7 +23,13 @@ import torch
 
 from trainables.datasets import DatasetTensors
 from trainables.device import cuda_columns
-from trainables.measure import load_checkpoints, measure, wanted_keys
+from trainables.measure import (
+    load_checkpoints,
+    measure,
+    network_criticality,
+    network_movement,
+    wanted_keys,
+)
 from trainables.models import build_model, tensor_layer
 from trainables.packed import PackEpochCallback, PackResume, train_pack
 from trainables.plan import MeasurementPlan
@@ -194,6 +201,11 @@ def record_network(
     keys = wanted_keys(spec, plan, data.x_train.shape[1], data.n_classes)
     swap_rows = measure(spec, network.model, network.checkpoints, data, keys)
     swap_seconds = time.perf_counter() - swap_started
+    movement = network_movement(spec, network.model, network.checkpoints)
+    criticality = (
+        network_criticality(spec, network.model, network.checkpoints, data, plan.criticality)
+        if plan.criticality is not None else []
+    )
     trained = network.checkpoints[spec.epochs]
     train_acc = evaluate(network.model, trained, data.x_train, data.y_train).test_acc
     baseline = {row["epoch"]: row for row in swap_rows if row["kind"] == "none"}
@@ -232,5 +244,8 @@ def record_network(
     }
     store.write_index("weights", trial_id, pa.Table.from_pylist(weight_rows))
     store.write_index("swaps", trial_id, pa.Table.from_pylist(swap_rows))
+    store.write_index("layers", trial_id, pa.Table.from_pylist(movement))
+    if criticality:
+        store.write_index("criticality", trial_id, pa.Table.from_pylist(criticality))
     store.write_index("trials", trial_id, pa.Table.from_pylist([trial_row]))
     return NetworkResult(trial_row, swap_rows)
