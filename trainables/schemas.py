@@ -38,13 +38,13 @@ TRIALS_SCHEMA = pa.schema(
         ("n_classes", pa.int32()),
         ("swap_seconds", pa.float64()),
         ("resumed_from_epoch", pa.int32()),  # null unless a retried trial resumed training
-        ("cuda_version", pa.string()),  # torch's CUDA version on a GPU, null on a CPU
-        ("cublas_version", pa.string()),  # the cuBLAS wheel's version on a GPU, null on a CPU or unknown
         # Since store version 2:
         ("config_id", pa.string()),  # hash of the training spec without the seed
         ("pack_size", pa.int32()),  # networks trained together in one trial
         ("accelerator", pa.string()),  # "cpu" or the CUDA device name
         ("train_acc", pa.float64()),  # trained network on the full training set
+        ("cuda_version", pa.string()),  # torch's CUDA version on a GPU, null on a CPU
+        ("cublas_version", pa.string()),  # the cuBLAS wheel's version on a GPU, null on a CPU or unknown
     ]
 )
 

@@ -265,9 +265,11 @@ class Store:
         self.write_table(index_relpath(table, trial_id), table, rows)
 
     def write_table(self, relpath: str, table: str, rows: pa.Table) -> None:
-        """Write ``rows`` of index ``table`` (cast to its canonical schema) as ``relpath``."""
+        """Write ``rows`` of index ``table`` (its columns in the canonical order, cast to the
+        canonical schema) as ``relpath``."""
+        schema = TABLE_SCHEMAS[table]
         buffer = io.BytesIO()
-        pq.write_table(rows.cast(TABLE_SCHEMAS[table]), buffer)
+        pq.write_table(rows.select(schema.names).cast(schema), buffer)
         self.write_bytes(relpath, buffer.getvalue())
 
     def list_files(self, reldir: str) -> list[str]:
