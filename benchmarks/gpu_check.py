@@ -73,7 +73,7 @@ def spec(size: Size, seed: int, precision: str = "fp32", epochs: int = 1) -> Tri
     return TrialSpec(
         dataset="synthetic", data_mean=0.0, data_std=1.0, model="mlp", widths=size.widths, seed=seed,
         epochs=epochs, batch_size=256, optimizer=OptimizerSpec("sgd", 0.01), checkpoints=(0, epochs),
-        swaps=("reinit",), precision=precision,
+        precision=precision,
     )
 
 

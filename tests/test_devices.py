@@ -101,7 +101,7 @@ def test_tf32_holds_in_backward_and_the_optimizer_step_and_is_restored(pack, pre
     specs = [
         TrialSpec(dataset="synthetic", data_mean=0.0, data_std=1.0, model="mlp", widths=(8,), seed=seed,
                   epochs=1, batch_size=256, optimizer=OptimizerSpec("sgd", 0.1), checkpoints=(0, 1),
-                  swaps=("reinit",), precision=precision)
+                  precision=precision)
         for seed in range(pack)
     ]
     before = torch.backends.cuda.matmul.fp32_precision
