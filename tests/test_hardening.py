@@ -384,7 +384,7 @@ def test_sigterm_stops_a_sweep_and_the_store_stays_readable(tmp_path):
     )
     try:
         for line in sweep.stdout:
-            if "per trial" in line:  # Ray is up and the trials are about to start
+            if " trial(s) of " in line:  # Ray is up and the trials are about to start
                 break
         sweep.send_signal(signal.SIGTERM)
         out, err = sweep.communicate(timeout=120)
