@@ -42,7 +42,7 @@ import torch
 
 from benchmarks.cuda_timing import copy_bandwidth, event_seconds
 from trainables.datasets import DatasetTensors
-from trainables.device import cublas_version, make_deterministic
+from trainables.device import cublas_version, driver_version, make_deterministic
 from trainables.footprint import PackShape
 from trainables.packed import StackedMLP, pack_step, train_pack
 from trainables.precision import PRECISIONS, training_precision
@@ -101,20 +101,6 @@ def seconds(run: Callable[[], object], device: torch.device, repeats: int = 3) -
         run()
         times.append(time.perf_counter() - started)
     return min(times)
-
-
-def driver_version() -> str | None:
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            version = pynvml.nvmlSystemGetDriverVersion()
-        finally:
-            pynvml.nvmlShutdown()
-        return version.decode() if isinstance(version, bytes) else str(version)
-    except Exception:  # noqa: BLE001 - informative only
-        return None
 
 
 def process_nvml_bytes() -> int | None:

@@ -25,6 +25,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from orchestrator.config import Resources
+from trainables.device import driver_version
 from trainables.store import Store, StoreError
 from trainables.uri import redact_secrets
 
@@ -185,23 +186,9 @@ def _cuda_check_here() -> str:
     error = ((got.double() - a.double() @ b.double()).abs().max() / (a.abs().max() * b.abs().max())).item()
     verdict = "ok" if error < 1e-5 else "FAIL: the matmul is wrong"
     return (
-        f"{verdict}: {torch.cuda.get_device_name(device)}, driver {_driver_version()}, "
+        f"{verdict}: {torch.cuda.get_device_name(device)}, driver {driver_version() or '?'}, "
         f"torch {torch.__version__}, CUDA {torch.version.cuda}, matmul relative error {error:.1e}"
     )
-
-
-def _driver_version() -> str:
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            version = pynvml.nvmlSystemGetDriverVersion()
-        finally:
-            pynvml.nvmlShutdown()
-        return version.decode() if isinstance(version, bytes) else str(version)
-    except Exception:  # noqa: BLE001 - the version is informative only
-        return "?"
 
 
 def _probe_here(store_uri: str | None, token_relpath: str | None, token: bytes) -> dict:

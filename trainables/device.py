@@ -128,3 +128,18 @@ def read_gpu_memory() -> tuple[list[GpuMemory], str | None]:
         return [], f"NVML: {err}"
     finally:
         pynvml.nvmlShutdown()
+
+
+def driver_version() -> str | None:
+    """The NVIDIA driver's version from NVML, or None where NVML does not answer (informative only)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            version = pynvml.nvmlSystemGetDriverVersion()
+        finally:
+            pynvml.nvmlShutdown()
+        return version.decode() if isinstance(version, bytes) else str(version)
+    except Exception:  # noqa: BLE001 - informative only: no NVML, no driver, an old pynvml
+        return None
