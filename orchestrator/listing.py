@@ -62,7 +62,7 @@ def load_contents(store: Store, sweep: str | None = None) -> StoreContents:
     expected = _expected_trials(store)
     trials = _assign_sweeps(trials, expected)
     known = sorted(set(expected) | set(trials.column("sweep").to_pylist()))
-    started = {_trial_id(p) for p in store.list_files("index/swaps")}
+    started = store.index_trial_ids("swaps")
     unfinished = started - complete_ids
     if sweep is not None:
         if sweep not in known:
@@ -94,10 +94,6 @@ def one_row_per_key(swaps: pa.Table) -> pa.Table:
     if len(unique) == len(frame):
         return swaps
     return pa.Table.from_pandas(unique, schema=swaps.schema, preserve_index=False)
-
-
-def _trial_id(relpath: str) -> str:
-    return relpath.rsplit("/", 1)[-1].removesuffix(".parquet")
 
 
 def _read_checked(store: Store, table: str) -> pa.Table:

@@ -20,6 +20,7 @@ from orchestrator.cli import main
 from orchestrator.config import parse_config
 from orchestrator.grid import expand_grid
 from orchestrator.launch import run_sweep
+from orchestrator.listing import load_contents
 from tests.conftest import tiny_raw_config
 from tests.test_stats import standard_swaps, trial_table, write_trial
 from trainables.schemas import SWAPS_SCHEMA, TRIALS_SCHEMA
@@ -98,6 +99,7 @@ def test_analyze_adds_draws_once(grown) -> None:
     rows = swap_rows(root)
     drawn = [r for r in rows if r["kind"] == "rerandomize"]
     assert sorted({r["draw"] for r in drawn}) == [0, 1] and len(drawn) == 12
+    assert load_contents(store).unfinished == ()  # a batch file is not a trial of its own
     before = file_states(root)
     again = analyze_store(store, swaps=("rerandomize",), draws=2, log=lambda _: None)
     assert (again.networks, again.rows) == (0, 0)

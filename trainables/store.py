@@ -49,6 +49,9 @@ REACH_TIMEOUT_S = 30.0
 """How long opening a remote store may take before it counts as unreachable."""
 TRIAL_ID = re.compile(r"[0-9a-f]{16}")
 """A trial id: the first 16 lowercase hex characters of a sha256."""
+INDEX_FILE_NAME = re.compile(r"(?P<trial_id>.+?)(?:-[0-9a-f]{8})?\.parquet")
+"""``<trial_id>.parquet``, or for measurements added later ``<trial_id>-<batch>.parquet``
+(``verify`` checks that the trial id is one; readers take the name as it is)."""
 
 T = TypeVar("T")
 
@@ -312,9 +315,15 @@ class Store:
 
     def completed_trial_ids(self) -> set[str]:
         """Trial ids whose trial row exists: those trials are finished."""
+        return self.index_trial_ids("trials")
+
+    def index_trial_ids(self, table: str) -> set[str]:
+        """The trial ids that the files of ``index/<table>`` are named after (a batch
+        suffix ``-<batch>`` dropped: one trial may have several files)."""
         return {
-            p.rsplit("/", 1)[-1].removesuffix(".parquet")
-            for p in self.list_files("index/trials")
+            match["trial_id"]
+            for relpath in self.list_files(f"index/{table}")
+            if (match := INDEX_FILE_NAME.fullmatch(relpath.rsplit("/", 1)[-1]))
         }
 
 
