@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -60,31 +60,22 @@ class AnalysisOutcome:
     wall_seconds: float
 
 
-def stored_keys(store: Store, trial_ids: Iterable[str]) -> dict[str, set[SwapKey]]:
-    """The swap keys each of ``trial_ids`` already has in the store (every swaps file)."""
-    ids = sorted(set(trial_ids))
-    swaps = store.read_index("swaps")
-    swaps = swaps.filter(pc.is_in(swaps.column("trial_id"), value_set=pa.array(ids, pa.string())))
-    keys: dict[str, set[SwapKey]] = defaultdict(set)
-    for row in swaps.select(["trial_id", "kind", "layer", "epoch", "alpha", "draw"]).to_pylist():
-        keys[row["trial_id"]].add(row_key(row))
-    return keys
-
-
-def stored_criticality(store: Store, trial_ids: Iterable[str]) -> dict[str, set[CriticalityKey]]:
-    """The criticality keys (layer and settings) each of ``trial_ids`` already has."""
+def stored_keys(
+    store: Store, table: str, trial_ids: Iterable[str], key: Callable[[dict], Hashable]
+) -> dict[str, set]:
+    """The keys (``key`` of each row of index ``table``) each of ``trial_ids`` already has."""
     ids = pa.array(sorted(set(trial_ids)), pa.string())
-    rows = store.read_index("criticality")
+    rows = store.read_index(table)
     rows = rows.filter(pc.is_in(rows.column("trial_id"), value_set=ids))
-    keys: dict[str, set[CriticalityKey]] = defaultdict(set)
+    keys: dict[str, set] = defaultdict(set)
     for row in rows.to_pylist():
-        keys[row["trial_id"]].add(criticality_row_key(row))
+        keys[row["trial_id"]].add(key(row))
     return keys
 
 
 def with_movement(store: Store) -> set[str]:
     """Trial ids whose weight-movement file (``index/layers/<trial_id>.parquet``) exists."""
-    return {path.rsplit("/", 1)[-1].removesuffix(".parquet") for path in store.list_files("index/layers")}
+    return store.index_trial_ids("layers")
 
 
 def missing_measurements(
@@ -93,9 +84,12 @@ def missing_measurements(
     """For each network of ``specs``, what ``plan`` asks that it does not have yet (if anything):
     swap keys, its weight-movement file (always wanted), criticality layers (if ``plan`` asks)."""
     specs = list({spec.trial_id: spec for spec in specs}.values())
-    have = stored_keys(store, (spec.trial_id for spec in specs))
+    ids = [spec.trial_id for spec in specs]
+    have: dict[str, set[SwapKey]] = stored_keys(store, "swaps", ids, row_key)
     moved = with_movement(store)
-    critical = stored_criticality(store, (s.trial_id for s in specs)) if plan.criticality else {}
+    critical: dict[str, set[CriticalityKey]] = (
+        stored_keys(store, "criticality", ids, criticality_row_key) if plan.criticality else {}
+    )
     jobs = []
     for spec in specs:
         data = datasets[spec.dataset]
