@@ -2,22 +2,28 @@
 
 Each network is tiny (synthetic data, widths [8], 1 epoch, ``pack: 1``, the
 ``reinit`` swaps only), so the time goes to orchestration: Tune trials, progress
-events, store writes. The sweep's own progress lines ("done N/total") are
-timestamped as they arrive; the rate at the start is networks per second
-between 5% and 25% of the sweep done, at the end between 75% and 95% (the
-first and last 5% are Ray's start and the last trials' tail).
+events, store writes. Each network's finish time is its trial row's
+``finished_at`` (written when that network is stored, so exact per network;
+the progress lines arrive in batches about once a second per Tune trial,
+too coarse for a 10-second sweep). The rate at the start is networks per
+second between 5% and 25% of the sweep done, at the end between 75% and 95%
+(the first and last 5% are Ray's start and the last trials' tail).
 
-    python -m benchmarks.sweep_scale [--quick] [--networks 1000 5000]
+    python -m benchmarks.sweep_scale [--quick] [--networks 1000 5000] [--repeat 3]
 
-``--quick`` runs 300 networks. Ray is started by the sweep, on every core.
+Each size runs ``--repeat`` times (a fresh store and a fresh Ray each time);
+the table has every run and, per size, the median and range of end/start.
+``--quick`` runs 300 networks once. Ray is started by the sweep, on every core.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
+import math
+import statistics
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +32,8 @@ import ray
 from benchmarks.common import busy_warning, configure, publish, table
 from orchestrator.config import parse_config
 from orchestrator.launch import run_sweep
+from trainables.store import Store
 
-DONE = re.compile(r"done (\d+)/(\d+)")
 START_WINDOW = (0.05, 0.25)
 END_WINDOW = (0.75, 0.95)
 
@@ -41,39 +47,49 @@ def tiny_config(store: Path, networks: int) -> dict[str, Any]:
     }
 
 
-def rate(marks: list[tuple[float, int]], total: int, low: float, high: float) -> float:
-    """Networks per second between the first moments ``low`` and ``high`` of ``total`` were done."""
+def rate(finished: list[float], low: float, high: float) -> float:
+    """Networks per second between the moments fractions ``low`` and ``high`` of them were done.
 
-    def when(fraction: float) -> tuple[float, int]:
-        return next((t, done) for t, done in marks if done >= fraction * total)
+    ``finished``: every network's finish time (s), sorted.
+    """
+    first, last = math.ceil(low * len(finished)), math.ceil(high * len(finished))
+    return (last - first) / max(finished[last - 1] - finished[first - 1], 1e-9)
 
-    (t0, n0), (t1, n1) = when(low), when(high)
-    return (n1 - n0) / max(t1 - t0, 1e-9)
+
+def finish_times(store: Path, sweep_start: datetime) -> list[float]:
+    """Seconds from ``sweep_start`` to each stored network's ``finished_at``, sorted."""
+    stamps = Store.open(str(store)).read_index("trials").column("finished_at").to_pylist()
+    return sorted((stamp - sweep_start).total_seconds() for stamp in stamps)
 
 
-def measure(networks: int, scratch: Path) -> dict[str, Any]:
-    marks: list[tuple[float, int]] = []
+def measure(networks: int, store: Path) -> dict[str, Any]:
+    sweep_start = datetime.now(UTC)
     started = time.perf_counter()
-
-    def log(line: str) -> None:
-        found = DONE.search(line)
-        if found:
-            marks.append((time.perf_counter() - started, int(found.group(1))))
-
-    config = parse_config(tiny_config(scratch / f"store-{networks}", networks))
-    outcome = run_sweep(config, log=log)
+    outcome = run_sweep(parse_config(tiny_config(store, networks)), log=lambda line: None)
     wall = time.perf_counter() - started
     ray.shutdown()
-    total = marks[-1][1] if marks else 0
+    finished = finish_times(store, sweep_start)
     result = {
         "networks": networks, "completed": outcome.completed, "failed": outcome.failed,
-        "wall_seconds": wall, "first_done_seconds": marks[0][0] if marks else None,
+        "wall_seconds": wall, "first_done_seconds": finished[0],
         "networks_per_second": outcome.completed / wall,
-        "start_rate": rate(marks, total, *START_WINDOW) if total else None,
-        "end_rate": rate(marks, total, *END_WINDOW) if total else None,
+        "start_rate": rate(finished, *START_WINDOW), "end_rate": rate(finished, *END_WINDOW),
     }
-    print(f"  {networks} networks: {wall:.1f} s", flush=True)
+    result["end_over_start"] = result["end_rate"] / result["start_rate"]
+    print(f"  {networks} networks: {wall:.1f} s, end/start {result['end_over_start']:.2f}", flush=True)
     return result
+
+
+def summary(rows: list[dict[str, Any]]) -> list[str]:
+    """Per size: median and range of end/start over its runs."""
+    lines = []
+    for size in sorted({r["networks"] for r in rows}):
+        ratios = [r["end_over_start"] for r in rows if r["networks"] == size]
+        lines.append(
+            f"{size} networks, {len(ratios)} run(s): end/start median {statistics.median(ratios):.2f} "
+            f"(range {min(ratios):.2f}-{max(ratios):.2f})"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -81,23 +97,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="300 networks only")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the driver (default 1)")
     parser.add_argument("--networks", type=int, nargs="+", help="sweep sizes (default 1000 5000)")
+    parser.add_argument("--repeat", type=int, help="runs per size (default 3, --quick 1)")
     args = parser.parse_args(argv)
     mode = configure(args)
     sizes = args.networks or ([300] if args.quick else [1000, 5000])
+    repeat = args.repeat or (1 if args.quick else 3)
     warning = busy_warning()
     if ray.is_initialized():
         ray.shutdown()
     with tempfile.TemporaryDirectory(prefix="layerswap-scale-") as scratch:
-        rows = [measure(n, Path(scratch)) for n in sizes]
+        rows = [
+            measure(n, Path(scratch) / f"store-{n}-{run}") for n in sizes for run in range(repeat)
+        ]
     text = table(
         ["networks", "wall s", "first done s", "networks/s", "start /s", "end /s", "end/start"],
         [[r["networks"], r["wall_seconds"], r["first_done_seconds"], r["networks_per_second"],
-          r["start_rate"], r["end_rate"], r["end_rate"] / r["start_rate"] if r["start_rate"] else None]
-         for r in rows],
+          r["start_rate"], r["end_rate"], r["end_over_start"]] for r in rows],
     )
+    text += "\n" + "\n".join(summary(rows))
     text += (
         "\ntiny networks (synthetic, widths [8], 1 epoch, pack 1, reinit); start = networks/s from 5% "
-        "to 25% done, end = from 75% to 95%; wall includes Ray's start"
+        "to 25% done, end = from 75% to 95%, from the trial rows' finished_at; wall includes Ray's start"
     )
     publish("sweep_scale", "sweep_scale: thousands of tiny networks", mode, text, {"rows": rows}, warning)
 
