@@ -28,11 +28,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from trainables.cuda_graph_step import training_step
 from trainables.datasets import DatasetTensors
 from trainables.models import MLP
 from trainables.precision import PRECISIONS, forward_precision, training_precision
@@ -215,14 +217,15 @@ def train_pack(
     on_epoch: PackEpochCallback | None = None,
     on_snapshot: PackSnapshotCallback | None = None,
     resume: PackResume | None = None,
+    graphs: bool = True,
 ) -> list[TrainedNetwork]:
     """Train the networks of ``specs`` together; one :class:`TrainedNetwork` per spec, in order.
 
     Each result's ``model`` is an ordinary MLP holding that network's final
     weights, ``checkpoints`` its weights at every checkpoint epoch (as
     :func:`train_network`), and ``train_seconds`` the pack's training wall time
-    in this call divided by the number of networks (seconds). ``on_snapshot``
-    and ``resume`` work as in :func:`train_network`, per network.
+    in this call divided by the number of networks (seconds). ``on_snapshot``,
+    ``resume`` and ``graphs`` work as in :func:`train_network`, per network.
     """
     check_pack(specs)
     first = specs[0]
@@ -241,6 +244,9 @@ def train_pack(
         for shuffle, rng in zip(shuffles, resume.state.shuffle_rng, strict=True):
             shuffle.set_state(rng.clone())  # a view into the stack crashes set_state (torch 2.14)
         first_epoch, checkpoints = resume.state.epoch + 1, [dict(s) for s in resume.snapshots]
+    step = training_step(
+        partial(pack_step, stack, optimizer, data, precision=first.precision), optimizer, device, graphs
+    )
     n_train = data.x_train.shape[0]
     started = time.perf_counter()
     with training_precision(first.precision):
@@ -249,7 +255,7 @@ def train_pack(
             loss_sums = torch.zeros(len(specs), device=device)
             for start in range(0, n_train, first.batch_size):
                 batch = orders[:, start : start + first.batch_size]
-                loss_sums += pack_step(stack, optimizer, data, batch, first.precision) * batch.shape[1]
+                loss_sums += step(batch) * batch.shape[1]
             if epoch in first.checkpoints:
                 for k, network in enumerate(checkpoints):
                     network[epoch] = stack.state_dict(k)

@@ -29,9 +29,14 @@ def training_precision(precision: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def forward_precision(precision: str, device: torch.device) -> Iterator[None]:
-    """Around a forward pass: bfloat16 autocast for ``bf16``, nothing otherwise."""
+    """Around a forward pass: bfloat16 autocast for ``bf16``, nothing otherwise.
+
+    Autocast's cache of cast weights is off: each weight is cast once per forward
+    anyway (so the numbers are the same), and a CUDA graph capture of the step
+    must not keep cast tensors beyond it (``trainables/cuda_graph_step.py``).
+    """
     if precision == "bf16":
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False):
             yield
         return
     yield

@@ -21,6 +21,7 @@ import ray
 import safetensors.torch
 import torch
 
+from trainables.cuda_graph_step import graphs_enabled
 from trainables.datasets import DatasetTensors
 from trainables.device import cuda_columns
 from trainables.measure import (
@@ -144,11 +145,14 @@ def run_networks(
     if len(specs) == 1:
         resume = Resume(resume_from, snapshots[0]) if resume_from is not None else None
         networks = [
-            train_network(first, data, placement.device, on_epoch, partial(save_snapshot, 0), resume)
+            train_network(first, data, placement.device, on_epoch, partial(save_snapshot, 0), resume,
+                          graphs_enabled())
         ]
     else:
         pack_resume = PackResume(resume_from, snapshots) if resume_from is not None else None
-        networks = train_pack(specs, data, placement.device, on_epoch, save_snapshot, pack_resume)
+        networks = train_pack(
+            specs, data, placement.device, on_epoch, save_snapshot, pack_resume, graphs_enabled()
+        )
     return [
         record_network(
             spec, plan, network, rows, data, store, sweep, placement, len(specs),
