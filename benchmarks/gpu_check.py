@@ -10,17 +10,21 @@ line. It reports:
 
 - the device, driver and torch/CUDA/cuBLAS versions, and a real matmul against
   float64 on the CPU;
-- host syncs inside the training step (``torch.cuda.set_sync_debug_mode``; must be 0);
+- host syncs inside the training step, eager and replayed from a CUDA graph
+  (``torch.cuda.set_sync_debug_mode``; must be 0);
 - packed training throughput of the seed network (784-2048-1024-512-256-10,
-  batch 256, SGD) at K = 1, 2, 8 in fp32, tf32 and bf16, as samples/s and as the
-  fraction of the matmul floor (the step's FLOPs at the measured peak of a large
-  matmul in that precision) and of the HBM floor (the step's bytes at the
-  measured copy bandwidth);
+  batch 256, SGD) at K = 1, 2, 8 in fp32, tf32 and bf16, eager steps and steps
+  replayed from CUDA graphs (``trainables/cuda_graph_step.py``, what trials use
+  on a GPU), as samples/s and as the fraction of the matmul floor (the step's
+  FLOPs at the measured peak of a large matmul in that precision) and of the
+  HBM floor (the step's bytes at the measured copy bandwidth), for the faster;
 - the measured peak memory of a K = 8 trial against the sweep's estimate
   (``trainables/footprint.py``), and what the process holds beyond its tensors
   (NVML's figure for this process minus torch's reserved bytes): the figure
   ``CUDA_PROCESS_BYTES`` in orchestrator/packing.py should hold;
-- run-to-run bit-identity of packed training, and the packed-vs-unpacked weight difference.
+- run-to-run bit-identity of packed training, graphed training against eager
+  (bit-identical, with a short last batch and over enough epochs that its graph
+  replays too), and the packed-vs-unpacked weight difference.
 
 One table on stdout, everything in ``benchmarks/results/gpu_check.json``.
 """
@@ -35,16 +39,18 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from benchmarks.cuda_timing import copy_bandwidth, event_seconds
+from trainables.cuda_graph_step import WARMUP_STEPS, Step, training_step
 from trainables.datasets import DatasetTensors
 from trainables.device import cublas_version, driver_version, make_deterministic
 from trainables.footprint import PackShape
-from trainables.packed import StackedMLP, pack_step, train_pack
+from trainables.packed import StackedMLP, TrainedNetwork, pack_step, train_pack
 from trainables.precision import PRECISIONS, training_precision
 from trainables.spec import OptimizerSpec, TrialSpec
 from trainables.training import initial_model, make_optimizer, train_network, train_step
@@ -143,48 +149,60 @@ def matmul_check(size: Size, device: torch.device) -> dict[str, Any]:
     return {"relative_error": error, "ok": error < 1e-5, "peak_flops": peaks}
 
 
-def count_syncs(size: Size, data: DatasetTensors, device: torch.device) -> float | None:
-    """Host syncs per training step of a pack of 2 (None on a CPU, where there is nothing to wait for)."""
+def pack_of(size: Size, data: DatasetTensors, device: torch.device, pack: int, precision: str,
+            graphs: bool) -> Step:
+    """The training step of ``pack`` seed-size networks, as trials run it (graphed when ``graphs``)."""
+    specs = [spec(size, seed, precision) for seed in range(pack)]
+    models = [initial_model(s, size.n_features, 10).to(device) for s in specs]
+    if pack == 1:
+        model = models[0]
+        optimizer = make_optimizer(specs[0].optimizer, list(model.parameters()))
+
+        def eager(batch: torch.Tensor) -> torch.Tensor:
+            return train_step(model, optimizer, data, batch[0], precision)
+    else:
+        stack = StackedMLP.of(models)
+        optimizer = make_optimizer(specs[0].optimizer, stack.parameters())
+        eager = partial(pack_step, stack, optimizer, data, precision=precision)
+    return training_step(eager, optimizer, device, graphs)
+
+
+def count_syncs(size: Size, data: DatasetTensors, device: torch.device, graphs: bool) -> float | None:
+    """Host syncs per training step of a pack of 2 (None on a CPU, where there is nothing to wait for).
+
+    Counted after the steps that set up optimizer state (and, with ``graphs``, after the capture).
+    """
     if device.type != "cuda":
         return None
-    specs = [spec(size, seed) for seed in range(2)]
-    models = [initial_model(s, size.n_features, 10).to(device) for s in specs]
-    stack = StackedMLP.of(models)
-    optimizer = make_optimizer(specs[0].optimizer, stack.parameters())
+    step = pack_of(size, data, device, 2, "fp32", graphs)
     batch = torch.randint(0, size.n_train, (2, 256), device=device)
-    pack_step(stack, optimizer, data, batch, "fp32")  # the first step allocates optimizer state
+    for _ in range(WARMUP_STEPS + 1):
+        step(batch)
     torch.cuda.synchronize(device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
             for _ in range(size.steps):
-                pack_step(stack, optimizer, data, batch, "fp32")
+                step(batch)
         finally:
             torch.cuda.set_sync_debug_mode("default")
     syncs = [w for w in caught if "synchroniz" in str(w.message).lower()]
     return len(syncs) / size.steps
 
 
-def throughput(size: Size, data: DatasetTensors, device: torch.device, pack: int, precision: str) -> float:
-    """Training samples/s of ``pack`` networks together (all networks' samples), ``size.steps`` steps."""
-    specs = [spec(size, seed, precision) for seed in range(pack)]
-    models = [initial_model(s, size.n_features, 10).to(device) for s in specs]
+def throughput(size: Size, data: DatasetTensors, device: torch.device, pack: int, precision: str,
+               graphs: bool) -> float:
+    """Training samples/s of ``pack`` networks together (all networks' samples), ``size.steps`` steps.
+
+    The unmeasured first run holds the eager warm-up steps and the capture.
+    """
+    step = pack_of(size, data, device, pack, precision, graphs)
     batches = torch.randint(0, size.n_train, (size.steps, pack, 256), device=device)
-    if pack == 1:
-        model = models[0]
-        optimizer = make_optimizer(specs[0].optimizer, list(model.parameters()))
 
-        def run() -> None:
-            for batch in batches:
-                train_step(model, optimizer, data, batch[0], precision)
-    else:
-        stack = StackedMLP.of(models)
-        optimizer = make_optimizer(specs[0].optimizer, stack.parameters())
-
-        def run() -> None:
-            for batch in batches:
-                pack_step(stack, optimizer, data, batch, precision)
+    def run() -> None:
+        for batch in batches:
+            step(batch)
 
     with training_precision(precision):
         spent = seconds(run, device, repeats=2)
@@ -206,22 +224,48 @@ def peak_memory(size: Size, device: torch.device, shape: PackShape) -> dict[str,
             "process_overhead_bytes": overhead}
 
 
+def same_weights(first: list[TrainedNetwork], second: list[TrainedNetwork]) -> bool:
+    return all(
+        torch.equal(a.model.state_dict()[key], b.model.state_dict()[key])
+        for a, b in zip(first, second, strict=True) for key in a.model.state_dict()
+    )
+
+
 def identity_checks(size: Size, device: torch.device) -> dict[str, Any]:
-    """Packed training twice (bit-identical?) and against each network trained alone (max difference)."""
+    """Packed training twice (bit-identical?), graphed against eager (bit-identical?, on a GPU), and
+    against each network trained alone (max difference)."""
     small = replace(size, n_train=256 * size.steps)
     data = random_data(small, device)
     specs = [spec(small, seed) for seed in range(2)]
     first, second = train_pack(specs, data, device), train_pack(specs, data, device)
-    identical = all(
-        torch.equal(a.model.state_dict()[key], b.model.state_dict()[key])
-        for a, b in zip(first, second, strict=True) for key in a.model.state_dict()
-    )
     difference = 0.0
     for packed, one in zip(first, specs, strict=True):
         alone = train_network(one, data, device).model.state_dict()
         for key, tensor in packed.model.state_dict().items():
             difference = max(difference, (tensor - alone[key]).abs().max().item())
-    return {"run_to_run_bit_identical": identical, "packed_vs_unpacked_max_abs": difference}
+    on_gpu = device.type == "cuda"
+    return {"run_to_run_bit_identical": same_weights(first, second),
+            "graphed_vs_eager_bit_identical": graphed_vs_eager(size, device) if on_gpu else None,
+            "packed_vs_unpacked_max_abs": difference}
+
+
+def graphed_vs_eager(size: Size, device: torch.device) -> bool:
+    """Do CUDA-graph steps train the eager steps' weights bit for bit, alone and packed, in every precision?
+
+    With a short last batch (its own graph) and ``WARMUP_STEPS + 2`` epochs, so
+    that graph is captured and replayed too.
+    """
+    ragged = replace(size, n_train=256 * size.steps + 100)
+    data = random_data(ragged, device)
+    for precision in PRECISIONS:
+        pack = [spec(ragged, seed, precision, WARMUP_STEPS + 2) for seed in range(2)]
+        if not same_weights(train_pack(pack, data, device, graphs=True),
+                            train_pack(pack, data, device, graphs=False)):
+            return False
+        if not same_weights([train_network(pack[0], data, device, graphs=True)],
+                            [train_network(pack[0], data, device, graphs=False)]):
+            return False
+    return True
 
 
 def describe(device: torch.device) -> dict[str, Any]:
@@ -259,20 +303,26 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for precision in PRECISIONS:
         for pack in PACKS:
-            rate = throughput(size, data, device, pack, precision)
-            step_seconds = pack * 256 / rate
+            eager = throughput(size, data, device, pack, precision, graphs=False)
+            graphed = None
+            if device.type == "cuda":
+                graphed = throughput(size, data, device, pack, precision, graphs=True)
+            step_seconds = pack * 256 / max(eager, graphed or 0.0)
             matmul_floor = pack * shape.step_flops / matmul["peak_flops"][precision]
             hbm_floor = pack * shape.step_bytes / bandwidth if bandwidth else None
             rows.append({
-                "precision": precision, "pack": pack, "samples_per_second": rate,
+                "precision": precision, "pack": pack, "samples_per_second": eager,
+                "graphed_samples_per_second": graphed,
                 "matmul_floor_fraction": matmul_floor / step_seconds,
                 "hbm_floor_fraction": hbm_floor / step_seconds if hbm_floor else None,
             })
     del data
+    sync_data = random_data(size, device)
     result = {
         "machine": describe(device), "smoke": args.smoke, "matmul": matmul,
         "copy_bandwidth_bytes_per_second": bandwidth,
-        "host_syncs_per_step": count_syncs(size, random_data(size, device), device),
+        "host_syncs_per_step": count_syncs(size, sync_data, device, graphs=False),
+        "host_syncs_per_graphed_step": count_syncs(size, sync_data, device, graphs=True),
         "memory": peak_memory(size, device, shape), **identity_checks(size, device), "throughput": rows,
     }
     result["seconds"] = time.perf_counter() - started
@@ -292,23 +342,34 @@ def report(result: dict[str, Any]) -> str:
     def percent(value: float | None) -> str:
         return "n/a" if value is None else f"{100 * value:.0f}%"
 
-    syncs = result["host_syncs_per_step"]
+    def count(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:g}"
+
+    def rate(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:,.0f}"
+
+    graphed_identity = {True: "bit-identical", False: "DIFFERENT", None: "n/a"}[
+        result["graphed_vs_eager_bit_identical"]]
     lines = [
         f"device   {machine['name']}, driver {machine.get('driver')}, torch {machine['torch']}, "
         f"CUDA {machine['cuda']}, cuBLAS {machine.get('cublas')}",
         f"matmul   {'ok' if result['matmul']['ok'] else 'WRONG'} (relative error "
         f"{result['matmul']['relative_error']:.1e} against float64)",
-        f"syncs    {'n/a' if syncs is None else f'{syncs:g}'} host syncs per training step (must be 0)",
+        f"syncs    {count(result['host_syncs_per_step'])} host syncs per eager training step, "
+        f"{count(result['host_syncs_per_graphed_step'])} per graphed step (must be 0)",
         f"memory   K=8 peak {gib(memory['measured_bytes'])} measured, "
         f"{gib(memory['estimate_bytes'])} estimated; "
         f"process overhead {gib(memory['process_overhead_bytes'])}",
         f"identity run to run {'bit-identical' if result['run_to_run_bit_identical'] else 'DIFFERENT'}; "
+        f"graphed vs eager {graphed_identity}; "
         f"packed vs unpacked max |diff| {result['packed_vs_unpacked_max_abs']:.1e}",
         "",
-        f"{'precision':<10}{'K':>3}{'samples/s':>14}{'matmul floor':>14}{'HBM floor':>11}",
+        f"{'precision':<10}{'K':>3}{'eager samples/s':>17}{'graphed samples/s':>19}"
+        f"{'matmul floor':>14}{'HBM floor':>11}",
     ]
     for row in result["throughput"]:
-        lines.append(f"{row['precision']:<10}{row['pack']:>3}{row['samples_per_second']:>14,.0f}"
+        lines.append(f"{row['precision']:<10}{row['pack']:>3}{rate(row['samples_per_second']):>17}"
+                     f"{rate(row['graphed_samples_per_second']):>19}"
                      f"{percent(row['matmul_floor_fraction']):>14}{percent(row['hbm_floor_fraction']):>11}")
     lines.append(f"\nin {result['seconds']:.0f} s")
     return "\n".join(lines)
