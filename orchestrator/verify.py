@@ -5,15 +5,18 @@ the trial id and it equals the row's ``spec_json``; the trial has swaps and
 weights index files; every checkpoint epoch of the trial has weights rows; and
 every weights file exists and holds exactly the tensors its ``index/weights``
 rows describe (name, shape, dtype, byte count, sha256 of the raw bytes); and
-no swap key (kind, layer, epoch, alpha, draw) of the trial is stored twice.
+no measurement of the trial is stored twice (below).
 Trials without a trial row are unfinished and not checked.
 
 Every index file of a checked trial (and every index file name) is opened
 and checked on its own: a readable Parquet file, columns of the table's
 schema, rows keyed by the trial id in its name (one trial row; weights rows
-pointing at that trial's epoch files; swap rows of a known kind, each key
-once). Trial ids are checked to be 16 lowercase hex characters before any
-becomes a path, so a crafted row cannot make verify read outside the store.
+pointing at that trial's epoch files; swap rows of a known kind). No key is
+stored twice for one trial: a swap (kind, layer, epoch, alpha, draw), a
+movement row (epoch, layer) or a criticality row (layer and its settings);
+readers keep the first, so a duplicate is a sign of two writers. Trial ids
+are checked to be 16 lowercase hex characters before any becomes a path, so
+a crafted row cannot make verify read outside the store.
 """
 
 from __future__ import annotations
@@ -37,10 +40,18 @@ INDEX_FILE = re.compile(r"(?P<trial_id>[0-9a-f]{16})(?:-[0-9a-f]{8})?\.parquet")
 """``<trial_id>.parquet``, or for measurements added later ``<trial_id>-<batch>.parquet``."""
 KINDS = frozenset({"none", "interpolate", *SWAP_KINDS})
 SWAP_KEY = ("kind", "layer", "epoch", "alpha", "draw")
+MEASUREMENT_KEYS = {
+    "swaps": SWAP_KEY,
+    "layers": ("epoch", "layer"),
+    "criticality": ("layer", "n_alpha", "n_sigma", "sigma_max", "noise_samples", "rtol", "subset_size"),
+}
+"""Per measurement table, the columns that key one row of a trial."""
+BATCH_FILE_TABLES = frozenset({"swaps", "criticality"})
+"""Tables whose measurements made later go to ``<trial_id>-<batch>.parquet`` files."""
 KEY_COLUMNS = {
     "trials": ("trial_id", "spec_json", "checkpoints"),
     "weights": ("trial_id", "epoch", "tensor", "path"),
-    "swaps": ("trial_id", *SWAP_KEY),
+    **{table: ("trial_id", *key) for table, key in MEASUREMENT_KEYS.items()},
 }
 """Columns verify needs in each table's files."""
 
@@ -89,15 +100,8 @@ def verify_store(store: Store) -> Verification:
         problems += check_spec(store, trial_id, trial["spec_json"])
         if index_relpath("swaps", trial_id) not in index["swaps"].get(trial_id, []):
             problems.append(Problem(trial_id, index_relpath("swaps", trial_id), "missing"))
-        swap_keys: Counter = Counter()
-        for relpath in index["swaps"].get(trial_id, []):
-            rows, found = read_index_file(store, "swaps", trial_id, relpath)
-            problems += found
-            swap_keys.update(tuple(row[c] for c in SWAP_KEY) for row in rows or [])
-        problems += [
-            Problem(trial_id, index_relpath("swaps", trial_id), f"key {key} is measured {n} times")
-            for key, n in sorted(swap_keys.items(), key=str) if n > 1
-        ]
+        for table in MEASUREMENT_KEYS:
+            problems += check_measurements(store, table, trial_id, index[table].get(trial_id, []))
         by_path: dict[str, list[dict]] = {}
         for relpath in index["weights"].get(trial_id, []):
             rows, found = read_index_file(store, "weights", trial_id, relpath)
@@ -115,12 +119,26 @@ def verify_store(store: Store) -> Verification:
     return Verification(len(trials), files, problems)
 
 
+def check_measurements(store: Store, table: str, trial_id: str, relpaths: list[str]) -> list[Problem]:
+    """The problems of a trial's files of one measurement table, and each key stored more than once."""
+    problems: list[Problem] = []
+    keys: Counter = Counter()
+    for relpath in relpaths:
+        rows, found = read_index_file(store, table, trial_id, relpath)
+        problems += found
+        keys.update(tuple(row[c] for c in MEASUREMENT_KEYS[table]) for row in rows or [])
+    return problems + [
+        Problem(trial_id, index_relpath(table, trial_id), f"key {key} is measured {n} times")
+        for key, n in sorted(keys.items(), key=str) if n > 1
+    ]
+
+
 def _index_files(store: Store, table: str) -> dict[str | None, list[str]]:
     """The visible files of ``index/<table>`` by the trial id in their name (None: a name without one)."""
     files: dict[str | None, list[str]] = {}
     for relpath in store.list_files(f"index/{table}"):
         match = INDEX_FILE.fullmatch(relpath.removeprefix(f"index/{table}/"))
-        if table != "swaps" and match and match.group(0) != f"{match['trial_id']}.parquet":
+        if table not in BATCH_FILE_TABLES and match and match.group(0) != f"{match['trial_id']}.parquet":
             match = None  # batch files exist only for measurements
         files.setdefault(match["trial_id"] if match else None, []).append(relpath)
     return files

@@ -10,6 +10,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -23,6 +24,7 @@ from orchestrator.listing import load_contents
 from orchestrator.verify import verify_store
 from tests.conftest import tiny_raw_config
 from trainables.datasets import load_dataset
+from trainables.schemas import TABLE_SCHEMAS
 from trainables.store import Store, spec_relpath, weights_relpath
 from trainables.trial import Placement, run_network
 
@@ -114,6 +116,33 @@ def test_a_key_measured_twice_is_named_and_read_once(store_copy):
     assert all(re.fullmatch(r"key \('(none|reinit)', .*\) is measured 2 times", p.message) for p in problems)
     contents = load_contents(store)
     assert contents.swaps.num_rows == store.read_index("swaps").num_rows - 2
+
+
+
+def test_movement_and_criticality_rows_stored_twice_are_named(store_copy):
+    root, (first, second) = store_copy
+    store = Store.open(str(root))
+    row = {
+        "trial_id": second, "layer": "fc1", "criticality": 1.5e6, "alpha_star": 0.5, "sigma_star": 0.01,
+        "loss_at_star": 0.3, "trained_loss": 0.29, "n_alpha": 11, "n_sigma": 11, "sigma_max": 0.01,
+        "noise_samples": 2, "rtol": 1.05, "subset_size": 256, "noise_seed": 7, "sq_dist": 4.0,
+        "pairs_evaluated": 30, "seconds": 0.5,
+    }
+    table = pa.Table.from_pylist([row], schema=TABLE_SCHEMAS["criticality"])
+    store.write_table(f"index/criticality/{second}-00000001.parquet", "criticality", table)
+    assert verify_store(store).problems == []  # one criticality row is no problem
+    store.write_table(f"index/criticality/{second}-00000002.parquet", "criticality", table)
+    movement = root / "index" / "layers" / f"{first}.parquet"
+    layers = pq.read_table(movement)
+    assert layers.num_rows > 0  # movement is written with every network
+    pq.write_table(pa.concat_tables([layers, layers.slice(0, 1)]), movement)
+    problems = {(p.trial_id, p.path, p.message) for p in verify_store(store).problems}
+    epoch, layer = layers.column("epoch")[0].as_py(), layers.column("layer")[0].as_py()
+    assert problems == {
+        (first, f"index/layers/{first}.parquet", f"key ({epoch}, {layer!r}) is measured 2 times"),
+        (second, f"index/criticality/{second}.parquet",
+         "key ('fc1', 11, 11, 0.01, 2, 1.05, 256) is measured 2 times"),
+    }
 
 
 # --- on a Ray cluster of two nodes on this machine ------------------------------------------------
