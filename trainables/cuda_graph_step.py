@@ -114,8 +114,15 @@ class GraphedStep:
         pool = next(iter(self._captured.values())).graph.pool() if self._captured else None
         # Gradients are allocated by the captured backward, from the graph's pool.
         self._optimizer.zero_grad(set_to_none=True)
-        with torch.cuda.graph(graph, pool=pool, stream=self._stream):
-            losses = self._step(static_batch)
+        try:
+            with torch.cuda.graph(graph, pool=pool, stream=self._stream):
+                losses = self._step(static_batch)
+        except RuntimeError as err:
+            cause = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise RuntimeError(
+                f"CUDA graph capture of the training step failed ({cause}); "
+                f"set {GRAPHS_ENV}=0 in the workers' environment to train with eager steps"
+            ) from err
         return CapturedStep(graph, static_batch, losses)
 
 
