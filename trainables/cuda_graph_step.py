@@ -10,7 +10,7 @@ captures the whole step once per batch shape and replays it.
 Why a CUDA graph and not ``torch.compile(mode="reduce-overhead")``: a graph
 replays exactly the kernels the eager step launches, on the same addresses, so
 the weights it trains are the eager step's bit for bit (``python -m benchmarks
-gpu_check`` checks this, and ``tests/test_devices.py`` on a GPU machine);
+gpu_check`` checks this, and ``tests/test_cuda_graphs.py`` on a GPU machine);
 ``torch.compile`` fuses kernels, which changes the rounding, and compiles for
 tens of seconds in every trial process.
 
