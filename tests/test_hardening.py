@@ -196,28 +196,25 @@ def truncate_swaps(root: Path, trial_id: str) -> str:
     return index_relpath("swaps", trial_id)
 
 
-def foreign_trial_id(root: Path, trial_id: str) -> str:
-    path = root / index_relpath("trials", trial_id)
+def overwrite_column(root: Path, table_name: str, trial_id: str, column: str, value: str) -> str:
+    """Set ``column`` of every row of the trial's ``table_name`` index file to ``value``; its relpath."""
+    path = root / index_relpath(table_name, trial_id)
     table = pq.read_table(path)
-    crafted = pa.array(["../../../../etc/passwd"], pa.string())
-    pq.write_table(table.set_column(table.schema.get_field_index("trial_id"), "trial_id", crafted), path)
-    return index_relpath("trials", trial_id)
+    values = pa.array([value] * table.num_rows, pa.string())
+    pq.write_table(table.set_column(table.schema.get_field_index(column), column, values), path)
+    return index_relpath(table_name, trial_id)
+
+
+def foreign_trial_id(root: Path, trial_id: str) -> str:
+    return overwrite_column(root, "trials", trial_id, "trial_id", "../../../../etc/passwd")
 
 
 def weights_row_outside(root: Path, trial_id: str) -> str:
-    path = root / index_relpath("weights", trial_id)
-    table = pq.read_table(path)
-    paths = pa.array(["../../outside.safetensors"] * table.num_rows, pa.string())
-    pq.write_table(table.set_column(table.schema.get_field_index("path"), "path", paths), path)
-    return index_relpath("weights", trial_id)
+    return overwrite_column(root, "weights", trial_id, "path", "../../outside.safetensors")
 
 
 def unknown_kind(root: Path, trial_id: str) -> str:
-    path = root / index_relpath("swaps", trial_id)
-    table = pq.read_table(path)
-    kinds = pa.array(["shuffle"] * table.num_rows, pa.string())
-    pq.write_table(table.set_column(table.schema.get_field_index("kind"), "kind", kinds), path)
-    return index_relpath("swaps", trial_id)
+    return overwrite_column(root, "swaps", trial_id, "kind", "shuffle")
 
 
 def stray_index_file(root: Path, trial_id: str) -> str:
