@@ -15,16 +15,18 @@ from typing import Any
 
 import torch
 
-from orchestrator.budget import local_budget
-from orchestrator.config import Resources, SweepConfig, load_config
-from orchestrator.packing import largest_pack, optimizer_slots
-from trainables.datasets import DatasetTensors, load_dataset, normalization
-from trainables.footprint import PackShape
-from trainables.models import MLP
-from trainables.packed import train_pack
+from orchestrator.config.blocks import Resources
+from orchestrator.config.sweep_config import SweepConfig, load_config
+from orchestrator.run.budget import local_budget
+from orchestrator.run.packing import largest_pack, optimizer_slots
+from trainables.data.datasets import load_dataset, normalization
+from trainables.data.tensors import DatasetTensors
+from trainables.models.mlp import MLP
 from trainables.plan import SwapKey, plan_keys
 from trainables.spec import TrialSpec
-from trainables.training import train_network
+from trainables.train.footprint import PackShape
+from trainables.train.network import train_network
+from trainables.train.pack import train_pack
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"

@@ -14,14 +14,14 @@ line. It reports:
   (``torch.cuda.set_sync_debug_mode``; must be 0);
 - packed training throughput of the seed network (784-2048-1024-512-256-10,
   batch 256, SGD) at K = 1, 2, 8 in fp32, tf32 and bf16, eager steps and steps
-  replayed from CUDA graphs (``trainables/cuda_graph_step.py``, what trials use
+  replayed from CUDA graphs (``trainables/train/cuda_graphs.py``, what trials use
   on a GPU), as samples/s and as the fraction of the matmul floor (the step's
   FLOPs at the measured peak of a large matmul in that precision) and of the
   HBM floor (the step's bytes at the measured copy bandwidth), for the faster;
 - the measured peak memory of a K = 8 trial against the sweep's estimate
-  (``trainables/footprint.py``), and what the process holds beyond its tensors
+  (``trainables/train/footprint.py``), and what the process holds beyond its tensors
   (NVML's figure for this process minus torch's reserved bytes): the figure
-  ``CUDA_PROCESS_BYTES`` in orchestrator/packing.py should hold;
+  ``CUDA_PROCESS_BYTES`` in orchestrator/run/packing.py should hold;
 - run-to-run bit-identity of packed training, graphed training against eager
   (bit-identical, with a short last batch and over enough epochs that its graph
   replays too), and the packed-vs-unpacked weight difference.
@@ -46,14 +46,14 @@ from typing import Any
 import torch
 
 from benchmarks.cuda_timing import copy_bandwidth, event_seconds
-from trainables.cuda_graph_step import WARMUP_STEPS, Step, training_step
-from trainables.datasets import DatasetTensors
-from trainables.device import cublas_version, driver_version, make_deterministic
-from trainables.footprint import PackShape
-from trainables.packed import StackedMLP, TrainedNetwork, pack_step, train_pack
-from trainables.precision import PRECISIONS, training_precision
+from trainables.data.tensors import DatasetTensors
 from trainables.spec import OptimizerSpec, TrialSpec
-from trainables.training import initial_model, make_optimizer, train_network, train_step
+from trainables.train.cuda_graphs import WARMUP_STEPS, Step, training_step
+from trainables.train.device import cublas_version, driver_version, make_deterministic
+from trainables.train.footprint import PackShape
+from trainables.train.network import initial_model, make_optimizer, train_network, train_step
+from trainables.train.pack import StackedMLP, TrainedNetwork, pack_step, train_pack
+from trainables.train.precision import PRECISIONS, training_precision
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PACKS = (1, 2, 8)

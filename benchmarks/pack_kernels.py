@@ -6,7 +6,7 @@ the same widths on random batches of 256: ``baddbmm`` is layerswap's
 ``torch.vmap`` over ``functional_call`` of one MLP with the same stacked
 parameters, and ``module`` (K = 1 only) is an ordinary ``nn.Module`` step as
 :func:`train_network` takes it. Throughput is samples/s over all K networks;
-it is what ``pack: auto`` is tuned on (``CPU_PACK_STEP_FLOPS`` in orchestrator/packing.py).
+it is what ``pack: auto`` is tuned on (``CPU_PACK_STEP_FLOPS`` in orchestrator/run/packing.py).
 
     python -m benchmarks.pack_kernels [--quick]
 """
@@ -33,8 +33,8 @@ from benchmarks.common import (
     publish,
     table,
 )
-from trainables.models import MLP
-from trainables.packed import StackedMLP, pack_losses
+from trainables.models.mlp import MLP
+from trainables.train.pack import StackedMLP, pack_losses
 
 LR = 0.01
 Step = Callable[[], None]

@@ -50,7 +50,7 @@ from benchmarks.common import (
     table,
 )
 from benchmarks.cuda_timing import copy_bandwidth, graph_seconds
-from trainables.datasets import prepare_dataset
+from trainables.data.datasets import prepare_dataset
 
 MIN_SAMPLE_SECONDS = 0.005
 """Each timing sample repeats a small matmul until it lasts about this long (s)."""

@@ -28,14 +28,14 @@ import ray
 import torch
 
 from benchmarks.common import DEMO_CONFIG, busy_warning, parse_mode, publish, table
-from orchestrator.budget import local_budget
-from orchestrator.config import SweepConfig, load_config
-from orchestrator.grid import expand_grid
-from orchestrator.launch import run_sweep
-from orchestrator.packing import make_packs
-from trainables.datasets import load_dataset
-from trainables.store import Store
-from trainables.trial import Placement, run_networks
+from orchestrator.config.grid import expand_grid
+from orchestrator.config.sweep_config import SweepConfig, load_config
+from orchestrator.run.budget import local_budget
+from orchestrator.run.packing import make_packs
+from orchestrator.run.sweep import run_sweep
+from trainables.data.datasets import load_dataset
+from trainables.store.store import Store
+from trainables.worker.pack_job import Placement, run_networks
 
 CPU = torch.device("cpu")
 

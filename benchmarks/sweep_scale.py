@@ -30,9 +30,9 @@ from typing import Any
 import ray
 
 from benchmarks.common import busy_warning, configure, publish, table
-from orchestrator.config import parse_config
-from orchestrator.launch import run_sweep
-from trainables.store import Store
+from orchestrator.config.sweep_config import parse_config
+from orchestrator.run.sweep import run_sweep
+from trainables.store.store import Store
 
 START_WINDOW = (0.05, 0.25)
 END_WINDOW = (0.75, 0.95)

@@ -52,10 +52,11 @@ from benchmarks.common import (
     synchronize,
     table,
 )
-from trainables.datasets import DatasetTensors, default_data_root, normalization, prepare_dataset
+from trainables.data.datasets import default_data_root, normalization, prepare_dataset
+from trainables.data.tensors import DatasetTensors
+from trainables.measure.swaps import SwapVariant, evaluate_variants, swap_variants
 from trainables.spec import TrialSpec
-from trainables.swaps import SwapVariant, evaluate_variants, swap_variants
-from trainables.training import StateDict, initial_model, snapshot
+from trainables.train.network import StateDict, initial_model, snapshot
 
 SEED_TEST_BATCH = 1000
 

@@ -23,14 +23,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from orchestrator.config import ConfigError, Resources, load_config
-from orchestrator.interrupts import stop_on_sigterm
-from orchestrator.logs import new_log_path
-from orchestrator.verdicts import DEFAULT_CHANCE_MARGIN, DEFAULT_ROBUST_DROP, Thresholds
+from orchestrator.config.blocks import Resources
+from orchestrator.config.sweep_config import load_config
+from orchestrator.config.values import ConfigError
+from orchestrator.report.verdicts import DEFAULT_CHANCE_MARGIN, DEFAULT_ROBUST_DROP, Thresholds
+from orchestrator.run.interrupts import stop_on_sigterm
+from orchestrator.run.logs import new_log_path
 from trainables.choices import DATASETS
 from trainables.errors import UserError
 from trainables.plan import SWAP_KINDS
-from trainables.uri import redact_secrets
+from trainables.store.uri import redact_secrets
 
 MAX_LINE_CHARS = 400
 
@@ -169,8 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def command_sweep(args: argparse.Namespace) -> int:
     config = load_config(args.config).with_overrides(args.store, args.seeds, args.epochs, args.wandb)
-    from orchestrator.launch import run_sweep  # torch and Ray: only for a valid config
-    from orchestrator.wandb_settings import resolve_wandb, sync_hint
+    from orchestrator.run.sweep import run_sweep  # torch and Ray: only for a valid config
+    from orchestrator.wandb.settings import resolve_wandb, sync_hint
 
     wandb_settings = resolve_wandb(config.wandb)
     outcome = run_sweep(
@@ -190,19 +192,19 @@ def command_sweep(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    from trainables.store import Store
+    from trainables.store.store import Store
 
     store = Store.open(config.store)
     nothing_new = outcome.completed == 0 and measured.rows == 0
     if not args.no_report and nothing_new and store.exists("report/report.md"):
         print(f"report: {store.path('report')} (up to date: nothing new was trained or measured)")
     elif not args.no_report:
-        from orchestrator.report import write_report
+        from orchestrator.report.assemble import write_report
 
         written = write_report(store, sweep=config.name)
         print(f"report: {written[0].rsplit('/', 1)[0]}")
         if wandb_settings is not None:
-            from orchestrator.wandb_report import attach_report
+            from orchestrator.wandb.report import attach_report
 
             attach_report(wandb_settings, config.name, store.fs, written)
     if wandb_settings is not None and wandb_settings.mode == "offline":
@@ -211,8 +213,8 @@ def command_sweep(args: argparse.Namespace) -> int:
 
 
 def command_analyze(args: argparse.Namespace) -> int:
-    from orchestrator.analyze import analyze_store
-    from trainables.store import Store
+    from orchestrator.run.analyze import analyze_store
+    from trainables.store.store import Store
 
     if args.draws is not None and args.draws < 1:
         raise ConfigError(f"--draws: {args.draws} is not allowed; expected an integer >= 1")
@@ -234,8 +236,8 @@ def command_analyze(args: argparse.Namespace) -> int:
 
 
 def command_report(args: argparse.Namespace) -> int:
-    from orchestrator.report import write_report
-    from trainables.store import Store
+    from orchestrator.report.assemble import write_report
+    from trainables.store.store import Store
 
     written = write_report(
         Store.open(args.store), out_dir=args.out, sweep=args.sweep,
@@ -247,24 +249,24 @@ def command_report(args: argparse.Namespace) -> int:
 
 
 def command_ls(args: argparse.Namespace) -> int:
-    from orchestrator.listing import format_listing
-    from trainables.store import Store
+    from orchestrator.catalog.listing import format_listing
+    from trainables.store.store import Store
 
     print(format_listing(Store.open(args.store), sweep=args.sweep))
     return 0
 
 
 def command_data(args: argparse.Namespace) -> int:
-    from trainables.datasets import prepare_dataset
+    from trainables.data.datasets import prepare_dataset
 
     print(prepare_dataset(args.name, args.root))
     return 0
 
 
 def command_preflight(args: argparse.Namespace) -> int:
-    from orchestrator.connect import connect_ray
-    from orchestrator.preflight import format_preflight, run_preflight
-    from trainables.store import Store
+    from orchestrator.run.connect import connect_ray
+    from orchestrator.run.preflight import format_preflight, run_preflight
+    from trainables.store.store import Store
 
     config = load_config(args.config) if args.config else None
     store = args.store or (config.store if config else None)
@@ -277,8 +279,8 @@ def command_preflight(args: argparse.Namespace) -> int:
 
 
 def command_verify(args: argparse.Namespace) -> int:
-    from orchestrator.verify import verify_store
-    from trainables.store import Store
+    from orchestrator.catalog.verify import verify_store
+    from trainables.store.store import Store
 
     result = verify_store(Store.open(args.store))
     for problem in result.problems:

@@ -8,7 +8,7 @@ import pytest
 import ray
 import torch
 
-from orchestrator.config import SweepConfig, parse_config
+from orchestrator.config.sweep_config import SweepConfig, parse_config
 
 
 @pytest.fixture(scope="session")

@@ -11,12 +11,13 @@ from dataclasses import replace
 import pytest
 import torch
 
-from trainables.cuda_graph_step import WARMUP_STEPS, GraphedStep, graphs_enabled, training_step
-from trainables.datasets import DatasetTensors, load_dataset
-from trainables.device import make_deterministic
-from trainables.packed import PackEpochEnd, PackResume, train_pack
+from trainables.data.datasets import load_dataset
+from trainables.data.tensors import DatasetTensors
 from trainables.spec import OptimizerSpec, TrialSpec
-from trainables.training import TrainingState, train_network
+from trainables.train.cuda_graphs import WARMUP_STEPS, GraphedStep, graphs_enabled, training_step
+from trainables.train.device import make_deterministic
+from trainables.train.network import TrainingState, train_network
+from trainables.train.pack import PackEpochEnd, PackResume, train_pack
 
 CPU = torch.device("cpu")
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -22,19 +22,13 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.datasets import (
-    DATASETS,
-    SOURCES_ENV,
-    DataError,
-    DatasetArrays,
-    RestrictedUnpickler,
-    default_data_root,
-    load_dataset,
-    normalization,
-    prepare_dataset,
-    read_idx,
-    write_idx,
-)
+from trainables.choices import DATASETS
+from trainables.data.datasets import default_data_root, load_dataset, normalization, prepare_dataset
+from trainables.data.idx import read_idx, write_idx
+from trainables.data.sources import SOURCES_ENV
+from trainables.data.tensors import DatasetArrays
+from trainables.data.unpickle import RestrictedUnpickler
+from trainables.errors import DataError
 
 IDX_NAMES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60_000),

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from orchestrator.grid import expand_grid
-from trainables.datasets import load_dataset
-from trainables.training import initial_model, train_network
+from orchestrator.config.grid import expand_grid
+from trainables.data.datasets import load_dataset
+from trainables.train.network import initial_model, train_network
 
 
 def test_initial_weights_are_bit_identical_and_seed_dependent(tiny_config):

@@ -12,15 +12,15 @@ import torch
 import yaml
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from orchestrator.config import parse_config
-from orchestrator.launch import run_sweep
-from orchestrator.packing import compute_mode_warnings, gpu_budget, machine_memory_bytes
+from orchestrator.config.sweep_config import parse_config
+from orchestrator.run.budget import compute_mode_warnings, gpu_budget, machine_memory_bytes
+from orchestrator.run.sweep import run_sweep
 from tests.conftest import tiny_raw_config
-from trainables.datasets import load_dataset
-from trainables.device import GpuMemory, cuda_columns
-from trainables.packed import train_pack
+from trainables.data.datasets import load_dataset
 from trainables.spec import OptimizerSpec, TrialSpec
-from trainables.training import train_network
+from trainables.train.device import GpuMemory, cuda_columns
+from trainables.train.network import train_network
+from trainables.train.pack import train_pack
 
 CPU = torch.device("cpu")
 
@@ -118,7 +118,7 @@ def test_trial_rows_name_cuda_and_cublas_only_on_a_gpu_and_trials_are_determinis
     assert cuda_columns(CPU) == {"cuda_version": None, "cublas_version": None}
     code = (
         "import os, torch\n"
-        "from trainables.device import make_deterministic\n"
+        "from trainables.train.device import make_deterministic\n"
         "make_deterministic()\n"
         "print(os.environ['CUBLAS_WORKSPACE_CONFIG'], torch.are_deterministic_algorithms_enabled(),"
         " torch.is_deterministic_algorithms_warn_only_enabled())\n"

@@ -14,15 +14,15 @@ import safetensors.torch
 import torch
 import yaml
 
-from orchestrator.config import parse_config
-from orchestrator.grid import expand_grid
-from orchestrator.launch import run_sweep
+from orchestrator.config.grid import expand_grid
+from orchestrator.config.sweep_config import parse_config
+from orchestrator.run.sweep import run_sweep
 from tests.conftest import tiny_raw_config
-from trainables.datasets import load_dataset
-from trainables.packed import train_pack
-from trainables.schemas import TRIALS_SCHEMA, WEIGHTS_SCHEMA
-from trainables.store import Store, weights_relpath
-from trainables.training import train_network
+from trainables.data.datasets import load_dataset
+from trainables.store.schemas import TRIALS_SCHEMA, WEIGHTS_SCHEMA
+from trainables.store.store import Store, weights_relpath
+from trainables.train.network import train_network
+from trainables.train.pack import train_pack
 
 
 @pytest.mark.parametrize(

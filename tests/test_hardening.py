@@ -26,15 +26,16 @@ import pytest
 import torch
 import yaml
 
-import trainables.store as store_module
+import trainables.store.store as store_module
 from orchestrator import cli
-from orchestrator.config import MAX_NETWORKS, load_config, parse_config
-from orchestrator.grid import expand_grid
+from orchestrator.config.blocks import MAX_NETWORKS
+from orchestrator.config.grid import expand_grid
+from orchestrator.config.sweep_config import load_config, parse_config
 from tests.conftest import tiny_raw_config
 from tests.test_s3_store import BUCKET, s3_endpoint  # noqa: F401  (fixture: a moto S3 server)
-from trainables.datasets import load_dataset
-from trainables.store import Store, index_relpath
-from trainables.trial import Placement, run_network
+from trainables.data.datasets import load_dataset
+from trainables.store.store import Store, index_relpath
+from trainables.worker.pack_job import Placement, run_network
 
 ROOT = Path(__file__).resolve().parent.parent
 

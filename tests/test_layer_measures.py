@@ -22,13 +22,14 @@ import torch
 from safetensors.numpy import load_file
 
 from orchestrator.cli import main
-from orchestrator.config import ConfigError, parse_config
-from orchestrator.launch import run_sweep
+from orchestrator.config.sweep_config import parse_config
+from orchestrator.config.values import ConfigError
+from orchestrator.run.sweep import run_sweep
 from tests.conftest import tiny_raw_config
-from trainables.criticality import _Network, layer_criticalities, sigma_grid
-from trainables.models import MLP
+from trainables.measure.criticality import _Network, layer_criticalities, sigma_grid
+from trainables.models.mlp import MLP
 from trainables.plan import CriticalitySettings, MeasurementPlan, plan_keys, row_key
-from trainables.schemas import CRITICALITY_SCHEMA, LAYERS_SCHEMA, SWAPS_SCHEMA
+from trainables.store.schemas import CRITICALITY_SCHEMA, LAYERS_SCHEMA, SWAPS_SCHEMA
 
 
 def read(root: Path, table: str, schema) -> list[dict]:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.listing import format_listing, load_contents
+from orchestrator.catalog.contents import load_contents
+from orchestrator.catalog.listing import format_listing
 from tests.test_stats import standard_swaps, write_trial
-from trainables.store import Store, StoreError
+from trainables.store.store import Store, StoreError
 
 
 def record(store: Store, sweep: str, ids: list[str], name: str = "cfg") -> None:

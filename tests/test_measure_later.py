@@ -15,17 +15,17 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
-from orchestrator.analyze import analyze_store
+from orchestrator.catalog.contents import load_contents
 from orchestrator.cli import main
-from orchestrator.config import parse_config
-from orchestrator.grid import expand_grid
-from orchestrator.launch import run_sweep
-from orchestrator.listing import load_contents
+from orchestrator.config.grid import expand_grid
+from orchestrator.config.sweep_config import parse_config
+from orchestrator.run.analyze import analyze_store
+from orchestrator.run.sweep import run_sweep
 from tests.conftest import tiny_raw_config
 from tests.test_stats import standard_swaps, trial_table, write_trial
-from trainables.schemas import SWAPS_SCHEMA, TRIALS_SCHEMA
 from trainables.spec import TrialSpec
-from trainables.store import Store
+from trainables.store.schemas import SWAPS_SCHEMA, TRIALS_SCHEMA
+from trainables.store.store import Store
 
 
 def file_states(root: Path) -> dict[str, tuple[str, int]]:

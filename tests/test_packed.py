@@ -7,22 +7,17 @@ from dataclasses import replace
 import pytest
 import torch
 
-from orchestrator.config import ConfigError, parse_config
-from orchestrator.grid import expand_grid
-from orchestrator.packing import (
-    MAX_PACK,
-    MemoryBudget,
-    check_memory,
-    largest_pack,
-    make_packs,
-    make_queues,
-)
+from orchestrator.config.grid import expand_grid
+from orchestrator.config.sweep_config import parse_config
+from orchestrator.config.values import ConfigError
+from orchestrator.run.budget import MemoryBudget, check_memory
+from orchestrator.run.packing import MAX_PACK, largest_pack, make_packs, make_queues
 from tests.conftest import tiny_raw_config
-from trainables.datasets import load_dataset
-from trainables.footprint import PackShape
-from trainables.packed import PackEpochEnd, PackResume, train_pack
+from trainables.data.datasets import load_dataset
 from trainables.spec import OptimizerSpec, TrialSpec
-from trainables.training import TrainingState, initial_model, train_network
+from trainables.train.footprint import PackShape
+from trainables.train.network import TrainingState, initial_model, train_network
+from trainables.train.pack import PackEpochEnd, PackResume, train_pack
 
 CPU = torch.device("cpu")
 

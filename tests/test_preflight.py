@@ -11,9 +11,10 @@ import torch
 import yaml
 
 from orchestrator.cli import main
-from orchestrator.config import Resources
-from orchestrator.preflight import Versions, assess, run_preflight
+from orchestrator.config.blocks import Resources
+from orchestrator.run.preflight import assess, run_preflight
 from tests.conftest import tiny_raw_config
+from trainables.worker.probes import Versions
 
 
 def test_every_node_reports_its_versions_gpus_and_a_store_probe(local_ray, tmp_path):

@@ -11,12 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator import figures
-from orchestrator.report import ReportError, write_report
-from orchestrator.stats import STATS_SCHEMA, ConfigView, compute_stats, config_views
-from orchestrator.verdicts import Thresholds
+from orchestrator.report import figures
+from orchestrator.report.assemble import ReportError, write_report
+from orchestrator.report.stats import STATS_SCHEMA, ConfigView, compute_stats, config_views
+from orchestrator.report.verdicts import Thresholds
 from tests.test_stats import standard_swaps, write_trial
-from trainables.store import Store, StoreError
+from trainables.store.store import Store, StoreError
 
 WIDE, NARROW = (8, 4), (6,)
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 from scipy import stats as st
 
-from orchestrator.stats import (
+from orchestrator.report.stats import (
     STATS_COLUMNS,
     STATS_SCHEMA,
     compute_stats,
@@ -22,8 +22,8 @@ from orchestrator.stats import (
     stats_to_arrow,
     stats_to_csv,
 )
-from trainables.schemas import SWAPS_SCHEMA, TRIALS_SCHEMA
-from trainables.store import Store
+from trainables.store.schemas import SWAPS_SCHEMA, TRIALS_SCHEMA
+from trainables.store.store import Store
 
 Swap = tuple[str, str | None, int | None, float]
 """(kind, layer, epoch, test_acc); rerandomize rows get draw numbers in order."""

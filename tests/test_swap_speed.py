@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.datasets import load_dataset
+from trainables.data.datasets import load_dataset
+from trainables.measure.swaps import SwapVariant, _variant_tree, evaluate, evaluate_variants, swap_variants
 from trainables.plan import MeasurementPlan, plan_keys
 from trainables.spec import OptimizerSpec, TrialSpec
-from trainables.swaps import SwapVariant, _variant_tree, evaluate, evaluate_variants, swap_variants
-from trainables.training import train_network
+from trainables.train.network import train_network
 
 SPEC = TrialSpec(
     dataset="synthetic", data_mean=0.0, data_std=1.0, model="mlp", widths=(32, 16, 8), seed=11,

@@ -7,11 +7,11 @@ import math
 import torch
 from torch import nn
 
-from trainables.models import MLP
+from trainables.measure.swaps import evaluate, swap_variants
+from trainables.models.mlp import MLP
 from trainables.plan import MeasurementPlan, plan_keys
 from trainables.seeding import derive_seed
 from trainables.spec import OptimizerSpec, TrialSpec
-from trainables.swaps import evaluate, swap_variants
 
 IDENTITY = torch.eye(2)
 FLIP = torch.tensor([[0.0, 1.0], [1.0, 0.0]])

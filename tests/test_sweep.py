@@ -17,18 +17,18 @@ import yaml
 from torch import nn
 
 from orchestrator.cli import main
-from orchestrator.config import parse_config
-from orchestrator.grid import expand_grid
-from orchestrator.launch import run_sweep
+from orchestrator.config.grid import expand_grid
+from orchestrator.config.sweep_config import parse_config
+from orchestrator.run.sweep import run_sweep
 from tests.conftest import tiny_raw_config
-from trainables.datasets import load_dataset
-from trainables.models import build_model
-from trainables.schemas import SWAPS_SCHEMA, TRIALS_SCHEMA, WEIGHTS_SCHEMA
+from trainables.data.datasets import load_dataset
+from trainables.models.mlp import build_model
 from trainables.seeding import derive_seed
 from trainables.spec import TrialSpec
-from trainables.store import Store, weights_relpath
-from trainables.training import EpochEnd
-from trainables.trial import Placement, run_network
+from trainables.store.schemas import SWAPS_SCHEMA, TRIALS_SCHEMA, WEIGHTS_SCHEMA
+from trainables.store.store import Store, weights_relpath
+from trainables.train.network import EpochEnd
+from trainables.worker.pack_job import Placement, run_network
 
 
 def read_table(root: Path, name: str, schema):

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from orchestrator import figures
 from orchestrator.cli import main
-from orchestrator.verdicts import CRITICAL, ROBUST, SENSITIVE, UNCLEAR, Thresholds, judge
+from orchestrator.report import figures
+from orchestrator.report.verdicts import CRITICAL, ROBUST, SENSITIVE, UNCLEAR, Thresholds, judge
 
 DEFAULT = Thresholds()
 

@@ -17,16 +17,16 @@ import torch
 import yaml
 from ray.cluster_utils import Cluster
 
+from orchestrator.catalog.contents import load_contents
+from orchestrator.catalog.verify import verify_store
 from orchestrator.cli import main
-from orchestrator.config import parse_config
-from orchestrator.grid import expand_grid
-from orchestrator.listing import load_contents
-from orchestrator.verify import verify_store
+from orchestrator.config.grid import expand_grid
+from orchestrator.config.sweep_config import parse_config
 from tests.conftest import tiny_raw_config
-from trainables.datasets import load_dataset
-from trainables.schemas import TABLE_SCHEMAS
-from trainables.store import Store, spec_relpath, weights_relpath
-from trainables.trial import Placement, run_network
+from trainables.data.datasets import load_dataset
+from trainables.store.schemas import TABLE_SCHEMAS
+from trainables.store.store import Store, spec_relpath, weights_relpath
+from trainables.worker.pack_job import Placement, run_network
 
 
 @pytest.fixture(scope="module")

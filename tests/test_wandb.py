@@ -16,15 +16,17 @@ import pytest
 import yaml
 
 from orchestrator.cli import main
-from orchestrator.config import ConfigError, WandbConfig, parse_config
-from orchestrator.grid import expand_grid
-from orchestrator.launch import run_sweep
-from orchestrator.wandb_report import attach_report
-from orchestrator.wandb_settings import resolve_wandb
+from orchestrator.config.blocks import WandbConfig
+from orchestrator.config.grid import expand_grid
+from orchestrator.config.sweep_config import parse_config
+from orchestrator.config.values import ConfigError
+from orchestrator.run.sweep import run_sweep
+from orchestrator.wandb.report import attach_report
+from orchestrator.wandb.settings import resolve_wandb
 from tests.conftest import tiny_raw_config
 from tests.wandb_records import WANDB_VARIABLES, offline_runs, wandb_sync_dry_run
-from trainables.store import Store
-from trainables.wandb_log import WandbSpec
+from trainables.store.store import Store
+from trainables.worker.wandb_log import WandbSpec
 
 
 def clean_environment(patch: pytest.MonkeyPatch, home: Path) -> None:

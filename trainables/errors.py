@@ -11,3 +11,7 @@ from __future__ import annotations
 
 class UserError(Exception):
     """An expected failure; ``str(err)`` is one line for the user."""
+
+
+class DataError(UserError):
+    """A dataset that cannot be found or trusted; the message says what was tried and the fix."""

@@ -1,0 +1,50 @@
+"""``layerswap ls``: the complete trials of a store as a table, then counts per sweep."""
+
+from __future__ import annotations
+
+from orchestrator.catalog.contents import load_contents
+from orchestrator.text_table import text_table
+from trainables.store import Store
+
+
+def format_listing(store: Store, sweep: str | None = None) -> str:
+    """``layerswap ls``: the complete trials as a table, then counts per sweep.
+
+    Accuracy is printed in percent. Raises StoreError (one line) as ``load_contents``.
+    """
+    contents = load_contents(store, sweep)
+    trials = contents.trials.select(
+        ["sweep", "widths", "seed", "test_acc", "hostname", "node_id", "finished_at"]
+    ).to_pylist()
+    trials.sort(key=lambda r: (r["sweep"], list(r["widths"]), r["seed"]))
+    rows = [
+        [
+            r["sweep"],
+            "-".join(str(w) for w in r["widths"]),
+            str(r["seed"]),
+            f"{100 * r['test_acc']:.2f}%",
+            r["hostname"] or r["node_id"] or "?",
+            r["finished_at"].strftime("%Y-%m-%d %H:%M:%S UTC") if r["finished_at"] else "?",
+        ]
+        for r in trials
+    ]
+    header = ["sweep", "widths", "seed", "test_acc", "node", "finished_at"]
+    parts = [text_table(header, rows) if rows else "no complete trials yet"]
+    counts = [
+        [
+            s.sweep,
+            str(s.complete),
+            "?" if s.expected is None else str(s.expected),
+            "? (no config stored)" if s.expected is None else str(len(s.missing)),
+        ]
+        for s in contents.sweeps
+    ]
+    if counts:
+        parts.append(text_table(["sweep", "complete", "expected", "missing"], counts))
+    if contents.unfinished:
+        parts.append(
+            f"{len(contents.unfinished)} trial(s) started but not finished: "
+            + ", ".join(contents.unfinished[:5])
+            + (" …" if len(contents.unfinished) > 5 else "")
+        )
+    return "\n\n".join(parts)

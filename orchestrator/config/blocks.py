@@ -1,0 +1,254 @@
+"""Parsing and validating the blocks of a sweep config: widths, seeds, optimizer, checkpoints, swaps,
+resources, wandb, pack, name, alphas and criticality. Each returns a frozen value or raises
+ConfigError naming the field."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from orchestrator.config.values import (
+    INT32_MAX,
+    INT64_MAX,
+    choice,
+    fail,
+    integer,
+    number,
+)
+from trainables.choices import WANDB_MODES
+from trainables.plan import DEFAULT_ALPHAS, SWAP_KINDS, CriticalitySettings, alpha_key
+from trainables.spec import OptimizerSpec
+
+OPTIMIZERS = ("sgd", "adam")
+MAX_NETWORKS = 1_000_000
+"""Networks (width configs x seeds) one sweep may hold."""
+MAX_NAME_BYTES = 100
+"""A sweep name is a directory name (``sweeps/<name>/``) and part of Tune's experiment name."""
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Ray resources per trial: CPUs (>0) and a GPU fraction (0 = CPU only)."""
+
+    cpu_per_trial: float = 1.0
+    gpu_per_trial: float = 0.0
+
+
+@dataclass(frozen=True)
+class WandbConfig:
+    """The config's ``wandb:`` block (and ``--wandb``): None = not set here.
+
+    What is not set comes from W&B's environment variables when the sweep
+    starts (``orchestrator.wandb.settings.resolve_wandb``).
+    """
+
+    project: str | None = None
+    mode: str | None = None
+    entity: str | None = None
+    dir: str | None = None
+    tags: tuple[str, ...] | None = None
+    init_timeout_seconds: float | None = None
+    """Seconds W&B may take to start a run (default 60)."""
+
+    def to_raw(self) -> dict[str, Any]:
+        raw = {key: value for key, value in asdict(self).items() if value is not None}
+        return {**raw, "tags": list(self.tags)} if self.tags is not None else raw
+
+
+
+def parse_widths(value: Any) -> tuple[tuple[int, ...], ...]:
+    allowed = f"expected a non-empty list of width lists of integers in [1, {INT32_MAX}], e.g. [[256, 128]]"
+    if isinstance(value, list) and value and all(isinstance(w, int) for w in value):
+        value = [value]  # a single width config written flat
+    if not isinstance(value, list) or not value:
+        raise fail("widths", value, allowed)
+    configs = []
+    for config in value:
+        if (
+            not isinstance(config, list)
+            or not config
+            or any(isinstance(w, bool) or not isinstance(w, int) or not 1 <= w <= INT32_MAX for w in config)
+        ):
+            raise fail("widths", config, allowed)
+        configs.append(tuple(config))
+    if len(set(configs)) != len(configs):
+        raise fail("widths", value, "each width config may appear once")
+    return tuple(configs)
+
+
+def parse_seeds(value: Any, width_configs: int) -> tuple[int, ...]:
+    """The seeds, refused before they are expanded when the grid would exceed MAX_NETWORKS."""
+    allowed = (
+        f"expected an integer n in [1, {MAX_NETWORKS}] (seeds 0..n-1) or a list of distinct "
+        f"integers in [0, {INT64_MAX}]"
+    )
+    count = value if isinstance(value, int) and not isinstance(value, bool) else None
+    if isinstance(value, list):
+        count = len(value)
+    if count is not None and count * width_configs > MAX_NETWORKS:
+        raise fail(
+            "seeds", value, f"{count} seeds x {width_configs} width configs is more than "
+            f"{MAX_NETWORKS} networks in one sweep; split it into several sweeps"
+        )
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise fail("seeds", value, allowed)
+        return tuple(range(value))
+    if not isinstance(value, list) or not value:
+        raise fail("seeds", value, allowed)
+    for seed in value:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= INT64_MAX:
+            raise fail("seeds", seed, allowed)
+    if len(set(value)) != len(value):
+        raise fail("seeds", value, "each seed may appear once")
+    return tuple(value)
+
+
+def parse_optimizer(value: Any) -> OptimizerSpec:
+    if not isinstance(value, dict):
+        raise fail("optimizer", value, "expected a mapping like {name: sgd, lr: 0.01}")
+    unknown = set(value) - {"name", "lr", "momentum", "weight_decay"}
+    if unknown:
+        raise fail("optimizer", sorted(unknown)[0], "keys: name, lr, momentum, weight_decay")
+    name = choice(value, "name", OPTIMIZERS)
+    momentum = number(value, "optimizer.momentum", 0.0, positive=False)
+    if momentum >= 1:
+        raise fail("optimizer.momentum", momentum, "expected a number in [0, 1)")
+    if name == "adam" and momentum:
+        raise fail("optimizer.momentum", momentum, "adam takes no momentum")
+    return OptimizerSpec(
+        name=name,
+        lr=number(value, "optimizer.lr", None, positive=True),
+        momentum=momentum,
+        weight_decay=number(value, "optimizer.weight_decay", 0.0, positive=False),
+    )
+
+
+def parse_checkpoints(value: Any, epochs: int) -> tuple[int, ...]:
+    allowed = f"expected a list of integers in [0, {epochs}] (epochs)"
+    if value is None:
+        value = []
+    if not isinstance(value, list):
+        raise fail("checkpoints", value, allowed)
+    for epoch in value:
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= epochs:
+            raise fail("checkpoints", epoch, allowed)
+    return tuple(sorted({0, epochs, *value}))
+
+
+def parse_swaps(value: Any) -> tuple[str, ...]:
+    allowed = f"allowed: {', '.join(SWAP_KINDS)} (baselines 'none' are always measured)"
+    if not isinstance(value, list) or not value:
+        raise fail("swaps", value, allowed)
+    for kind in value:
+        if kind not in SWAP_KINDS:
+            raise fail("swaps", kind, allowed)
+    return tuple(kind for kind in SWAP_KINDS if kind in value)
+
+
+def parse_resources(value: Any) -> Resources:
+    if value is None:
+        return Resources()
+    if not isinstance(value, dict) or set(value) - {"cpu_per_trial", "gpu_per_trial"}:
+        raise fail("resources", value, "expected {cpu_per_trial: N, gpu_per_trial: F}")
+    gpu = number(value, "resources.gpu_per_trial", 0.0, positive=False)
+    if gpu > 1 and not gpu.is_integer():
+        raise fail("resources.gpu_per_trial", gpu, "expected a fraction <= 1 or a whole number")
+    return Resources(number(value, "resources.cpu_per_trial", 1.0, positive=True), gpu)
+
+
+def parse_wandb(value: Any) -> WandbConfig | None:
+    allowed = ("expected {project: NAME, mode: online|offline|disabled, entity: NAME, dir: PATH, "
+               "tags: [TAG, ...]} (all optional)")
+    if value is None:
+        return None
+    fields = {"project", "mode", "entity", "dir", "tags", "init_timeout_seconds"}
+    if not isinstance(value, dict) or set(value) - fields:
+        raise fail("wandb", value, allowed)
+    for field in ("project", "entity", "dir"):
+        if value.get(field) is not None and (not isinstance(value[field], str) or not value[field]):
+            raise fail(f"wandb.{field}", value[field], "expected a non-empty string")
+    tags = value.get("tags")
+    if tags is not None and (not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags)):
+        raise fail("wandb.tags", tags, "expected a list of non-empty strings")
+    if value.get("mode") not in (None, *WANDB_MODES):
+        raise fail("wandb.mode", value["mode"], f"allowed: {', '.join(WANDB_MODES)}")
+    timeout = value.get("init_timeout_seconds")
+    return WandbConfig(
+        project=value.get("project"),
+        mode=value.get("mode"),
+        entity=value.get("entity"),
+        dir=value.get("dir"),
+        tags=tuple(tags) if tags is not None else None,
+        init_timeout_seconds=(
+            number(value, "wandb.init_timeout_seconds", None, positive=True) if timeout is not None else None
+        ),
+    )
+
+
+def parse_pack(value: Any) -> int:
+    if value is None or value == "auto":
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= INT32_MAX:
+        raise fail(
+            "pack", value, f"expected auto or an integer in [1, {INT32_MAX}] (networks trained together)"
+        )
+    return value
+
+
+def parse_name(value: Any) -> str:
+    """A sweep name usable as one path component on any filesystem."""
+    allowed = (
+        f"expected a name of 1 to {MAX_NAME_BYTES} bytes without '/', '\\' or control "
+        "characters, not starting with _ or ."
+    )
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES
+        or any(ch in "/\\" or not ch.isprintable() for ch in value)
+        or value.startswith(("_", "."))
+        or value != value.strip()
+    ):
+        raise fail("name", value, allowed)
+    return value
+
+
+def parse_alphas(value: Any) -> tuple[float, ...]:
+    if value is None:
+        return DEFAULT_ALPHAS
+    allowed = "expected a non-empty list of numbers in [0, 1], e.g. [0, 0.5, 1]"
+    if not isinstance(value, list) or not value:
+        raise fail("alphas", value, allowed)
+    for alpha in value:
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha <= 1:
+            raise fail("alphas", alpha, allowed)
+    return tuple(sorted({alpha_key(alpha) for alpha in value}))
+
+
+CRITICALITY_KEYS = ("alphas", "sigmas", "sigma_max", "noise_samples", "rtol", "subset")
+
+
+def parse_criticality(value: Any) -> CriticalitySettings | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        value = {}
+    allowed = "expected a mapping with keys " + ", ".join(CRITICALITY_KEYS) + " (each optional)"
+    if not isinstance(value, dict):
+        raise fail("criticality", value, allowed)
+    unknown = sorted(set(value) - set(CRITICALITY_KEYS))
+    if unknown:
+        raise fail(f"criticality.{unknown[0]}", value[unknown[0]], allowed)
+    defaults = CriticalitySettings()
+    rtol = number(value, "criticality.rtol", defaults.rtol, positive=True)
+    if rtol < 1:
+        raise fail("criticality.rtol", rtol, "expected a number >= 1 (a loss ratio)")
+    return CriticalitySettings(
+        alphas=integer(value, "criticality.alphas", 2, defaults.alphas),
+        sigmas=integer(value, "criticality.sigmas", 2, defaults.sigmas),
+        sigma_max=number(value, "criticality.sigma_max", defaults.sigma_max, positive=True),
+        noise_samples=integer(value, "criticality.noise_samples", 1, defaults.noise_samples),
+        rtol=rtol,
+        subset=integer(value, "criticality.subset", 1, defaults.subset),
+    )

@@ -1,0 +1,191 @@
+"""Sweep config: YAML in, a validated frozen SweepConfig out.
+
+Every value is checked before anything runs; a bad value raises ConfigError
+with one line naming the field, the value (shortened to a few dozen
+characters) and what is allowed. Integers are bounded by the Arrow column that
+stores them, and the grid by :data:`MAX_NETWORKS`, before it is expanded.
+
+This module imports nothing heavy (no torch, Ray or pyarrow): a refused
+config costs a fraction of a second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator.config.blocks import (
+    Resources,
+    WandbConfig,
+    parse_alphas,
+    parse_checkpoints,
+    parse_criticality,
+    parse_name,
+    parse_optimizer,
+    parse_pack,
+    parse_resources,
+    parse_seeds,
+    parse_swaps,
+    parse_wandb,
+    parse_widths,
+)
+from orchestrator.config.values import ConfigError, choice, echo, fail, integer, number
+from orchestrator.config.yaml_loader import YamlRefused, load_yaml
+from trainables.choices import DATASETS, MODELS, PRECISIONS
+from trainables.plan import DEFAULT_ALPHAS, CriticalitySettings, MeasurementPlan
+from trainables.spec import OptimizerSpec
+
+MAX_RETRIES = 2
+"""Times a trial (Tune) or a measurement task (Ray) is rerun after its worker died."""
+TOP_LEVEL_KEYS = (
+    "name", "dataset", "model", "widths", "seeds", "epochs", "batch_size", "optimizer",
+    "checkpoints", "swaps", "rerandomize_draws", "resources", "store", "precision",
+    "max_concurrent_trials", "wandb", "pack", "checkpoint_seconds", "alphas", "criticality",
+)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    name: str
+    dataset: str
+    model: str
+    widths: tuple[tuple[int, ...], ...]
+    seeds: tuple[int, ...]
+    epochs: int
+    batch_size: int
+    optimizer: OptimizerSpec
+    checkpoints: tuple[int, ...]
+    swaps: tuple[str, ...]
+    store: str
+    rerandomize_draws: int = 1
+    resources: Resources = Resources()
+    precision: str = "fp32"
+    max_concurrent_trials: int = 0
+    """0 = as many as the cluster's resources allow."""
+    wandb: WandbConfig | None = None
+    """None = no W&B logging."""
+    pack: int = 0
+    """Networks (seeds of one width config) trained together per trial; 0 = auto."""
+    checkpoint_seconds: float = 60.0
+    """At most this long between checkpoints of a training pack (a retry redoes at most this much)."""
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS
+    """The ``interpolate`` grid (fractions of the way from init to trained)."""
+    criticality: CriticalitySettings | None = None
+    """Module criticality settings; None = not measured."""
+
+    @property
+    def plan(self) -> MeasurementPlan:
+        """What the sweep measures on every network (not part of any network's identity)."""
+        return MeasurementPlan(self.swaps, self.rerandomize_draws, self.alphas, self.criticality)
+
+    def with_overrides(
+        self,
+        store: str | None = None,
+        seeds: int | None = None,
+        epochs: int | None = None,
+        wandb_project: str | None = None,
+    ) -> SweepConfig:
+        """The config with command-line overrides applied and re-validated."""
+        raw = self.to_raw()
+        if wandb_project is not None:
+            raw["wandb"] = {**(raw["wandb"] or {}), "project": wandb_project}
+        if store is not None:
+            raw["store"] = store
+        if seeds is not None:
+            raw["seeds"] = seeds
+        if epochs is not None:
+            raw["epochs"] = epochs
+            raw["checkpoints"] = [c for c in self.checkpoints if c <= epochs]
+        return parse_config(raw)
+
+    def to_raw(self) -> dict[str, Any]:
+        """The config as plain YAML/JSON values (round-trips through parse_config)."""
+        return {
+            "name": self.name,
+            "dataset": self.dataset,
+            "model": self.model,
+            "widths": [list(w) for w in self.widths],
+            "seeds": list(self.seeds),
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "optimizer": {
+                "name": self.optimizer.name,
+                "lr": self.optimizer.lr,
+                "momentum": self.optimizer.momentum,
+                "weight_decay": self.optimizer.weight_decay,
+            },
+            "checkpoints": list(self.checkpoints),
+            "swaps": list(self.swaps),
+            "rerandomize_draws": self.rerandomize_draws,
+            "resources": {
+                "cpu_per_trial": self.resources.cpu_per_trial,
+                "gpu_per_trial": self.resources.gpu_per_trial,
+            },
+            "store": self.store,
+            "precision": self.precision,
+            "max_concurrent_trials": self.max_concurrent_trials,
+            "wandb": self.wandb.to_raw() if self.wandb is not None else None,
+            "pack": self.pack or "auto",
+            # only when set, so that existing sweeps' records (hashed from this) keep their names
+            **({"checkpoint_seconds": self.checkpoint_seconds} if self.checkpoint_seconds != 60.0 else {}),
+            "alphas": list(self.alphas),
+            "criticality": None if self.criticality is None else self.criticality.to_dict(),
+        }
+
+
+def load_config(path: str | Path) -> SweepConfig:
+    """Read and validate the sweep config at ``path`` (see :mod:`orchestrator.config.yaml_loader`)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"config: cannot read {str(path)!r} ({err.strerror})") from None
+    try:
+        raw = load_yaml(data)
+    except YamlRefused as err:
+        raise ConfigError(f"config: {str(path)!r} {err}") from None
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise ConfigError(f"config: {str(path)!r} is not valid YAML{line}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: {str(path)!r} must be a YAML mapping of fields, got {echo(raw)}")
+    return parse_config(raw)
+
+
+def parse_config(raw: dict[str, Any]) -> SweepConfig:
+    unknown = sorted(set(raw) - set(TOP_LEVEL_KEYS))
+    if unknown:
+        raise fail(unknown[0], raw[unknown[0]], f"unknown field; fields: {', '.join(TOP_LEVEL_KEYS)}")
+    name = parse_name(raw.get("name"))
+    epochs = integer(raw, "epochs", 1)
+    store = raw.get("store", f"./runs/{name}")
+    if not isinstance(store, str) or not store.strip():
+        raise fail("store", store, "expected a path or URI")
+    widths = parse_widths(raw.get("widths"))
+    return SweepConfig(
+        name=name,
+        dataset=choice(raw, "dataset", DATASETS),
+        model=choice(raw, "model", MODELS, "mlp"),
+        widths=widths,
+        seeds=parse_seeds(raw.get("seeds"), len(widths)),
+        epochs=epochs,
+        batch_size=integer(raw, "batch_size", 1),
+        optimizer=parse_optimizer(raw.get("optimizer")),
+        checkpoints=parse_checkpoints(raw.get("checkpoints"), epochs),
+        swaps=parse_swaps(raw.get("swaps")),
+        store=store,
+        rerandomize_draws=integer(raw, "rerandomize_draws", 1, default=1),
+        resources=parse_resources(raw.get("resources")),
+        precision=choice(raw, "precision", PRECISIONS, "fp32"),
+        max_concurrent_trials=integer(raw, "max_concurrent_trials", 0, default=0),
+        wandb=parse_wandb(raw.get("wandb")),
+        pack=parse_pack(raw.get("pack")),
+        checkpoint_seconds=number(raw, "checkpoint_seconds", 60.0, positive=False),
+        alphas=parse_alphas(raw.get("alphas")),
+        criticality=parse_criticality(raw.get("criticality")),
+    )

@@ -1,0 +1,87 @@
+"""``layerswap analyze``: measure stored networks (new kinds, more draws, criticality) without training.
+
+Which networks: every complete trial of the store, or of one sweep. Which
+keys: the plans the sweeps' stored configs asked for (their union), or the
+kinds and draws given on the command line; criticality when a config asked
+for it or ``--criticality`` is given (with the recorded settings, else the
+reference defaults). Weight movement is measured for every network that lacks
+it. Only what a network lacks is measured; a second run measures nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+
+from orchestrator.catalog.contents import load_contents, recorded_plans
+from orchestrator.config.blocks import Resources
+from orchestrator.run.connect import DEFAULT_CONNECT_TIMEOUT_S, connect_ray
+from orchestrator.run.measuring import AnalysisOutcome, describe_jobs, missing_measurements, run_measurements
+from orchestrator.run.progress import print_line
+from orchestrator.run.sweep import check_store_reachable
+from trainables.data.datasets import load_dataset
+from trainables.plan import CriticalitySettings, MeasurementPlan
+from trainables.spec import TrialSpec
+from trainables.store.store import Store, StoreError
+
+Log = Callable[[str], None]
+
+
+def analysis_plan(
+    store: Store, sweeps: list[str], swaps: tuple[str, ...] | None, draws: int | None,
+    criticality: bool = False,
+) -> MeasurementPlan:
+    """The plan to measure: ``swaps``/``draws`` where given, else what the sweeps recorded;
+    criticality as recorded, or with the reference defaults if ``criticality`` and none was."""
+    recorded = [plan for name, plan in recorded_plans(store).items() if name in sweeps]
+    plan = functools.reduce(MeasurementPlan.union, recorded) if recorded else MeasurementPlan()
+    settings = plan.criticality
+    if criticality and settings is None:
+        settings = CriticalitySettings()
+    return MeasurementPlan(
+        plan.swaps if swaps is None else swaps,
+        plan.rerandomize_draws if draws is None else draws,
+        plan.alphas,
+        settings,
+    )
+
+
+def analyze_store(
+    store: Store,
+    sweep: str | None = None,
+    swaps: tuple[str, ...] | None = None,
+    draws: int | None = None,
+    resources: Resources | None = None,
+    address: str | None = None,
+    shared_fs: bool = False,
+    log: Log = print_line,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    criticality: bool = False,
+) -> AnalysisOutcome:
+    """Measure what the complete networks of ``store`` (or of ``sweep``) lack."""
+    if store.version() is None:
+        raise StoreError(f"{store.uri} is not a layerswap store (no index/trials)")
+    store.check_writable()
+    store.require_writable_version("analyze")
+    contents = load_contents(store, sweep)
+    specs = {
+        trial_id: TrialSpec.from_dict(json.loads(spec_json))
+        for trial_id, spec_json in zip(
+            contents.trials.column("trial_id").to_pylist(),
+            contents.trials.column("spec_json").to_pylist(),
+            strict=True,
+        )
+    }
+    plan = analysis_plan(store, [s.sweep for s in contents.sweeps], swaps, draws, criticality)
+    datasets = {name: load_dataset(name) for name in sorted({spec.dataset for spec in specs.values()})}
+    jobs = missing_measurements(store, specs.values(), plan, datasets)
+    settings = "" if plan.criticality is None else f", criticality {plan.criticality.to_dict()}"
+    log(
+        f"analyze: {len(specs)} networks, {describe_jobs(jobs)}; swaps {', '.join(plan.swaps)}, "
+        f"{plan.rerandomize_draws} draw(s){settings}; store {store.uri}"
+    )
+    if jobs:
+        connect_ray(address, connect_timeout_s)
+        check_store_reachable(store, shared_fs)
+    return run_measurements(store, jobs, datasets, resources or Resources(), log)

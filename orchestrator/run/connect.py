@@ -1,0 +1,135 @@
+"""Starting Ray here, or joining a cluster within a time limit, quietly.
+
+Joining an address where no Ray answers would otherwise hang for minutes (Ray
+retries its GCS connection) and ignore SIGTERM; here it is refused with one
+line after ``timeout_s``. Ray's start-up chatter (the token-authentication
+notice, INFO lines) is kept off the user's terminal; warnings and errors
+still show.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+import sys
+import threading
+
+import ray
+
+from orchestrator.run.interrupts import stop_on_sigterm
+from orchestrator.run.logs import new_log_path
+from trainables.errors import UserError
+
+DEFAULT_CONNECT_TIMEOUT_S = 60.0
+_TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
+"""Logs "Token authentication is enabled for this Ray cluster ..." at every start."""
+
+
+class ClusterError(UserError):
+    """The Ray cluster to join cannot be reached; the message names the address and what to check."""
+
+
+def connect_ray(
+    address: str | None, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S, env_vars: dict[str, str] | None = None
+) -> None:
+    """Join ``address`` within ``timeout_s`` seconds, or start Ray on this machine (all its CPUs and GPUs).
+
+    ``env_vars`` are set in every worker of this job (Ray's runtime_env, kept in memory).
+    """
+    runtime_env = {"env_vars": env_vars} if env_vars else None
+    if ray.is_initialized():
+        return
+    logging.getLogger(_TOKEN_NOTICE_LOGGER).setLevel(logging.ERROR)
+    if address:
+        _check_port(address, timeout_s)
+        _join(address, timeout_s, runtime_env)
+    else:
+        # Trial output stays in Tune's trial logs; the driver prints one line per event.
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                 runtime_env=runtime_env)
+    stop_on_sigterm()  # ray.init replaced the CLI's handler with its own
+
+
+def _what_to_check(address: str) -> str:
+    return (
+        f"check that Ray runs there (`ray start --head` prints the address), that {address!r} is its "
+        "GCS address (host:port, default port 6379) and that no firewall blocks it"
+    )
+
+
+def _check_port(address: str, timeout_s: float) -> None:
+    """For ``host:port``: fail at once when nothing listens there."""
+    host, sep, port = address.rpartition(":")
+    if not sep or "://" in address or not port.isdigit():
+        return  # "auto", a ray:// client address, ...: ray.init resolves those
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except TimeoutError:
+        raise ClusterError(
+            f"cluster: {address} did not answer within {timeout_s:g} s; {_what_to_check(address)}"
+        ) from None
+    except OSError as err:
+        raise ClusterError(
+            f"cluster: cannot connect to {address} ({err.strerror or err}); {_what_to_check(address)}"
+        ) from None
+
+
+def _not_main_thread_notice(record: logging.LogRecord) -> bool:
+    """Drops Ray's "SIGTERM handler is not set because current thread is not the main thread"."""
+    return not str(record.msg).startswith("SIGTERM handler is not set")
+
+
+def _join(address: str, timeout_s: float, runtime_env: dict | None) -> None:
+    """ray.init(address) in a helper thread, so that a Ray that never answers cannot hang the driver.
+
+    While it runs, file descriptor 2 (where Ray's C++ core logs its connection
+    retries) goes to a log file. When it times out, the connection attempt is
+    abandoned: its thread keeps logging into that file, Python's ``sys.stderr``
+    is moved to the terminal's descriptor, and Ray's exit hook (which would
+    wait for the attempt) is dropped.
+    """
+    outcome: list[BaseException | None] = []
+    worker_log = logging.getLogger("ray._private.worker")
+    worker_log.addFilter(_not_main_thread_notice)
+    log_path = new_log_path("ray-connect")
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    with open(log_path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+
+    def join() -> None:
+        try:
+            ray.init(
+                address=address, log_to_driver=True, logging_level=logging.WARNING, runtime_env=runtime_env
+            )
+            outcome.append(None)
+        except BaseException as err:  # handed to the main thread
+            outcome.append(err)
+
+    thread = threading.Thread(target=join, name="layerswap-connect", daemon=True)
+    thread.start()
+    try:
+        thread.join(timeout_s)
+    finally:
+        worker_log.removeFilter(_not_main_thread_notice)
+        if outcome:
+            os.dup2(terminal, 2)
+            os.close(terminal)
+            if log_path.stat().st_size == 0:
+                log_path.unlink()
+        else:
+            sys.stderr = os.fdopen(terminal, "w", buffering=1)
+            atexit.unregister(ray.shutdown)
+    if not outcome:
+        raise ClusterError(
+            f"cluster: no Ray answered at {address} within {timeout_s:g} s (--connect-timeout); "
+            f"{_what_to_check(address)} (Ray's messages: {log_path})"
+        )
+    if outcome[0] is not None:
+        message = str(outcome[0]).strip().splitlines()
+        raise ClusterError(
+            f"cluster: cannot join {address} ({message[0] if message else type(outcome[0]).__name__}); "
+            f"{_what_to_check(address)}"
+        )

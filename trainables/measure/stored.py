@@ -1,0 +1,193 @@
+"""Measuring a network's weights: at the end of training, or later from the store.
+
+Rows measured when a network is trained go to ``index/swaps/<trial_id>.parquet``;
+rows added later (``layerswap analyze``, or a sweep whose plan grew) go to
+``index/swaps/<trial_id>-<batch>.parquet``, ``<batch>`` being the first 8 hex
+characters of the sha256 of the sorted keys the file holds. No existing file
+is ever rewritten: a writer measures only keys the trial does not have yet.
+
+The same holds for the other measurement tables: ``index/layers/<trial_id>.parquet``
+(weight movement, :mod:`trainables.measure.movement`, one file per network, written
+once) and ``index/criticality/<trial_id>[-<batch>].parquet``
+(:mod:`trainables.measure.criticality`; a row is keyed by (trial_id, layer) and the
+settings, :func:`criticality_key`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+import safetensors.torch
+import torch
+from torch import nn
+
+from trainables.data.tensors import DatasetTensors
+from trainables.measure.criticality import criticality_rows
+from trainables.measure.movement import movement_rows
+from trainables.measure.swaps import evaluate_variants, swap_variants
+from trainables.models.mlp import MLP, build_model, layer_tensors
+from trainables.plan import CriticalitySettings, MeasurementPlan, SwapKey, plan_keys
+from trainables.spec import TrialSpec, canonical_bytes
+from trainables.store.store import Store, index_relpath, weights_relpath
+
+StateDict = dict[str, torch.Tensor]
+
+CriticalityKey = tuple[str, int, int, float, int, float, int]
+"""(layer, n_alpha, n_sigma, sigma_max, noise_samples, rtol, subset_size) of a criticality row."""
+
+
+def criticality_key(layer: str, settings: CriticalitySettings, n_train: int) -> CriticalityKey:
+    """The key of ``layer``'s criticality row under ``settings`` on a training set of ``n_train``."""
+    return (
+        layer, settings.alphas, settings.sigmas, float(settings.sigma_max), settings.noise_samples,
+        float(settings.rtol), min(settings.subset, n_train),
+    )
+
+
+def criticality_row_key(row: dict) -> CriticalityKey:
+    """The key of a stored criticality row (a dict with the criticality table's columns)."""
+    return (
+        row["layer"], row["n_alpha"], row["n_sigma"], float(row["sigma_max"]), row["noise_samples"],
+        float(row["rtol"]), row["subset_size"],
+    )
+
+
+@dataclass(frozen=True)
+class Missing:
+    """What one stored network lacks: swap ``keys``, its ``movement`` file, and the
+    ``criticality`` (under ``settings``) of ``criticality_layers``."""
+
+    keys: tuple[SwapKey, ...] = ()
+    movement: bool = False
+    criticality_layers: tuple[str, ...] = ()
+    settings: CriticalitySettings | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.keys or self.movement or self.criticality_layers)
+
+
+def network_layers(spec: TrialSpec, n_features: int, n_classes: int) -> tuple[str, ...]:
+    """The layer names of ``spec``'s network (built on the meta device: no memory, no init)."""
+    with torch.device("meta"):
+        return tuple(layer_tensors(build_model(spec.model, n_features, spec.widths, n_classes)))
+
+
+def wanted_keys(spec: TrialSpec, plan: MeasurementPlan, n_features: int, n_classes: int) -> list[SwapKey]:
+    """Every key ``plan`` asks of ``spec``'s network."""
+    return plan_keys(plan, network_layers(spec, n_features, n_classes), spec.checkpoints)
+
+
+def _sortable(key: SwapKey) -> tuple:
+    return tuple((value is None, "" if value is None else value) for value in key)
+
+
+def batch_relpath(trial_id: str, keys: Iterable[SwapKey]) -> str:
+    """Where a later batch of a trial's rows goes: named by the hash of its sorted keys."""
+    body = canonical_bytes(sorted(keys, key=_sortable))
+    return f"index/swaps/{trial_id}-{hashlib.sha256(body).hexdigest()[:8]}.parquet"
+
+
+def measure(
+    spec: TrialSpec,
+    model: nn.Module,
+    checkpoints: dict[int, StateDict],
+    data: DatasetTensors,
+    keys: Sequence[SwapKey],
+) -> list[dict]:
+    """The swaps rows of ``keys`` for one network, evaluated on the full test set."""
+    variants = list(swap_variants(spec, model, checkpoints, keys))
+    results = evaluate_variants(model, variants, data.x_test, data.y_test)
+    return [
+        {
+            "trial_id": spec.trial_id,
+            "kind": kind,
+            "layer": layer,
+            "epoch": epoch,
+            "alpha": alpha,
+            "draw": draw,
+            "test_acc": result.test_acc,
+            "test_loss": result.test_loss,
+            "n_test": result.n_test,
+        }
+        for (kind, layer, epoch, alpha, draw), result in zip(keys, results, strict=True)
+    ]
+
+
+def network_movement(spec: TrialSpec, model: nn.Module, checkpoints: dict[int, StateDict]) -> list[dict]:
+    """The ``layers`` rows of a network from its checkpoints."""
+    return movement_rows(spec.trial_id, checkpoints, layer_tensors(model))
+
+
+def network_criticality(
+    spec: TrialSpec,
+    model: nn.Module,
+    checkpoints: dict[int, StateDict],
+    data: DatasetTensors,
+    settings: CriticalitySettings,
+    layers: Sequence[str] | None = None,
+) -> list[dict]:
+    """The ``criticality`` rows of ``layers`` (default all) of a network."""
+    if not isinstance(model, MLP):
+        raise ValueError(f"criticality: model {spec.model!r} is not supported (MLP only)")
+    return criticality_rows(
+        spec.trial_id, spec.seed, model, checkpoints[0], checkpoints[spec.epochs],
+        data.x_train, data.y_train, settings, layers,
+    )
+
+
+def load_checkpoints(
+    store: Store, spec: TrialSpec, device: torch.device, epochs: Iterable[int] | None = None
+) -> dict[int, StateDict]:
+    """The stored weights of ``spec``'s checkpoints (all, or ``epochs``) on ``device``."""
+    def load(epoch: int) -> StateDict:
+        stored = safetensors.torch.load(store.read_bytes(weights_relpath(spec.trial_id, epoch)))
+        return {key: value.to(device) for key, value in stored.items()}
+
+    return {epoch: load(epoch) for epoch in (spec.checkpoints if epochs is None else epochs)}
+
+
+def criticality_batch_relpath(trial_id: str, keys: Iterable[CriticalityKey]) -> str:
+    """Where a later batch of a trial's criticality rows goes: named by the hash of its keys."""
+    body = canonical_bytes(sorted(keys))
+    return f"index/criticality/{trial_id}-{hashlib.sha256(body).hexdigest()[:8]}.parquet"
+
+
+def measure_stored(
+    store: Store, spec: TrialSpec, missing: Missing, data: DatasetTensors, device: torch.device
+) -> int:
+    """Measure what the network lacks (``missing``) from its stored weights.
+
+    Writes one swaps batch file, the layers file, one criticality batch file,
+    each only where something is missing and no concurrent writer already
+    wrote it. Returns the number of rows written.
+    """
+    if not missing:
+        return 0
+    with torch.device("meta"):
+        structure = build_model(spec.model, data.x_train.shape[1], spec.widths, data.n_classes)
+    checkpoints = load_checkpoints(store, spec, device)
+    written = 0
+    relpath = batch_relpath(spec.trial_id, missing.keys)
+    if missing.keys and not store.exists(relpath):
+        rows = measure(spec, structure, checkpoints, data, missing.keys)
+        store.write_table(relpath, "swaps", pa.Table.from_pylist(rows))
+        written += len(rows)
+    relpath = index_relpath("layers", spec.trial_id)
+    if missing.movement and not store.exists(relpath):
+        rows = network_movement(spec, structure, checkpoints)
+        store.write_table(relpath, "layers", pa.Table.from_pylist(rows))
+        written += len(rows)
+    if missing.criticality_layers and missing.settings is not None:
+        n_train = data.x_train.shape[0]
+        keys = [criticality_key(layer, missing.settings, n_train) for layer in missing.criticality_layers]
+        relpath = criticality_batch_relpath(spec.trial_id, keys)
+        if not store.exists(relpath):
+            rows = network_criticality(
+                spec, structure, checkpoints, data, missing.settings, missing.criticality_layers
+            )
+            store.write_table(relpath, "criticality", pa.Table.from_pylist(rows))
+            written += len(rows)
+    return written

@@ -1,0 +1,1 @@
+"""Model families: the networks layerswap trains, and their layers in forward order."""

@@ -1,0 +1,179 @@
+"""Training one network on a dataset held as pre-normalised tensors on its device."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from trainables.data.tensors import DatasetTensors
+from trainables.models.mlp import build_model
+from trainables.seeding import derive_seed
+from trainables.spec import OptimizerSpec, TrialSpec
+from trainables.train.cuda_graphs import training_step
+from trainables.train.precision import forward_precision, training_precision
+
+StateDict = dict[str, torch.Tensor]
+SnapshotCallback = Callable[[int, StateDict], None]
+"""Called with (epoch, detached copy of the weights) at epoch 0 and each checkpoint epoch."""
+
+
+@dataclass(frozen=True)
+class TrainingState:
+    """Everything needed to continue training bit-identically after ``epoch``.
+
+    Holds references to live tensors: serialise it before training goes on.
+    """
+
+    epoch: int
+    model: StateDict
+    optimizer: dict
+    shuffle_rng: torch.Tensor
+
+    def save(self, path: Path) -> None:
+        torch.save(
+            {"epoch": self.epoch, "model": self.model, "optimizer": self.optimizer,
+             "shuffle_rng": self.shuffle_rng},
+            path,
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> TrainingState:
+        return cls(**torch.load(path, map_location="cpu", weights_only=True))
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """What a trainer reports after each epoch: mean training loss and resumable state."""
+
+    epoch: int
+    train_loss: float
+    state: TrainingState
+
+
+EpochCallback = Callable[[EpochEnd], None]
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Continue from ``state``; ``snapshots`` are the checkpoint weights saved up to then."""
+
+    state: TrainingState
+    snapshots: dict[int, StateDict]
+
+
+@dataclass(frozen=True)
+class TrainedNetwork:
+    """A trained model and its weights at every checkpoint epoch (detached copies)."""
+
+    model: nn.Module
+    checkpoints: dict[int, StateDict]
+    train_seconds: float
+
+
+def initial_model(spec: TrialSpec, in_features: int, n_classes: int) -> nn.Module:
+    """The network at epoch 0: PyTorch's default init drawn from ``spec.seed``.
+
+    Built on the CPU so the initial weights are bit-identical on every device.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        return build_model(spec.model, in_features, spec.widths, n_classes)
+
+
+def make_optimizer(spec: OptimizerSpec, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """The optimizer of ``spec`` over ``params``.
+
+    Adam on a CUDA device keeps its step count on the device (``capturable``), as
+    a CUDA graph of the step needs; it does so with graphs off too, so a GPU
+    trains the same weights either way.
+    """
+    if spec.name == "sgd":
+        return torch.optim.SGD(
+            params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
+        )
+    if spec.name == "adam":
+        return torch.optim.Adam(
+            params, lr=spec.lr, weight_decay=spec.weight_decay, capturable=params[0].is_cuda
+        )
+    raise ValueError(f"optimizer.name: {spec.name!r} is not known; allowed: sgd, adam")
+
+
+def snapshot(model: nn.Module) -> StateDict:
+    return {key: value.detach().clone() for key, value in model.state_dict().items()}
+
+
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, data: DatasetTensors, batch: torch.Tensor,
+    precision: str,
+) -> torch.Tensor:
+    """One minibatch step on the samples ``batch`` (indices on the data's device); the loss, detached.
+
+    Nothing in it waits for the device (``python -m benchmarks gpu_check`` counts host syncs).
+    """
+    x, y = data.x_train.index_select(0, batch), data.y_train.index_select(0, batch)
+    with forward_precision(precision, batch.device):
+        loss = F.cross_entropy(model(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def train_network(
+    spec: TrialSpec,
+    data: DatasetTensors,
+    device: torch.device,
+    on_epoch: EpochCallback | None = None,
+    on_snapshot: SnapshotCallback | None = None,
+    resume: Resume | None = None,
+    graphs: bool = True,
+) -> TrainedNetwork:
+    """Train for ``spec.epochs`` epochs of minibatch steps over a seeded shuffle.
+
+    The last partial batch is kept (as a DataLoader with drop_last=False).
+    The precision setting holds for the whole loop (:func:`training_precision`).
+    ``train_seconds`` counts only the epochs run by this call. ``graphs``: on a
+    CUDA device, replay the steps from CUDA graphs (same weights, fewer launches;
+    ``trainables/train/cuda_graphs.py``).
+    """
+    model = initial_model(spec, data.x_train.shape[1], data.n_classes).to(device)
+    optimizer = make_optimizer(spec.optimizer, list(model.parameters()))
+    shuffle = torch.Generator().manual_seed(derive_seed("shuffle", spec.seed))
+    if resume is None:
+        first_epoch, checkpoints = 1, {0: snapshot(model)}
+        if on_snapshot is not None:
+            on_snapshot(0, checkpoints[0])
+    else:
+        model.load_state_dict(resume.state.model)
+        optimizer.load_state_dict(resume.state.optimizer)
+        shuffle.set_state(resume.state.shuffle_rng)
+        first_epoch, checkpoints = resume.state.epoch + 1, dict(resume.snapshots)
+    step = training_step(
+        partial(train_step, model, optimizer, data, precision=spec.precision), optimizer, device, graphs
+    )
+    n_train = data.x_train.shape[0]
+    started = time.perf_counter()
+    with training_precision(spec.precision):
+        for epoch in range(first_epoch, spec.epochs + 1):
+            order = torch.randperm(n_train, generator=shuffle).to(device)
+            loss_sum = torch.zeros((), device=device)
+            for start in range(0, n_train, spec.batch_size):
+                batch = order[start : start + spec.batch_size]
+                loss_sum += step(batch) * batch.numel()
+            if epoch in spec.checkpoints:
+                checkpoints[epoch] = snapshot(model)
+                if on_snapshot is not None:
+                    on_snapshot(epoch, checkpoints[epoch])
+            if on_epoch is not None:
+                state = TrainingState(epoch, model.state_dict(), optimizer.state_dict(), shuffle.get_state())
+                on_epoch(EpochEnd(epoch, float(loss_sum) / n_train, state))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return TrainedNetwork(model, checkpoints, time.perf_counter() - started)

@@ -1,0 +1,30 @@
+"""The Ray task ``layerswap analyze`` runs on a worker: measure what one stored network lacks.
+
+The dataset arrives through Ray's object store and the weights are read from
+the store, so a worker needs neither a local dataset nor the training run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from trainables.data.tensors import DatasetArrays
+from trainables.measure.stored import Missing, measure_stored
+from trainables.spec import TrialSpec
+from trainables.store.store import Store
+from trainables.train.device import make_deterministic, trial_device
+
+
+def measure_network_task(
+    store_location: str, spec: dict[str, Any], missing: Missing, data: DatasetArrays, gpu_share: float,
+    threads: int,
+) -> int:
+    """Measure what the network ``spec`` lacks (swap keys, movement, criticality) from its
+    stored weights; the rows written."""
+    make_deterministic()
+    torch.set_num_threads(max(1, threads))
+    device = trial_device(gpu_share)
+    trial = TrialSpec.from_dict(spec)
+    return measure_stored(Store.open(store_location), trial, missing, data.tensors(device), device)

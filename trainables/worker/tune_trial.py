@@ -1,0 +1,253 @@
+"""The function Ray Tune runs in a worker: one Tune trial = a queue of packs of networks.
+
+The driver builds one :class:`TuneTrialConfig` per Tune trial; they reach the
+workers through Ray's object store (``tune.with_parameters``, as the datasets
+do), so the store's location with its credentials and the W&B settings are
+never written with Tune's config, which holds only the trial's ``label``. A
+Tune trial trains its packs one after the other and measures its ``plan`` on
+each network; each pack's networks are written to the store as soon as the
+pack is done.
+
+A pack of one network trains with :func:`train_network`; a larger pack with
+:func:`train_pack` (stacked weights). A pack is checkpointed (a Tune
+checkpoint of the training state) at its checkpoint epochs before the last and
+otherwise whenever ``checkpoint_seconds`` have passed since its last
+checkpoint; when Tune retries a Tune trial whose worker died, finished packs
+are skipped (their trial rows are in the store) and the interrupted one resumes
+from its checkpoint with the same weights as an uninterrupted run. A pack that
+raises is retried in place ``retries`` times, then reported failed.
+
+Progress goes to the driver as Tune results: ``packs_done`` and
+``packs_failed`` (JSON lists of [label, networks, mean test accuracy or error]),
+sent at most every :data:`REPORT_SECONDS` and at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from ray import tune
+
+from trainables.data.tensors import DatasetArrays, DatasetTensors
+from trainables.plan import MeasurementPlan
+from trainables.spec import TrialSpec
+from trainables.store.store import Store
+from trainables.train.device import make_deterministic, trial_device
+from trainables.train.network import EpochEnd, StateDict, TrainingState
+from trainables.train.pack import PackEpochEnd, network_view
+from trainables.worker.pack_job import Placement, run_networks
+from trainables.worker.wandb_log import WandbRun, WandbSpec, close_runs
+
+STATE_FILE = "training_state.pt"
+TRIAL_IDS_FILE = "trial_ids"
+REPORT_SECONDS = 1.0
+"""Progress results are sent to the driver at most this often (each one costs the driver an event)."""
+
+
+@dataclass(frozen=True)
+class CrashHook:
+    """Test-only: kill this worker process once, right after ``epoch`` ends (and is checkpointed if due).
+
+    ``marker`` is a file created just before dying, so the retried trial lives.
+    Set by the driver from ``LAYERSWAP_TEST_CRASH_AT_EPOCH`` / ``..._MARKER`` / ``..._RAISE``.
+    """
+
+    epoch: int
+    marker: str
+    raise_error: bool = False
+    """Raise a RuntimeError instead of killing the process (a failure retried in place)."""
+
+    def maybe_crash(self, epoch: int) -> None:
+        if epoch == self.epoch and not os.path.exists(self.marker):
+            Path(self.marker).write_text(f"{'raised' if self.raise_error else 'killed'} at epoch {epoch}\n")
+            if self.raise_error:
+                raise RuntimeError(f"test: failed at epoch {epoch}")
+            os._exit(17)
+
+
+@dataclass(frozen=True)
+class TuneTrialConfig:
+    """Everything one Tune trial needs, built on the driver.
+
+    ``packs``: the queue, each pack networks of one width config trained
+    together; ``plan``: what to measure on each network once trained;
+    ``label``: the trial id of its first network (Tune's trial name);
+    ``threads``: torch threads (its CPU share); ``gpu_share``: its GPU
+    fraction (0: CPU); ``checkpoint_seconds``: at most this long between
+    checkpoints of a pack; ``retries``: in-place retries of a pack that raises.
+    """
+
+    label: str
+    sweep: str
+    store: str
+    packs: tuple[tuple[TrialSpec, ...], ...]
+    plan: MeasurementPlan = MeasurementPlan()
+    threads: int = 1
+    gpu_share: float = 0.0
+    checkpoint_seconds: float = 60.0
+    retries: int = 2
+    wandb: WandbSpec | None = None
+    test_crash: CrashHook | None = None
+
+
+def network_params(end: EpochEnd | PackEpochEnd, k: int) -> StateDict:
+    """Network ``k``'s weights (views) from an epoch report of one network or a pack."""
+    return network_view(end.state.model, k) if isinstance(end, PackEpochEnd) else end.state.model
+
+
+@dataclass
+class EpochReporter:
+    """After each epoch of a pack: W&B, a Tune checkpoint when one is due, the crash hook."""
+
+    specs: list[TrialSpec]
+    config: TuneTrialConfig
+    wandb_runs: list[WandbRun | None]
+    last_checkpoint: float = field(default_factory=time.monotonic)
+
+    def checkpoint_due(self, epoch: int) -> bool:
+        """At the spec's checkpoint epochs before the last, else after ``checkpoint_seconds``."""
+        spec = self.specs[0]
+        if epoch in spec.checkpoints and epoch < spec.epochs:
+            return True
+        return time.monotonic() - self.last_checkpoint >= self.config.checkpoint_seconds
+
+    def __call__(self, end: EpochEnd | PackEpochEnd) -> None:
+        losses = end.train_losses if isinstance(end, PackEpochEnd) else [end.train_loss]
+        for k, run in enumerate(self.wandb_runs):
+            if run is not None:
+                run.log_epoch(end.epoch, losses[k], network_params(end, k))
+        if self.checkpoint_due(end.epoch):
+            metrics = {"epoch": end.epoch, "train_loss": statistics.fmean(losses),
+                       "pack": self.specs[0].trial_id}
+            with tempfile.TemporaryDirectory() as directory:
+                end.state.save(Path(directory) / STATE_FILE)
+                ids = "\n".join(spec.trial_id for spec in self.specs)
+                (Path(directory) / TRIAL_IDS_FILE).write_text(ids)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+            self.last_checkpoint = time.monotonic()
+        if self.config.test_crash is not None:
+            self.config.test_crash.maybe_crash(end.epoch)
+
+
+def restored_state() -> tuple[list[str], TrainingState] | None:
+    """(trial ids trained, training state) of the checkpoint Tune restored this trial from."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        trial_ids = (Path(directory) / TRIAL_IDS_FILE).read_text().splitlines()
+        return trial_ids, TrainingState.load(Path(directory) / STATE_FILE)
+
+
+@dataclass
+class Progress:
+    """Finished and failed packs not yet sent to the driver, sent at most every REPORT_SECONDS."""
+
+    done: list[list] = field(default_factory=list)
+    failed: list[list] = field(default_factory=list)
+    last_sent: float = field(default_factory=time.monotonic)
+
+    def send(self, force: bool = False) -> None:
+        recent = time.monotonic() - self.last_sent < REPORT_SECONDS
+        if not (self.done or self.failed) or (recent and not force):
+            return
+        tune.report({"packs_done": json.dumps(self.done), "packs_failed": json.dumps(self.failed)})
+        self.done, self.failed, self.last_sent = [], [], time.monotonic()
+
+
+def train_one_pack(
+    config: TuneTrialConfig,
+    specs: list[TrialSpec],
+    data: DatasetTensors,
+    store: Store,
+    placement: Placement,
+    resume_from: TrainingState | None,
+    finished: frozenset[str],
+) -> list[float]:
+    """Train and record one pack; the test accuracies of the networks it recorded."""
+    wandb_runs = [
+        WandbRun(config.wandb, spec, config.sweep, data, store, placement.node_id)
+        if config.wandb is not None and spec.trial_id not in finished else None
+        for spec in specs
+    ]
+    reporter = EpochReporter(specs, config, wandb_runs)
+    results = run_networks(
+        specs, config.plan, data, store, config.sweep, placement, reporter, resume_from, finished
+    )
+    runs = {spec.trial_id: run for spec, run in zip(specs, wandb_runs, strict=True) if run is not None}
+    for result in results:
+        if result.trial_row["trial_id"] in runs:
+            runs[result.trial_row["trial_id"]].finish(result.swap_rows, result.trial_row)
+    if runs:
+        close_runs(list(runs.values()))
+    return [result.trial_row["test_acc"] for result in results]
+
+
+def train_with_retries(
+    trial: TuneTrialConfig,
+    specs: list[TrialSpec],
+    data: DatasetTensors,
+    store: Store,
+    placement: Placement,
+    resume_from: TrainingState | None,
+    finished: frozenset[str],
+) -> tuple[list[float], str | None]:
+    """(test accuracies of the networks recorded, None), or the error line after ``trial.retries`` retries.
+
+    ``finished``: networks already in the store. A retry starts the pack
+    afresh, without the networks a failed attempt recorded.
+    """
+    attempt = 0
+    while True:
+        try:
+            return train_one_pack(trial, specs, data, store, placement, resume_from, finished), None
+        except Exception as err:  # noqa: BLE001 - retried, then reported with its message
+            attempt += 1
+            if attempt > trial.retries:
+                return [], f"{type(err).__name__}: {err}".splitlines()[0]
+        finished = frozenset(store.completed_trial_ids())
+        resume_from, specs = None, [spec for spec in specs if spec.trial_id not in finished]
+        if not specs:
+            return [], None
+
+
+def run_tune_trial(
+    config: dict, datasets: dict[str, DatasetArrays], trials: dict[str, TuneTrialConfig]
+) -> None:
+    """Tune's entry point: ``config["label"]`` names this trial's :class:`TuneTrialConfig`."""
+    trial = trials[config["label"]]
+    make_deterministic()
+    torch.set_num_threads(max(1, trial.threads))
+    store = Store.open(trial.store)
+    here = Placement.here(torch.device("cpu"))
+    placement = Placement.here(trial_device(trial.gpu_share, f"{here.hostname} ({here.node_id[:8]})"))
+    finished = frozenset(store.completed_trial_ids())
+    restored = restored_state()
+    tensors: dict[str, DatasetTensors] = {}
+    progress = Progress()
+    for pack in trial.packs:
+        specs = list(pack)
+        if all(spec.trial_id in finished for spec in specs):
+            continue
+        ids = [spec.trial_id for spec in specs]
+        resume_from = restored[1] if restored is not None and restored[0] == ids else None
+        if resume_from is None:
+            specs = [spec for spec in specs if spec.trial_id not in finished]
+        if specs[0].dataset not in tensors:
+            tensors[specs[0].dataset] = datasets[specs[0].dataset].tensors(placement.device)
+        data = tensors[specs[0].dataset]
+        accuracies, error = train_with_retries(trial, specs, data, store, placement, resume_from, finished)
+        if error is None:
+            mean = statistics.fmean(accuracies) if accuracies else None
+            progress.done.append([ids[0], len(accuracies), mean])
+        else:
+            progress.failed.append([ids[0], len(specs), error])
+        progress.send()
+    progress.send(force=True)
