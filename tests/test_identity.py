@@ -6,6 +6,8 @@ import dataclasses
 import hashlib
 import json
 
+import pytest
+
 from trainables.spec import OptimizerSpec, TrialSpec
 
 SEED_NET = TrialSpec(
@@ -79,3 +81,28 @@ def test_measurement_settings_are_not_part_of_the_spec() -> None:
     v1 = {**SEED_NET.to_dict(), "swaps": ["reinit"], "rerandomize_draws": 2}
     assert TrialSpec.from_dict(v1) == SEED_NET
     assert TrialSpec.from_dict(SEED_NET.to_dict()) == SEED_NET
+
+
+@dataclasses.dataclass(frozen=True)
+class GrownOptimizer(OptimizerSpec):
+    """The optimizer block as it might grow later (v3 adds ``nesterov``)."""
+
+    nesterov: bool = False
+
+
+def test_a_new_nested_field_at_its_default_keeps_every_id() -> None:
+    grown = dataclasses.replace(SEED_NET, optimizer=GrownOptimizer("sgd", 0.01))
+    assert grown.canonical_json() == SEED_NET.canonical_json()
+    assert (grown.trial_id, grown.config_id) == (SEED_NET.trial_id, SEED_NET.config_id)
+    changed = dataclasses.replace(SEED_NET, optimizer=GrownOptimizer("sgd", 0.01, nesterov=True))
+    assert b'"nesterov":true' in changed.canonical_json()
+    assert changed.trial_id != SEED_NET.trial_id and changed.config_id != SEED_NET.config_id
+
+
+def test_a_new_field_off_its_default_keeps_networks_out_of_one_pack() -> None:
+    from trainables.train.pack import check_pack
+
+    grown = GrownSpec(**{f.name: getattr(SEED_NET, f.name) for f in dataclasses.fields(SEED_NET)})
+    check_pack([grown, dataclasses.replace(grown, seed=1)])  # seeds of one configuration: one pack
+    with pytest.raises(ValueError, match=r"differ in dropout \(0.5 vs None\)"):
+        check_pack([dataclasses.replace(grown, dropout=0.5), dataclasses.replace(grown, seed=1)])

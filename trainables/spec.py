@@ -6,13 +6,17 @@ characters of its sha256, so the same spec always maps to the same id and a
 re-run sweep skips it. What is *measured* on a network (swap kinds, draws,
 alphas) is not part of its spec: see :mod:`trainables.plan`.
 
-Fields listed in ``ALWAYS_WRITTEN`` are the spec of store version 2. A field
-added to :class:`TrialSpec` later must have a default and is written only
-when it differs from that default (as open_lth does), so the ids of networks
-trained before it existed never change.
+Each spec dataclass names in ``ALWAYS_WRITTEN`` the fields of store version 2;
+those are always in spec.json. A field added later must have a default and is
+written only when it differs from that default (as open_lth does), at every
+level of nesting (a field added to :class:`OptimizerSpec` too), so the ids of
+networks trained before it existed never change. Everything here (the
+canonical form, reading a spec back, the configuration of a spec) is derived
+from the dataclass fields: a new field needs no code beyond its declaration.
 
 ``config_id`` is the same hash without ``seed``: the seeds of one
-configuration are the replicates that statistics pool.
+configuration are the replicates that statistics pool, and the networks that
+may be trained together in one pack.
 """
 
 from __future__ import annotations
@@ -21,14 +25,10 @@ import dataclasses
 import functools
 import hashlib
 import json
+import types
+import typing
 from dataclasses import dataclass
-from typing import Any
-
-ALWAYS_WRITTEN = frozenset(
-    {"dataset", "data_mean", "data_std", "model", "widths", "seed", "epochs", "batch_size",
-     "optimizer", "checkpoints", "precision"}
-)
-"""The training spec of store version 2: these keys are always in spec.json."""
+from typing import Any, ClassVar
 
 V1_MEASUREMENT_FIELDS = ("swaps", "rerandomize_draws")
 """Keys that version-1 spec.json files held; they never were training fields."""
@@ -40,6 +40,8 @@ class OptimizerSpec:
     lr: float
     momentum: float = 0.0
     weight_decay: float = 0.0
+
+    ALWAYS_WRITTEN: ClassVar[frozenset[str]] = frozenset({"name", "lr", "momentum", "weight_decay"})
 
 
 @dataclass(frozen=True)
@@ -63,14 +65,15 @@ class TrialSpec:
     checkpoints: tuple[int, ...]
     precision: str = "fp32"
 
+    ALWAYS_WRITTEN: ClassVar[frozenset[str]] = frozenset(
+        {"dataset", "data_mean", "data_std", "model", "widths", "seed", "epochs", "batch_size",
+         "optimizer", "checkpoints", "precision"}
+    )
+    """The training spec of store version 2: these keys are always in spec.json."""
+
     def canonical_fields(self) -> dict[str, Any]:
         """The fields spec.json holds: ``ALWAYS_WRITTEN``, plus later fields off their default."""
-        values = dataclasses.asdict(self)
-        return {
-            field.name: values[field.name]
-            for field in dataclasses.fields(self)
-            if field.name in ALWAYS_WRITTEN or values[field.name] != field.default
-        }
+        return canonical_fields(self)
 
     def canonical_json(self) -> bytes:
         return canonical_bytes(self.canonical_fields())
@@ -79,7 +82,7 @@ class TrialSpec:
     def trial_id(self) -> str:
         return short_hash(self.canonical_json())
 
-    @property
+    @functools.cached_property
     def config_id(self) -> str:
         """The hash of the training spec without ``seed``: one per configuration."""
         fields = self.canonical_fields()
@@ -92,11 +95,70 @@ class TrialSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialSpec:
         """A spec from its spec.json dict; a version-1 dict's measurement keys are dropped."""
-        fields = {key: value for key, value in data.items() if key not in V1_MEASUREMENT_FIELDS}
-        fields["optimizer"] = OptimizerSpec(**fields["optimizer"])
-        for key in ("widths", "checkpoints"):
-            fields[key] = tuple(fields[key])
-        return cls(**fields)
+        training = {key: value for key, value in data.items() if key not in V1_MEASUREMENT_FIELDS}
+        return from_plain(cls, training)
+
+
+def canonical_fields(spec: Any) -> dict[str, Any]:
+    """A spec dataclass as plain JSON values: ``ALWAYS_WRITTEN`` fields, and the others only
+    where they differ from their default; nested spec dataclasses by the same rule."""
+    always = getattr(spec, "ALWAYS_WRITTEN", frozenset())
+    out: dict[str, Any] = {}
+    for field in dataclasses.fields(spec):
+        value = getattr(spec, field.name)
+        if field.name not in always and value == _default(field):
+            continue
+        out[field.name] = _plain(value)
+    return out
+
+
+def _default(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return dataclasses.MISSING
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return canonical_fields(value)
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def from_plain(cls: type, data: dict[str, Any]) -> Any:
+    """The spec dataclass ``cls`` from plain JSON values (the inverse of :func:`canonical_fields`):
+    nested dataclasses and tuples rebuilt from the field types; absent fields take their default."""
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for field in dataclasses.fields(cls):
+        if field.name in data:
+            values[field.name] = _typed(hints[field.name], data[field.name])
+    return cls(**values)
+
+
+def _typed(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    for candidate in typing.get_args(hint) if union else (hint,):  # X | None: the first that fits
+        if dataclasses.is_dataclass(candidate) and isinstance(value, dict):
+            return from_plain(candidate, value)
+        if typing.get_origin(candidate) is tuple and isinstance(value, list | tuple):
+            args = typing.get_args(candidate)
+            item = args[0] if args else Any
+            return tuple(_typed(item, element) for element in value)
+    return value
+
+
+def training_fields() -> tuple[str, ...]:
+    """The training-spec fields a sweep config sets for all its networks: every field of
+    :class:`TrialSpec` but ``seed`` and ``widths`` (the grid's own axes) and the data
+    normalisation (derived from ``dataset``)."""
+    derived = {"seed", "widths", "data_mean", "data_std"}
+    return tuple(f.name for f in dataclasses.fields(TrialSpec) if f.name not in derived)
 
 
 def canonical_bytes(value: Any) -> bytes:

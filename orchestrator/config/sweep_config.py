@@ -11,6 +11,7 @@ config costs a fraction of a second.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,15 +37,10 @@ from orchestrator.config.values import ConfigError, choice, echo, fail, integer,
 from orchestrator.config.yaml_loader import YamlRefused, load_yaml
 from trainables.choices import DATASETS, MODELS, PRECISIONS
 from trainables.plan import DEFAULT_ALPHAS, CriticalitySettings, MeasurementPlan
-from trainables.spec import OptimizerSpec
+from trainables.spec import OptimizerSpec, canonical_fields
 
 MAX_RETRIES = 2
 """Times a trial (Tune) or a measurement task (Ray) is rerun after its worker died."""
-TOP_LEVEL_KEYS = (
-    "name", "dataset", "model", "widths", "seeds", "epochs", "batch_size", "optimizer",
-    "checkpoints", "swaps", "rerandomize_draws", "resources", "store", "precision",
-    "max_concurrent_trials", "wandb", "pack", "checkpoint_seconds", "alphas", "criticality",
-)
 
 
 @dataclass(frozen=True)
@@ -102,39 +98,38 @@ class SweepConfig:
         return parse_config(raw)
 
     def to_raw(self) -> dict[str, Any]:
-        """The config as plain YAML/JSON values (round-trips through parse_config)."""
-        return {
-            "name": self.name,
-            "dataset": self.dataset,
-            "model": self.model,
-            "widths": [list(w) for w in self.widths],
-            "seeds": list(self.seeds),
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "optimizer": {
-                "name": self.optimizer.name,
-                "lr": self.optimizer.lr,
-                "momentum": self.optimizer.momentum,
-                "weight_decay": self.optimizer.weight_decay,
-            },
-            "checkpoints": list(self.checkpoints),
-            "swaps": list(self.swaps),
-            "rerandomize_draws": self.rerandomize_draws,
-            "resources": {
-                "cpu_per_trial": self.resources.cpu_per_trial,
-                "gpu_per_trial": self.resources.gpu_per_trial,
-            },
-            "store": self.store,
-            "precision": self.precision,
-            "max_concurrent_trials": self.max_concurrent_trials,
-            "wandb": self.wandb.to_raw() if self.wandb is not None else None,
-            "pack": self.pack or "auto",
-            # only when set, so that existing sweeps' records (hashed from this) keep their names
-            **({"checkpoint_seconds": self.checkpoint_seconds} if self.checkpoint_seconds != 60.0 else {}),
-            "alphas": list(self.alphas),
-            "criticality": None if self.criticality is None else self.criticality.to_dict(),
-        }
+        """The config as plain YAML/JSON values (round-trips through parse_config), derived from
+        the fields: those of :data:`RECORD_V2_KEYS` always, any other only off its default, so
+        that the records of existing sweeps (named by the hash of this) keep their names."""
+        raw: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name in RECORD_V2_KEYS or value != field.default:
+                raw[field.name] = raw_value(value)
+        raw["pack"] = self.pack or "auto"
+        return raw
 
+
+def raw_value(value: Any) -> Any:
+    """A config value as plain YAML/JSON: a block by its own ``to_raw``/``to_dict``, a training-spec
+    block by the spec's canonical rule, tuples as lists."""
+    if hasattr(value, "to_raw"):
+        return value.to_raw()
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, OptimizerSpec):
+        return canonical_fields(value)
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    if isinstance(value, tuple | list):
+        return [raw_value(item) for item in value]
+    return value
+
+
+TOP_LEVEL_KEYS = tuple(field.name for field in dataclasses.fields(SweepConfig))
+"""The keys a config may hold: one per SweepConfig field."""
+RECORD_V2_KEYS = frozenset(TOP_LEVEL_KEYS) - {"checkpoint_seconds"}
+"""The keys every sweep record written by store version 2 holds."""
 
 def load_config(path: str | Path) -> SweepConfig:
     """Read and validate the sweep config at ``path`` (see :mod:`orchestrator.config.yaml_loader`)."""

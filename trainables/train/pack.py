@@ -78,12 +78,6 @@ PackSnapshotCallback = Callable[[int, int, StateDict], None]
 """Called with (network index in the pack, epoch, detached copy of its weights) at epoch 0
 and each checkpoint epoch."""
 
-SHARED_FIELDS = (
-    "dataset", "data_mean", "data_std", "model", "widths", "epochs", "batch_size",
-    "optimizer", "checkpoints", "precision",
-)
-"""Spec fields every network of a pack must share (they differ only in seed and swap plan)."""
-
 @dataclass
 class StackedMLP:
     """The pack's trainable tensors: per layer a transposed stacked weight and a stacked bias.
@@ -157,17 +151,23 @@ def network_view(stacked: StateDict, k: int) -> StateDict:
 
 
 def check_pack(specs: list[TrialSpec]) -> None:
-    """ValueError unless ``specs`` are distinct networks sharing every :data:`SHARED_FIELDS` value."""
+    """ValueError unless ``specs`` are distinct networks of one configuration (the same training
+    spec but for the seed: the same ``config_id``)."""
     if not specs:
         raise ValueError("pack: no specs to train")
     first = specs[0]
     for spec in specs[1:]:
-        for field in SHARED_FIELDS:
-            if getattr(spec, field) != getattr(first, field):
-                raise ValueError(
-                    f"pack: {field} differs within a pack ({getattr(first, field)!r} vs "
-                    f"{getattr(spec, field)!r}); a pack's networks may differ only in seed"
-                )
+        if spec.config_id != first.config_id:
+            mine, theirs = first.canonical_fields(), spec.canonical_fields()
+            differing = [
+                f"{name} ({mine.get(name)!r} vs {theirs.get(name)!r})"
+                for name in sorted(mine.keys() | theirs.keys())
+                if name != "seed" and mine.get(name) != theirs.get(name)
+            ]
+            raise ValueError(
+                f"pack: the networks differ in {', '.join(differing)}; a pack's networks may differ "
+                "only in seed"
+            )
     ids = [spec.trial_id for spec in specs]
     if len(set(ids)) != len(ids):
         raise ValueError(f"pack: the same trial appears twice ({ids})")

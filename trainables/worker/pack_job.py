@@ -33,7 +33,8 @@ from trainables.measure.swaps import evaluate
 from trainables.models.mlp import build_model, tensor_layer
 from trainables.plan import MeasurementPlan
 from trainables.spec import TrialSpec
-from trainables.store.store import Store, spec_relpath, weights_relpath
+from trainables.store import Store, layout
+from trainables.store.schemas import TRIALS_SCHEMA
 from trainables.train.cuda_graphs import graphs_enabled
 from trainables.train.device import cuda_columns
 from trainables.train.network import (
@@ -82,7 +83,8 @@ def save_checkpoint(
     """Write one epoch's safetensors file; return its weights index rows."""
     tensors = {key: value.detach().cpu().contiguous() for key, value in state.items()}
     metadata_ = {"trial_id": trial_id, "epoch": str(epoch)}
-    store.write_bytes(weights_relpath(trial_id, epoch), safetensors.torch.save(tensors, metadata=metadata_))
+    data = safetensors.torch.save(tensors, metadata=metadata_)
+    store.write_bytes(layout.weights_path(trial_id, epoch), data)
     return checkpoint_rows(trial_id, epoch, tensors, layers)
 
 
@@ -98,7 +100,7 @@ def checkpoint_rows(trial_id: str, epoch: int, state: StateDict, layers: dict[st
             "dtype": str(tensor.dtype).removeprefix("torch."),
             "nbytes": tensor.numel() * tensor.element_size(),
             "sha256": tensor_sha256(tensor),
-            "path": weights_relpath(trial_id, epoch),
+            "path": layout.weights_path(trial_id, epoch),
         }
         for key, tensor in state.items()
     ]
@@ -128,7 +130,7 @@ def run_networks(
         layers = tensor_layer(build_model(first.model, data.x_train.shape[1], first.widths, data.n_classes))
     for spec in specs:
         if spec.trial_id not in finished:
-            store.write_bytes(spec_relpath(spec.trial_id), spec.canonical_json())
+            store.write_bytes(layout.spec_path(spec.trial_id), spec.canonical_json())
     weight_rows: list[list[dict]] = [[] for _ in specs]
 
     def save_snapshot(k: int, epoch: int, state: StateDict) -> None:
@@ -177,6 +179,14 @@ def run_network(
     return result
 
 
+def spec_columns(spec: TrialSpec) -> dict:
+    """The trial row's copies of the spec: every ``trials`` column named after a spec field
+    (lists as lists), the optimizer by its name and its ``lr``."""
+    values = spec.to_dict()
+    row = {name: values[name] for name in TRIALS_SCHEMA.names if name in values}
+    return {**row, "optimizer": spec.optimizer.name, "lr": spec.optimizer.lr}
+
+
 @dataclass(frozen=True)
 class NetworkResult:
     trial_row: dict
@@ -216,15 +226,7 @@ def record_network(
     trial_row = {
         "trial_id": trial_id,
         "sweep": sweep,
-        "dataset": spec.dataset,
-        "model": spec.model,
-        "widths": list(spec.widths),
-        "seed": spec.seed,
-        "epochs": spec.epochs,
-        "batch_size": spec.batch_size,
-        "optimizer": spec.optimizer.name,
-        "lr": spec.optimizer.lr,
-        "checkpoints": list(spec.checkpoints),
+        **spec_columns(spec),
         "spec_json": spec.canonical_json().decode("utf-8"),
         "test_acc": baseline[spec.epochs]["test_acc"],
         "test_loss": baseline[spec.epochs]["test_loss"],
