@@ -34,7 +34,7 @@ from orchestrator.run.budget import local_budget
 from orchestrator.run.packing import make_packs
 from orchestrator.run.sweep import run_sweep
 from trainables.data.datasets import load_dataset
-from trainables.store.store import Store
+from trainables.store import Store
 from trainables.worker.pack_job import Placement, run_networks
 
 CPU = torch.device("cpu")

@@ -32,7 +32,7 @@ import ray
 from benchmarks.common import busy_warning, configure, publish, table
 from orchestrator.config.sweep_config import parse_config
 from orchestrator.run.sweep import run_sweep
-from trainables.store.store import Store
+from trainables.store import Store
 
 START_WINDOW = (0.05, 0.25)
 END_WINDOW = (0.75, 0.95)

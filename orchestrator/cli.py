@@ -192,12 +192,12 @@ def command_sweep(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    from trainables.store.store import Store
+    from trainables.store import Store, layout
 
     store = Store.open(config.store)
     nothing_new = outcome.completed == 0 and measured.rows == 0
-    if not args.no_report and nothing_new and store.exists("report/report.md"):
-        print(f"report: {store.path('report')} (up to date: nothing new was trained or measured)")
+    if not args.no_report and nothing_new and store.exists(f"{layout.REPORT_DIR}/report.md"):
+        print(f"report: {store.path(layout.REPORT_DIR)} (up to date: nothing new was trained or measured)")
     elif not args.no_report:
         from orchestrator.report.assemble import write_report
 
@@ -214,7 +214,7 @@ def command_sweep(args: argparse.Namespace) -> int:
 
 def command_analyze(args: argparse.Namespace) -> int:
     from orchestrator.run.analyze import analyze_store
-    from trainables.store.store import Store
+    from trainables.store import Store
 
     if args.draws is not None and args.draws < 1:
         raise ConfigError(f"--draws: {args.draws} is not allowed; expected an integer >= 1")
@@ -237,7 +237,7 @@ def command_analyze(args: argparse.Namespace) -> int:
 
 def command_report(args: argparse.Namespace) -> int:
     from orchestrator.report.assemble import write_report
-    from trainables.store.store import Store
+    from trainables.store import Store
 
     written = write_report(
         Store.open(args.store), out_dir=args.out, sweep=args.sweep,
@@ -250,7 +250,7 @@ def command_report(args: argparse.Namespace) -> int:
 
 def command_ls(args: argparse.Namespace) -> int:
     from orchestrator.catalog.listing import format_listing
-    from trainables.store.store import Store
+    from trainables.store import Store
 
     print(format_listing(Store.open(args.store), sweep=args.sweep))
     return 0
@@ -266,7 +266,7 @@ def command_data(args: argparse.Namespace) -> int:
 def command_preflight(args: argparse.Namespace) -> int:
     from orchestrator.run.connect import connect_ray
     from orchestrator.run.preflight import format_preflight, run_preflight
-    from trainables.store.store import Store
+    from trainables.store import Store
 
     config = load_config(args.config) if args.config else None
     store = args.store or (config.store if config else None)
@@ -280,7 +280,7 @@ def command_preflight(args: argparse.Namespace) -> int:
 
 def command_verify(args: argparse.Namespace) -> int:
     from orchestrator.catalog.verify import verify_store
-    from trainables.store.store import Store
+    from trainables.store import Store
 
     result = verify_store(Store.open(args.store))
     for problem in result.problems:

@@ -19,8 +19,8 @@ from orchestrator.config.sweep_config import parse_config
 from orchestrator.run.sweep import run_sweep
 from tests.conftest import tiny_raw_config
 from trainables.data.datasets import load_dataset
+from trainables.store import Store, layout
 from trainables.store.schemas import TRIALS_SCHEMA, WEIGHTS_SCHEMA
-from trainables.store.store import Store, weights_relpath
 from trainables.train.network import train_network
 from trainables.train.pack import train_pack
 
@@ -59,7 +59,7 @@ def test_a_killed_trial_resumes_from_its_last_checkpoint_with_identical_weights(
         uninterrupted = train_pack(specs, data, torch.device("cpu"))
     for spec, network in zip(specs, uninterrupted, strict=True):
         for epoch in spec.checkpoints:
-            stored = safetensors.torch.load(store.read_bytes(weights_relpath(spec.trial_id, epoch)))
+            stored = safetensors.torch.load(store.read_bytes(layout.weights_path(spec.trial_id, epoch)))
             expected = network.checkpoints[epoch]
             assert stored.keys() == expected.keys()
             for key in stored:
@@ -88,7 +88,7 @@ def test_a_pack_that_raises_is_retried_in_place_and_its_networks_are_recorded_on
     specs = expand_grid(parse_config(raw))
     data = load_dataset("synthetic").tensors("cpu")
     for spec, network in zip(specs, train_pack(specs, data, torch.device("cpu")), strict=True):
-        stored = safetensors.torch.load(store.read_bytes(weights_relpath(spec.trial_id, 3)))
+        stored = safetensors.torch.load(store.read_bytes(layout.weights_path(spec.trial_id, 3)))
         assert all(torch.equal(stored[key], network.checkpoints[3][key]) for key in stored)
 
 

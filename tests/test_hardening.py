@@ -34,7 +34,7 @@ from orchestrator.config.sweep_config import load_config, parse_config
 from tests.conftest import tiny_raw_config
 from tests.test_s3_store import BUCKET, s3_endpoint  # noqa: F401  (fixture: a moto S3 server)
 from trainables.data.datasets import load_dataset
-from trainables.store.store import Store, index_relpath
+from trainables.store import Store, layout
 from trainables.worker.pack_job import Placement, run_network
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -192,18 +192,18 @@ def test_credentials_never_reach_the_error_line(tmp_path, capsys, monkeypatch, u
 
 
 def truncate_swaps(root: Path, trial_id: str) -> str:
-    path = root / index_relpath("swaps", trial_id)
+    path = root / layout.index_path("swaps", trial_id)
     path.write_bytes(path.read_bytes()[:100])
-    return index_relpath("swaps", trial_id)
+    return layout.index_path("swaps", trial_id)
 
 
 def overwrite_column(root: Path, table_name: str, trial_id: str, column: str, value: str) -> str:
     """Set ``column`` of every row of the trial's ``table_name`` index file to ``value``; its relpath."""
-    path = root / index_relpath(table_name, trial_id)
+    path = root / layout.index_path(table_name, trial_id)
     table = pq.read_table(path)
     values = pa.array([value] * table.num_rows, pa.string())
     pq.write_table(table.set_column(table.schema.get_field_index(column), column, values), path)
-    return index_relpath(table_name, trial_id)
+    return layout.index_path(table_name, trial_id)
 
 
 def foreign_trial_id(root: Path, trial_id: str) -> str:
@@ -219,7 +219,7 @@ def unknown_kind(root: Path, trial_id: str) -> str:
 
 
 def stray_index_file(root: Path, trial_id: str) -> str:
-    shutil.copy(root / index_relpath("swaps", trial_id), root / "index" / "swaps" / "evil.parquet")
+    shutil.copy(root / layout.index_path("swaps", trial_id), root / "index" / "swaps" / "evil.parquet")
     return "index/swaps/evil.parquet"
 
 

@@ -10,7 +10,7 @@ import pytest
 from orchestrator.catalog.contents import load_contents
 from orchestrator.catalog.listing import format_listing
 from tests.test_stats import standard_swaps, write_trial
-from trainables.store.store import Store, StoreError
+from trainables.store import Store, StoreError
 
 
 def record(store: Store, sweep: str, ids: list[str], name: str = "cfg") -> None:

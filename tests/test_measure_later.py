@@ -24,8 +24,8 @@ from orchestrator.run.sweep import run_sweep
 from tests.conftest import tiny_raw_config
 from tests.test_stats import standard_swaps, trial_table, write_trial
 from trainables.spec import TrialSpec
+from trainables.store import Store
 from trainables.store.schemas import SWAPS_SCHEMA, TRIALS_SCHEMA
-from trainables.store.store import Store
 
 
 def file_states(root: Path) -> dict[str, tuple[str, int]]:

@@ -16,7 +16,7 @@ from orchestrator.report.assemble import ReportError, write_report
 from orchestrator.report.stats import STATS_SCHEMA, ConfigView, compute_stats, config_views
 from orchestrator.report.verdicts import Thresholds
 from tests.test_stats import standard_swaps, write_trial
-from trainables.store.store import Store, StoreError
+from trainables.store import Store, StoreError
 
 WIDE, NARROW = (8, 4), (6,)
 

@@ -22,8 +22,8 @@ from orchestrator.report.stats import (
     stats_to_arrow,
     stats_to_csv,
 )
+from trainables.store import Store
 from trainables.store.schemas import SWAPS_SCHEMA, TRIALS_SCHEMA
-from trainables.store.store import Store
 
 Swap = tuple[str, str | None, int | None, float]
 """(kind, layer, epoch, test_acc); rerandomize rows get draw numbers in order."""

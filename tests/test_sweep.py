@@ -25,8 +25,8 @@ from trainables.data.datasets import load_dataset
 from trainables.models.mlp import build_model
 from trainables.seeding import derive_seed
 from trainables.spec import TrialSpec
+from trainables.store import Store, layout
 from trainables.store.schemas import SWAPS_SCHEMA, TRIALS_SCHEMA, WEIGHTS_SCHEMA
-from trainables.store.store import Store, weights_relpath
 from trainables.train.network import EpochEnd
 from trainables.worker.pack_job import Placement, run_network
 
@@ -90,7 +90,7 @@ def test_stored_tensors_match_their_index_rows(finished_sweep):
 
 
 def load_epoch(store: Path, trial_id: str, epoch: int) -> dict[str, torch.Tensor]:
-    return safetensors.torch.load_file(store / weights_relpath(trial_id, epoch))
+    return safetensors.torch.load_file(store / layout.weights_path(trial_id, epoch))
 
 
 def rebuild_params(spec: TrialSpec, store: Path, row: dict) -> dict[str, torch.Tensor]:

@@ -10,7 +10,7 @@ import yaml
 from ray.cluster_utils import Cluster
 
 from tests.conftest import tiny_raw_config
-from trainables.store.store import Store
+from trainables.store import Store
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,8 @@ from orchestrator.config.grid import expand_grid
 from orchestrator.config.sweep_config import parse_config
 from tests.conftest import tiny_raw_config
 from trainables.data.datasets import load_dataset
+from trainables.store import Store, layout
 from trainables.store.schemas import TABLE_SCHEMAS
-from trainables.store.store import Store, spec_relpath, weights_relpath
 from trainables.worker.pack_job import Placement, run_network
 
 
@@ -67,30 +67,31 @@ def flip_last_byte(path: Path) -> None:
 
 def test_each_damaged_file_is_named_with_its_trial(store_copy, capsys):
     root, (first, second) = store_copy
-    flip_last_byte(root / weights_relpath(first, 2))
-    (root / spec_relpath(first)).write_bytes(b'{"seed":99}')
-    (root / weights_relpath(second, 0)).unlink()
-    truncated = root / weights_relpath(second, 1)
+    flip_last_byte(root / layout.weights_path(first, 2))
+    (root / layout.spec_path(first)).write_bytes(b'{"seed":99}')
+    (root / layout.weights_path(second, 0)).unlink()
+    truncated = root / layout.weights_path(second, 1)
     truncated.write_bytes(truncated.read_bytes()[:40])
 
     problems = verify_store(Store.open(str(root))).problems
     found = Counter((p.trial_id, p.path) for p in problems)
     assert found == {
-        (first, weights_relpath(first, 2)): 1,
-        (first, spec_relpath(first)): 2,  # its hash is not the trial id, and it is not the row's spec_json
-        (second, weights_relpath(second, 0)): 1,
-        (second, weights_relpath(second, 1)): 1,
+        (first, layout.weights_path(first, 2)): 1,
+        # its hash is not the trial id, and it is not the row's spec_json
+        (first, layout.spec_path(first)): 2,
+        (second, layout.weights_path(second, 0)): 1,
+        (second, layout.weights_path(second, 1)): 1,
     }
     messages = {p.path: p.message for p in problems}
     assert re.fullmatch(r"tensor 'fc\d\.(weight|bias)': sha256 is \w+…, index/weights says \w+…",
-                        messages[weights_relpath(first, 2)])
-    assert messages[weights_relpath(second, 0)].startswith("missing")
-    assert messages[weights_relpath(second, 1)].startswith("not a readable safetensors file")
+                        messages[layout.weights_path(first, 2)])
+    assert messages[layout.weights_path(second, 0)].startswith("missing")
+    assert messages[layout.weights_path(second, 1)].startswith("not a readable safetensors file")
 
     assert main(["verify", str(root)]) == 1
     captured = capsys.readouterr()
-    assert f"{weights_relpath(first, 2)} (trial {first}): tensor 'fc" in captured.out
-    assert f"{weights_relpath(second, 0)} (trial {second}): missing" in captured.out
+    assert f"{layout.weights_path(first, 2)} (trial {first}): tensor 'fc" in captured.out
+    assert f"{layout.weights_path(second, 0)} (trial {second}): missing" in captured.out
     assert "5 problem(s) in 2 of 2 trials" in captured.err
 
 
@@ -101,7 +102,8 @@ def test_missing_index_rows_and_files_are_reported(store_copy):
     problems = {(p.trial_id, p.path, p.message) for p in verify_store(Store.open(str(root))).problems}
     assert problems == {
         (first, f"index/swaps/{first}.parquet", "missing"),
-        *((second, weights_relpath(second, e), "checkpoint has no rows in index/weights") for e in (0, 1, 2)),
+        *((second, layout.weights_path(second, e), "checkpoint has no rows in index/weights")
+          for e in (0, 1, 2)),
     }
 
 

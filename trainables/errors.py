@@ -15,3 +15,7 @@ class UserError(Exception):
 
 class DataError(UserError):
     """A dataset that cannot be found or trusted; the message says what was tried and the fix."""
+
+
+class StoreError(UserError):
+    """A store that cannot be opened, read or trusted; the message says which."""

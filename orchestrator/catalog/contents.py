@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from trainables.plan import MeasurementPlan
-from trainables.store.store import Store, StoreError
+from trainables.store import Store, StoreError, layout
 
 REQUIRED = {
     "trials": ("trial_id", "sweep", "dataset", "model", "widths", "seed", "epochs", "test_acc"),
@@ -55,7 +55,7 @@ def load_contents(store: Store, sweep: str | None = None) -> StoreContents:
     Raises StoreError with one line when ``store`` is not a layerswap store, a
     file does not match its table's schema, or ``sweep`` is unknown.
     """
-    if not store.exists("index/trials") and not store.exists("sweeps"):
+    if not store.exists(layout.index_dir("trials")) and not store.exists(layout.SWEEPS_DIR):
         raise StoreError(f"{store.uri} is not a layerswap store (no index/trials)")
     trials = _read_checked(store, "trials")
     complete_ids = set(trials.column("trial_id").to_pylist())
@@ -119,8 +119,8 @@ class SweepRecord:
 def sweep_records(store: Store) -> list[SweepRecord]:
     """Every stored sweep record; one that is not a record is a StoreError (one line)."""
     records = []
-    for relpath in store.list_files("sweeps"):
-        if not relpath.endswith(".json"):
+    for relpath in store.list_files(layout.SWEEPS_DIR):
+        if not layout.is_sweep_record(relpath):
             continue
         try:
             record = json.loads(store.read_bytes(relpath))

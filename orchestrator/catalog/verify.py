@@ -22,7 +22,6 @@ a crafted row cannot make verify read outside the store.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -32,12 +31,10 @@ import safetensors.torch
 from safetensors import SafetensorError
 
 from trainables.plan import SWAP_KINDS
+from trainables.store import Store, StoreError, layout
 from trainables.store.schemas import TABLE_SCHEMAS
-from trainables.store.store import Store, StoreError, index_relpath, spec_relpath, weights_relpath
 from trainables.worker.pack_job import tensor_sha256
 
-INDEX_FILE = re.compile(r"(?P<trial_id>[0-9a-f]{16})(?:-[0-9a-f]{8})?\.parquet")
-"""``<trial_id>.parquet``, or for measurements added later ``<trial_id>-<batch>.parquet``."""
 KINDS = frozenset({"none", "interpolate", *SWAP_KINDS})
 SWAP_KEY = ("kind", "layer", "epoch", "alpha", "draw")
 MEASUREMENT_KEYS = {
@@ -46,8 +43,6 @@ MEASUREMENT_KEYS = {
     "criticality": ("layer", "n_alpha", "n_sigma", "sigma_max", "noise_samples", "rtol", "subset_size"),
 }
 """Per measurement table, the columns that key one row of a trial."""
-BATCH_FILE_TABLES = frozenset({"swaps", "criticality"})
-"""Tables whose measurements made later go to ``<trial_id>-<batch>.parquet`` files."""
 KEY_COLUMNS = {
     "trials": ("trial_id", "spec_json", "checkpoints"),
     "weights": ("trial_id", "epoch", "tensor", "path"),
@@ -78,7 +73,7 @@ class Verification:
 
 def verify_store(store: Store) -> Verification:
     """Check every complete trial of ``store`` (see the module docstring)."""
-    if not store.exists("index/trials"):
+    if not store.exists(layout.index_dir("trials")):
         raise StoreError(f"{store.uri} is not a layerswap store (no index/trials)")
     index = {table: _index_files(store, table) for table in KEY_COLUMNS}
     problems: list[Problem] = [
@@ -98,8 +93,8 @@ def verify_store(store: Store) -> Verification:
     for trial in trials:
         trial_id = trial["trial_id"]
         problems += check_spec(store, trial_id, trial["spec_json"])
-        if index_relpath("swaps", trial_id) not in index["swaps"].get(trial_id, []):
-            problems.append(Problem(trial_id, index_relpath("swaps", trial_id), "missing"))
+        if layout.index_path("swaps", trial_id) not in index["swaps"].get(trial_id, []):
+            problems.append(Problem(trial_id, layout.index_path("swaps", trial_id), "missing"))
         for table in MEASUREMENT_KEYS:
             problems += check_measurements(store, table, trial_id, index[table].get(trial_id, []))
         by_path: dict[str, list[dict]] = {}
@@ -110,7 +105,7 @@ def verify_store(store: Store) -> Verification:
                 by_path.setdefault(row["path"], []).append(row)
         epochs = {row["epoch"] for rows in by_path.values() for row in rows}
         problems += [
-            Problem(trial_id, weights_relpath(trial_id, epoch), "checkpoint has no rows in index/weights")
+            Problem(trial_id, layout.weights_path(trial_id, epoch), "checkpoint has no rows in index/weights")
             for epoch in sorted(set(trial["checkpoints"] or ()) - epochs)
         ]
         for relpath, rows in sorted(by_path.items()):
@@ -128,7 +123,7 @@ def check_measurements(store: Store, table: str, trial_id: str, relpaths: list[s
         problems += found
         keys.update(tuple(row[c] for c in MEASUREMENT_KEYS[table]) for row in rows or [])
     return problems + [
-        Problem(trial_id, index_relpath(table, trial_id), f"key {key} is measured {n} times")
+        Problem(trial_id, layout.index_path(table, trial_id), f"key {key} is measured {n} times")
         for key, n in sorted(keys.items(), key=str) if n > 1
     ]
 
@@ -136,11 +131,10 @@ def check_measurements(store: Store, table: str, trial_id: str, relpaths: list[s
 def _index_files(store: Store, table: str) -> dict[str | None, list[str]]:
     """The visible files of ``index/<table>`` by the trial id in their name (None: a name without one)."""
     files: dict[str | None, list[str]] = {}
-    for relpath in store.list_files(f"index/{table}"):
-        match = INDEX_FILE.fullmatch(relpath.removeprefix(f"index/{table}/"))
-        if table not in BATCH_FILE_TABLES and match and match.group(0) != f"{match['trial_id']}.parquet":
-            match = None  # batch files exist only for measurements
-        files.setdefault(match["trial_id"] if match else None, []).append(relpath)
+    for relpath in store.list_files(layout.index_dir(table)):
+        parsed = layout.parse_index_path(relpath)
+        trial_id = parsed.trial_id if parsed is not None and parsed.named_after_a_trial else None
+        files.setdefault(trial_id, []).append(relpath)
     return files
 
 
@@ -184,7 +178,7 @@ def read_index_file(
         return None, [problem(f"holds rows of trial id {ids[0][:40]!r}, not only of {trial_id}")]
     if table == "weights":
         bad = [row for row in rows if row["epoch"] is None or row["epoch"] < 0
-               or row["path"] != weights_relpath(trial_id, row["epoch"])]
+               or row["path"] != layout.weights_path(trial_id, row["epoch"])]
         if bad:
             return None, [problem(f"a row of tensor {str(bad[0]['tensor'])[:40]!r} points at "
                                   f"{str(bad[0]['path'])[:80]!r}, not at this trial's epoch file")]
@@ -197,7 +191,7 @@ def read_index_file(
 
 def check_spec(store: Store, trial_id: str, spec_json: str | None) -> list[Problem]:
     """``spec.json`` is present, hashes to ``trial_id`` and equals the trial row's copy."""
-    relpath = spec_relpath(trial_id)
+    relpath = layout.spec_path(trial_id)
     try:
         data = store.read_bytes(relpath)
     except StoreError:
@@ -219,7 +213,7 @@ def check_weights_file(store: Store, trial_id: str, relpath: str, rows: list[dic
     def problem(message: str) -> Problem:
         return Problem(trial_id, relpath, message)
 
-    named = sorted({weights_relpath(trial_id, row["epoch"]) for row in rows})
+    named = sorted({layout.weights_path(trial_id, row["epoch"]) for row in rows})
     if named != [relpath]:
         return [problem(f"index/weights rows of epoch files {', '.join(named)} point at this path")]
     try:

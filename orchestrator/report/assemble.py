@@ -62,7 +62,7 @@ from orchestrator.report.stats import (
 from orchestrator.report.verdicts import (
     Thresholds,
 )
-from trainables.store.store import Store, StoreError
+from trainables.store import Store, StoreError, layout
 
 
 class ReportError(StoreError):
@@ -71,7 +71,7 @@ class ReportError(StoreError):
 
 def _output(store: Store, out_dir: str | None) -> Store:
     if out_dir is None:
-        return store.child("report")
+        return store.child(layout.REPORT_DIR)
     return Store.open(out_dir)
 
 

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from orchestrator.report.stats import layer_sort_key, t_interval, trials_frame, widths_label
-from trainables.store.store import Store
+from trainables.store import Store
 
 MOVEMENT = ("rel_dist_init", "dist_init", "cos_init", "norm", "dist_final")
 QUANTITY_ORDER = (*MOVEMENT, "criticality", "network_criticality", "gen_gap")

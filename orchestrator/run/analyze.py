@@ -23,7 +23,7 @@ from orchestrator.run.sweep import check_store_reachable
 from trainables.data.datasets import load_dataset
 from trainables.plan import CriticalitySettings, MeasurementPlan
 from trainables.spec import TrialSpec
-from trainables.store.store import Store, StoreError
+from trainables.store import Store, StoreError
 
 Log = Callable[[str], None]
 

@@ -33,7 +33,7 @@ from trainables.measure.stored import (
 )
 from trainables.plan import MeasurementPlan, SwapKey, row_key
 from trainables.spec import TrialSpec
-from trainables.store.store import Store
+from trainables.store import Store
 from trainables.worker.measure_task import measure_network_task
 
 Log = Callable[[str], None]

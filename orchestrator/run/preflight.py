@@ -24,7 +24,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from orchestrator.config.blocks import Resources
 from orchestrator.text_table import text_table
-from trainables.store.store import Store, StoreError
+from trainables.store import Store, StoreError
 from trainables.store.uri import redact_secrets
 from trainables.worker.probes import PROBE_DIR, Versions, cuda_check, probe_node
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -25,7 +24,7 @@ from orchestrator.run.progress import ProgressCallback, label, print_line
 from orchestrator.wandb.settings import on_this_node, resolve_wandb
 from trainables.data.datasets import load_dataset
 from trainables.spec import TrialSpec
-from trainables.store.store import Store, StoreError
+from trainables.store import Store, StoreError, layout
 from trainables.store.uri import redact_secrets, split_credentials
 from trainables.worker.tune_trial import CrashHook, TuneTrialConfig, run_tune_trial
 
@@ -54,7 +53,7 @@ def sweep_record_relpath(config: SweepConfig, specs: list[TrialSpec]) -> tuple[s
         "trial_ids": [spec.trial_id for spec in specs],
     }
     body = json.dumps(record, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    return f"sweeps/{config.name}/{hashlib.sha256(body).hexdigest()[:16]}.json", body
+    return layout.sweep_record_path(config.name, body), body
 
 
 def test_crash_hook() -> CrashHook | None:
@@ -202,7 +201,7 @@ def run_sweep(
         ),
         run_config=tune.RunConfig(
             name=f"{config.name}-{datetime.now(UTC):%Y%m%d-%H%M%S}",
-            storage_path=store.path("tune"),
+            storage_path=store.path(layout.TUNE_DIR),
             storage_filesystem=Store.open(tune_location).fs if credentials else store.fs,
             failure_config=tune.FailureConfig(max_failures=MAX_RETRIES),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),

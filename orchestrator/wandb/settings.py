@@ -18,8 +18,8 @@ import ray
 
 from orchestrator.config.blocks import WandbConfig
 from orchestrator.config.values import ConfigError
-from trainables.store.store import Store
-from trainables.worker.wandb_log import WandbSpec, store_runs_relpath
+from trainables.store import Store, layout
+from trainables.worker.wandb_log import WandbSpec
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 DEFAULT_INIT_TIMEOUT_SECONDS = 60.0
@@ -106,7 +106,7 @@ def sync_hint(settings: WandbSpec, store: Store, sweep: str) -> list[str]:
     local (or mounted) path has to be copied here first.
     """
     local = shlex.quote(os.path.join(settings.dir, "wandb"))
-    relpath = store_runs_relpath(sweep)
+    relpath = layout.wandb_runs_dir(sweep)
     if not store.exists(relpath):
         return [f"W&B offline runs, to upload: wandb sync {local}"]
     if store.is_local:

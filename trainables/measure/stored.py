@@ -15,7 +15,6 @@ settings, :func:`criticality_key`).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -31,7 +30,7 @@ from trainables.measure.swaps import evaluate_variants, swap_variants
 from trainables.models.mlp import MLP, build_model, layer_tensors
 from trainables.plan import CriticalitySettings, MeasurementPlan, SwapKey, plan_keys
 from trainables.spec import TrialSpec, canonical_bytes
-from trainables.store.store import Store, index_relpath, weights_relpath
+from trainables.store import Store, layout
 
 StateDict = dict[str, torch.Tensor]
 
@@ -85,9 +84,8 @@ def _sortable(key: SwapKey) -> tuple:
 
 
 def batch_relpath(trial_id: str, keys: Iterable[SwapKey]) -> str:
-    """Where a later batch of a trial's rows goes: named by the hash of its sorted keys."""
-    body = canonical_bytes(sorted(keys, key=_sortable))
-    return f"index/swaps/{trial_id}-{hashlib.sha256(body).hexdigest()[:8]}.parquet"
+    """Where a later batch of a trial's swap rows goes: named by the hash of its sorted keys."""
+    return layout.batch_path("swaps", trial_id, canonical_bytes(sorted(keys, key=_sortable)))
 
 
 def measure(
@@ -143,7 +141,7 @@ def load_checkpoints(
 ) -> dict[int, StateDict]:
     """The stored weights of ``spec``'s checkpoints (all, or ``epochs``) on ``device``."""
     def load(epoch: int) -> StateDict:
-        stored = safetensors.torch.load(store.read_bytes(weights_relpath(spec.trial_id, epoch)))
+        stored = safetensors.torch.load(store.read_bytes(layout.weights_path(spec.trial_id, epoch)))
         return {key: value.to(device) for key, value in stored.items()}
 
     return {epoch: load(epoch) for epoch in (spec.checkpoints if epochs is None else epochs)}
@@ -151,8 +149,7 @@ def load_checkpoints(
 
 def criticality_batch_relpath(trial_id: str, keys: Iterable[CriticalityKey]) -> str:
     """Where a later batch of a trial's criticality rows goes: named by the hash of its keys."""
-    body = canonical_bytes(sorted(keys))
-    return f"index/criticality/{trial_id}-{hashlib.sha256(body).hexdigest()[:8]}.parquet"
+    return layout.batch_path("criticality", trial_id, canonical_bytes(sorted(keys)))
 
 
 def measure_stored(
@@ -175,7 +172,7 @@ def measure_stored(
         rows = measure(spec, structure, checkpoints, data, missing.keys)
         store.write_table(relpath, "swaps", pa.Table.from_pylist(rows))
         written += len(rows)
-    relpath = index_relpath("layers", spec.trial_id)
+    relpath = layout.index_path("layers", spec.trial_id)
     if missing.movement and not store.exists(relpath):
         rows = network_movement(spec, structure, checkpoints)
         store.write_table(relpath, "layers", pa.Table.from_pylist(rows))

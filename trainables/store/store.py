@@ -1,15 +1,6 @@
 """The Parquet-indexed store: one root on any filesystem pyarrow.fs opens.
 
-Layout (DESIGN.md, "The store")::
-
-    <root>/trials/<trial_id>/spec.json
-    <root>/trials/<trial_id>/weights/epoch=<EEEE>.safetensors
-    <root>/index/{trials,weights,swaps}/<trial_id>.parquet
-    <root>/index/swaps/<trial_id>-<batch>.parquet  (rows measured later)
-    <root>/sweeps/<sweep>/<config_hash>.json      (extension: the sweep's grid)
-    <root>/layerswap.json                         {"store_version": 2}
-    <root>/wandb/<sweep>/<trial_id>/offline-run-*/  (extension: offline W&B runs of other nodes)
-    <root>/tune/
+Where each file lives is :mod:`trainables.store.layout`'s to say.
 
 Every write goes to a temporary name that starts with ``_`` and ends in
 ``.tmp`` and is then renamed (on object stores, where a single upload only
@@ -27,9 +18,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import threading
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -39,7 +28,8 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from trainables.errors import UserError
+from trainables.errors import StoreError
+from trainables.store import layout
 from trainables.store.schemas import TABLE_SCHEMAS
 from trainables.store.uri import redact_secrets
 
@@ -47,47 +37,11 @@ from trainables.store.uri import redact_secrets
 _ATOMIC_ON_CLOSE = frozenset({"s3", "gcs"})
 REACH_TIMEOUT_S = 30.0
 """How long opening a remote store may take before it counts as unreachable."""
-TRIAL_ID = re.compile(r"[0-9a-f]{16}")
-"""A trial id: the first 16 lowercase hex characters of a sha256."""
-INDEX_FILE_NAME = re.compile(r"(?P<trial_id>.+?)(?:-[0-9a-f]{8})?\.parquet")
-"""``<trial_id>.parquet``, or for measurements added later ``<trial_id>-<batch>.parquet``
-(``verify`` checks that the trial id is one; readers take the name as it is)."""
-
 T = TypeVar("T")
 
 
 STORE_VERSION = 2
 """Version 2: a network's id is the hash of its training spec only (DESIGN.md, "Identity")."""
-VERSION_RELPATH = "layerswap.json"
-_CONTENT_DIRS = ("index", "trials", "sweeps")
-
-
-class StoreError(UserError):
-    """A store that cannot be opened, read or trusted; the message says which."""
-
-
-def check_trial_id(trial_id: str) -> str:
-    """``trial_id`` if it is 16 lowercase hex characters, else StoreError: never a path outside its folder."""
-    if not isinstance(trial_id, str) or not TRIAL_ID.fullmatch(trial_id):
-        raise StoreError(f"store: {str(trial_id)[:40]!r} is not a trial id (16 lowercase hex characters)")
-    return trial_id
-
-
-def temporary_name(name: str) -> str:
-    """The name ``name`` is written under before its rename: ``_<name>.<random>.tmp``."""
-    return f"_{name}.{uuid.uuid4().hex[:12]}.tmp"
-
-
-def weights_relpath(trial_id: str, epoch: int) -> str:
-    return f"trials/{check_trial_id(trial_id)}/weights/epoch={epoch:04d}.safetensors"
-
-
-def spec_relpath(trial_id: str) -> str:
-    return f"trials/{check_trial_id(trial_id)}/spec.json"
-
-
-def index_relpath(table: str, trial_id: str) -> str:
-    return f"index/{table}/{trial_id}.parquet"
 
 
 @dataclass(frozen=True)
@@ -156,7 +110,7 @@ class Store:
         store that is refused later is left as it was.
         """
         created = self._missing_local_dirs()
-        probe = self.path(f"_probe-{uuid.uuid4().hex}.tmp")
+        probe = self.path(layout.probe_name())
         try:
             if self.root and self.fs.type_name not in _ATOMIC_ON_CLOSE:
                 self.fs.create_dir(self.root, recursive=True)
@@ -192,20 +146,21 @@ class Store:
     def version(self) -> int | None:
         """The store version: from ``layerswap.json``; 1 for a store written before it
         existed (it has contents but no marker); None for a location that holds no store yet."""
-        if self.exists(VERSION_RELPATH):
+        if self.exists(layout.STORE_MARKER):
             try:
-                return int(json.loads(self.read_bytes(VERSION_RELPATH))["store_version"])
+                return int(json.loads(self.read_bytes(layout.STORE_MARKER))["store_version"])
             except (ValueError, KeyError, TypeError) as err:
-                marker = self.path(VERSION_RELPATH)
+                marker = self.path(layout.STORE_MARKER)
                 raise StoreError(f"store: {marker} is not a store marker ({err})") from None
-        return 1 if any(self.exists(name) for name in _CONTENT_DIRS) else None
+        return 1 if any(self.exists(name) for name in layout.CONTENT_DIRS) else None
 
     def require_writable_version(self, command: str) -> None:
         """Before ``command`` (sweep, analyze) writes: create the marker of a new store,
         refuse a store of another version (its ids mean something else)."""
         version = self.version()
         if version is None:
-            self.write_bytes(VERSION_RELPATH, json.dumps({"store_version": STORE_VERSION}).encode("utf-8"))
+            marker = json.dumps({"store_version": STORE_VERSION}).encode("utf-8")
+            self.write_bytes(layout.STORE_MARKER, marker)
         elif version == 1:
             raise StoreError(
                 f"store: {self.uri} is a version-1 store (its trial ids include the swap plan); "
@@ -253,7 +208,7 @@ class Store:
             with self.fs.open_output_stream(final) as out:
                 out.write(data)
             return
-        temporary = f"{directory}/{temporary_name(name)}"
+        temporary = f"{directory}/{layout.temporary_name(name)}"
         try:
             with self.fs.open_output_stream(temporary) as out:
                 out.write(data)
@@ -265,7 +220,7 @@ class Store:
 
     def write_index(self, table: str, trial_id: str, rows: pa.Table) -> None:
         """Write one trial's rows of an index table, cast to the canonical schema."""
-        self.write_table(index_relpath(table, trial_id), table, rows)
+        self.write_table(layout.index_path(table, trial_id), table, rows)
 
     def write_table(self, relpath: str, table: str, rows: pa.Table) -> None:
         """Write ``rows`` of index ``table`` (its columns in the canonical order, cast to the
@@ -283,13 +238,13 @@ class Store:
             info.path[len(prefix):]
             for info in self.fs.get_file_info(selector)
             if info.type == pafs.FileType.File
-            and not info.base_name.startswith(("_", "."))
+            and not layout.is_hidden(info.base_name)
         )
 
     def read_index(self, table: str, filter: ds.Expression | None = None) -> pa.Table:
         """Read a whole index table (empty if none written yet) with its canonical schema."""
         schema = TABLE_SCHEMAS[table]
-        files = [self.path(p) for p in self.list_files(f"index/{table}")]
+        files = [self.path(p) for p in self.list_files(layout.index_dir(table))]
         if not files:
             return schema.empty_table()
         dataset = ds.dataset(files, schema=schema, format="parquet", filesystem=self.fs)
@@ -317,15 +272,15 @@ class Store:
         """Trial ids whose trial row exists: those trials are finished."""
         return self.index_trial_ids("trials")
 
-    def index_trial_ids(self, table: str) -> set[str]:
-        """The trial ids that the files of ``index/<table>`` are named after (a batch
-        suffix ``-<batch>`` dropped: one trial may have several files)."""
-        return {
-            match["trial_id"]
-            for relpath in self.list_files(f"index/{table}")
-            if (match := INDEX_FILE_NAME.fullmatch(relpath.rsplit("/", 1)[-1]))
-        }
+    def index_files(self, table: str) -> list[layout.IndexFile]:
+        """The visible files of ``index/<table>``, their names parsed (:func:`layout.parse_index_path`)."""
+        relpaths = self.list_files(layout.index_dir(table))
+        return [parsed for relpath in relpaths if (parsed := layout.parse_index_path(relpath)) is not None]
 
+    def index_trial_ids(self, table: str) -> set[str]:
+        """The trial ids that the files of ``index/<table>`` are named after (one trial may
+        have several files: its own and batches measured later)."""
+        return {index_file.trial_id for index_file in self.index_files(table)}
 
 def _bounded(action: Callable[[], T], shown: str) -> T:
     """``action()`` within REACH_TIMEOUT_S, in a helper thread (pyarrow's remote calls retry for minutes)."""

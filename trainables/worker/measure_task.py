@@ -13,7 +13,7 @@ import torch
 from trainables.data.tensors import DatasetArrays
 from trainables.measure.stored import Missing, measure_stored
 from trainables.spec import TrialSpec
-from trainables.store.store import Store
+from trainables.store import Store
 from trainables.train.device import make_deterministic, trial_device
 
 

@@ -38,7 +38,7 @@ from ray import tune
 from trainables.data.tensors import DatasetArrays, DatasetTensors
 from trainables.plan import MeasurementPlan
 from trainables.spec import TrialSpec
-from trainables.store.store import Store
+from trainables.store import Store
 from trainables.train.device import make_deterministic, trial_device
 from trainables.train.network import EpochEnd, StateDict, TrainingState
 from trainables.train.pack import PackEpochEnd, network_view

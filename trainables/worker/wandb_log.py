@@ -28,7 +28,7 @@ from trainables.data.tensors import DatasetTensors
 from trainables.measure.swaps import evaluate
 from trainables.models.mlp import build_model
 from trainables.spec import TrialSpec
-from trainables.store.store import Store
+from trainables.store import Store, layout
 from trainables.train.network import StateDict
 
 SWAP_TABLE_COLUMNS = ("kind", "layer", "epoch", "alpha", "draw", "test_acc", "test_loss")
@@ -80,11 +80,6 @@ def start_run(
     )
 
 
-def store_runs_relpath(sweep: str) -> str:
-    """The store folder of a sweep's offline runs from other nodes: one ``<trial_id>/`` each."""
-    return f"wandb/{sweep}"
-
-
 def copy_run_to_store(run_dir: Path, store: Store, relpath: str) -> None:
     """Copy a finished run folder (``offline-run-*``) into the store under ``relpath``."""
     for path in sorted(run_dir.rglob("*")):
@@ -118,7 +113,7 @@ class WandbRun:
         self.finished_dir: Path | None = None
         self.settings = settings
         self.store = store
-        self.relpath = f"{store_runs_relpath(sweep)}/{spec.trial_id}"
+        self.relpath = f"{layout.wandb_runs_dir(sweep)}/{spec.trial_id}"
         away = bool(settings.home_node) and node_id != settings.home_node
         self.scratch = Path(tempfile.mkdtemp(prefix="layerswap-wandb-")) if away else None
         with torch.device("meta"):  # structure only: evaluated with the epoch's tensors
