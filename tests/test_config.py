@@ -6,7 +6,7 @@ import dataclasses
 
 from orchestrator.config.grid import expand_grid
 from orchestrator.config.sweep_config import SweepConfig, load_config, parse_config
-from orchestrator.run.sweep import sweep_record_relpath
+from orchestrator.run.sweep_plan import sweep_record
 from trainables.spec import TrialSpec, training_fields
 
 # Golden record names: a sweep record is named by the hash of the config's raw form, so a change
@@ -20,7 +20,7 @@ GOLDEN_RECORDS = {
 def test_the_records_of_existing_configs_keep_their_names() -> None:
     for path, relpath in GOLDEN_RECORDS.items():
         config = load_config(path)
-        assert sweep_record_relpath(config, expand_grid(config))[0] == relpath
+        assert sweep_record(config, expand_grid(config), config.store)[0] == relpath
 
 
 def test_every_training_field_is_a_config_field_and_reaches_every_spec(tmp_path) -> None:

@@ -12,20 +12,18 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
 
 from orchestrator.catalog.contents import load_contents, recorded_plans
 from orchestrator.config.blocks import Resources
+from orchestrator.run.cluster import check_store_reachable
 from orchestrator.run.connect import DEFAULT_CONNECT_TIMEOUT_S, connect_ray
-from orchestrator.run.measuring import AnalysisOutcome, describe_jobs, missing_measurements, run_measurements
-from orchestrator.run.progress import print_line
-from orchestrator.run.sweep import check_store_reachable
+from orchestrator.run.measuring import AnalysisOutcome, run_measurements
+from orchestrator.run.missing import describe_jobs, missing_measurements
+from orchestrator.run.progress import Log, print_line
 from trainables.data.datasets import load_dataset
 from trainables.plan import CriticalitySettings, MeasurementPlan
 from trainables.spec import TrialSpec
 from trainables.store import Store, StoreError
-
-Log = Callable[[str], None]
 
 
 def analysis_plan(

@@ -1,15 +1,24 @@
-"""One-line progress output for a running sweep (instead of Tune's wide tables)."""
+"""Progress lines, one vocabulary for training (Tune trials) and measuring (Ray tasks).
+
+Every line is ``[h:mm:ss] <verb> <done>/<total>, <counts> | <label> <what happened>``:
+the verb says what is counted (``done`` networks trained, ``measured`` networks
+measured), the counts are what the caller knows (running, pending, failed), and
+after the bar one thing that happened to one unit of work: it finished (with a
+result), it failed (with its error line), or it failed and is retried. A
+heartbeat, the counts alone, comes when nothing was said for
+:data:`HEARTBEAT_SECONDS`.
+"""
 
 from __future__ import annotations
 
-import json
 import time
-from collections import Counter
 from collections.abc import Callable
 
-from ray import tune
+Log = Callable[[str], None]
+"""Where progress lines go (``print_line`` by default; tests collect them)."""
 
 HEARTBEAT_SECONDS = 30.0
+"""A line at least this often while work runs, even when nothing finished."""
 
 
 def print_line(line: str) -> None:
@@ -28,31 +37,32 @@ def format_elapsed(seconds: float) -> str:
     return f"{hours:d}:{minutes:02d}:{secs:02d}"
 
 
-def label(trial) -> str:
-    """The trial id of the first network of this Tune trial's queue of packs."""
-    return trial.config["label"]
+def finished(label: str, result: str) -> str:
+    """What follows the bar when a unit of work finished: ``<label> <result>``."""
+    return f"{label} {result}"
 
 
-def error_line(trial) -> str:
-    """The exception line of a failed Tune trial's error (e.g. ``DeviceError: ...``), and its file."""
-    try:
-        text = trial.get_error() or ""
-    except OSError:
-        text = ""
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    found = next((line for line in reversed(lines) if line.split(":", 1)[0].endswith("Error")), None)
-    return f"{found} (details: {trial.error_file})" if found else str(trial.error_file)
+def failed(label: str, error: str, networks: int | None = None) -> str:
+    """What follows the bar when a unit of work failed for good (``networks``: how many it held)."""
+    held = f" ({networks} networks)" if networks is not None else ""
+    return f"{label} FAILED{held}: {error}"
 
 
-class ProgressCallback(tune.Callback):
-    """A line per finished or failed pack (counts are networks), per retry, and a heartbeat.
+def retrying(label: str) -> str:
+    """What follows the bar when a unit of work failed and is run again."""
+    return f"{label} failed, retrying"
 
-    Tune trials send ``packs_done`` and ``packs_failed`` results (see
-    :mod:`trainables.worker.tune_trial`); a Tune trial that fails for good (its worker
-    died too often) counts its networks that never came back as failed.
+
+class ProgressLog:
+    """Counts of one kind of work and the lines that report them.
+
+    ``verb`` names what ``done`` counts (``done``, ``measured``); ``total`` the
+    units of work expected. Callers add to ``done`` and ``failed`` and pass the
+    counts only they know (``running``, ``pending``) to each line.
     """
 
-    def __init__(self, total: int, log: Callable[[str], None]) -> None:
+    def __init__(self, verb: str, total: int, log: Log) -> None:
+        self.verb = verb
         self.total = total
         self.log = log
         self.started = time.monotonic()
@@ -60,40 +70,21 @@ class ProgressCallback(tune.Callback):
         self.done = 0
         self.failed = 0
 
-    def status(self, trials: list) -> str:
-        counts = Counter(trial.status for trial in trials)
-        return (
-            f"[{format_elapsed(time.monotonic() - self.started)}] "
-            f"done {self.done}/{self.total}, running {counts['RUNNING']}, "
-            f"pending {counts['PENDING']}, failed {self.failed}"
-        )
+    def status(self, running: int | None = None, pending: int | None = None) -> str:
+        """``[h:mm:ss] <verb> <done>/<total>[, running R][, pending P], failed F``."""
+        counts = [f"{self.verb} {self.done}/{self.total}"]
+        counts += [f"{name} {value}" for name, value in (("running", running), ("pending", pending))
+                   if value is not None]
+        counts.append(f"failed {self.failed}")
+        return f"[{format_elapsed(time.monotonic() - self.started)}] {', '.join(counts)}"
 
-    def _emit(self, line: str) -> None:
-        self.log(line)
+    def line(self, event: str | None = None, running: int | None = None, pending: int | None = None) -> None:
+        """One line: the counts, then the ``event`` (from :func:`finished`, :func:`failed`,
+        :func:`retrying`) if there is one."""
+        status = self.status(running, pending)
+        self.log(f"{status} | {event}" if event else status)
         self.last_line = time.monotonic()
 
-    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
-        for pack, networks, accuracy in json.loads(result.get("packs_done") or "[]"):
-            self.done += networks
-            detail = f"test_acc {accuracy:.4f}" if accuracy is not None else "finished"
-            if networks > 1:
-                detail += f" (mean of {networks} networks)"
-            self._emit(f"{self.status(trials)} | {pack} {detail}")
-        for pack, networks, error in json.loads(result.get("packs_failed") or "[]"):
-            self.failed += networks
-            self._emit(f"{self.status(trials)} | {pack} FAILED ({networks} networks): {error}")
-
-    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self._emit(f"{self.status(trials)} | {label(trial)} FAILED: {error_line(trial)}")
-
-    def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
-        self._emit(f"{self.status(trials)} | {label(trial)} failed, retrying")
-
-    def on_step_end(self, iteration: int, trials: list, **info) -> None:
-        if time.monotonic() - self.last_line >= HEARTBEAT_SECONDS:
-            running = [t for t in trials if t.status == "RUNNING"]
-            epochs = ", ".join(
-                f"{(t.last_result or {}).get('pack', label(t))[:8]}@{(t.last_result or {}).get('epoch', 0)}"
-                for t in running
-            )
-            self._emit(f"{self.status(trials)}" + (f" | epochs {epochs}" if epochs else ""))
+    @property
+    def heartbeat_due(self) -> bool:
+        return time.monotonic() - self.last_line >= HEARTBEAT_SECONDS

@@ -25,7 +25,6 @@ sent at most every :data:`REPORT_SECONDS` and at the end.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -42,6 +41,7 @@ from trainables.store import Store
 from trainables.train.device import make_deterministic, trial_device
 from trainables.train.network import EpochEnd, StateDict, TrainingState
 from trainables.train.pack import PackEpochEnd, network_view
+from trainables.worker.fault_injection import CrashAfterEpoch
 from trainables.worker.pack_job import Placement, run_networks
 from trainables.worker.wandb_log import WandbRun, WandbSpec, close_runs
 
@@ -49,27 +49,6 @@ STATE_FILE = "training_state.pt"
 TRIAL_IDS_FILE = "trial_ids"
 REPORT_SECONDS = 1.0
 """Progress results are sent to the driver at most this often (each one costs the driver an event)."""
-
-
-@dataclass(frozen=True)
-class CrashHook:
-    """Test-only: kill this worker process once, right after ``epoch`` ends (and is checkpointed if due).
-
-    ``marker`` is a file created just before dying, so the retried trial lives.
-    Set by the driver from ``LAYERSWAP_TEST_CRASH_AT_EPOCH`` / ``..._MARKER`` / ``..._RAISE``.
-    """
-
-    epoch: int
-    marker: str
-    raise_error: bool = False
-    """Raise a RuntimeError instead of killing the process (a failure retried in place)."""
-
-    def maybe_crash(self, epoch: int) -> None:
-        if epoch == self.epoch and not os.path.exists(self.marker):
-            Path(self.marker).write_text(f"{'raised' if self.raise_error else 'killed'} at epoch {epoch}\n")
-            if self.raise_error:
-                raise RuntimeError(f"test: failed at epoch {epoch}")
-            os._exit(17)
 
 
 @dataclass(frozen=True)
@@ -94,7 +73,8 @@ class TuneTrialConfig:
     checkpoint_seconds: float = 60.0
     retries: int = 2
     wandb: WandbSpec | None = None
-    test_crash: CrashHook | None = None
+    faults: CrashAfterEpoch | None = None
+    """Test-only fault injection (:mod:`trainables.worker.fault_injection`); None in every real sweep."""
 
 
 def network_params(end: EpochEnd | PackEpochEnd, k: int) -> StateDict:
@@ -104,7 +84,7 @@ def network_params(end: EpochEnd | PackEpochEnd, k: int) -> StateDict:
 
 @dataclass
 class EpochReporter:
-    """After each epoch of a pack: W&B, a Tune checkpoint when one is due, the crash hook."""
+    """After each epoch of a pack: W&B, a Tune checkpoint when one is due, injected faults (tests)."""
 
     specs: list[TrialSpec]
     config: TuneTrialConfig
@@ -132,8 +112,8 @@ class EpochReporter:
                 (Path(directory) / TRIAL_IDS_FILE).write_text(ids)
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
             self.last_checkpoint = time.monotonic()
-        if self.config.test_crash is not None:
-            self.config.test_crash.maybe_crash(end.epoch)
+        if self.config.faults is not None:
+            self.config.faults.after_epoch(end.epoch)
 
 
 def restored_state() -> tuple[list[str], TrainingState] | None:

@@ -1,0 +1,104 @@
+"""What stored networks lack: the swap keys, weight-movement files and criticality layers a plan
+asks for that are not in the store yet.
+
+The driver reads what each network already has (one read of the swaps and of the
+criticality index, one listing of the layers index) and makes one
+:class:`MeasurementJob` per network that lacks anything (:mod:`orchestrator.run.measuring`
+runs them). A second run finds nothing missing.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from trainables.data.tensors import DatasetArrays
+from trainables.measure.stored import (
+    CriticalityKey,
+    Missing,
+    criticality_key,
+    criticality_row_key,
+    network_layers,
+    wanted_keys,
+)
+from trainables.plan import MeasurementPlan, SwapKey, row_key
+from trainables.spec import TrialSpec
+from trainables.store import Store
+
+
+@dataclass(frozen=True)
+class MeasurementJob:
+    """One network and what it lacks."""
+
+    spec: TrialSpec
+    missing: Missing
+
+    @property
+    def keys(self) -> tuple[SwapKey, ...]:
+        return self.missing.keys
+
+
+def stored_keys(
+    store: Store, table: str, trial_ids: Iterable[str], key: Callable[[dict], Hashable]
+) -> dict[str, set]:
+    """The keys (``key`` of each row of index ``table``) each of ``trial_ids`` already has."""
+    ids = pa.array(sorted(set(trial_ids)), pa.string())
+    rows = store.read_index(table)
+    rows = rows.filter(pc.is_in(rows.column("trial_id"), value_set=ids))
+    keys: dict[str, set] = defaultdict(set)
+    for row in rows.to_pylist():
+        keys[row["trial_id"]].add(key(row))
+    return keys
+
+
+def with_movement(store: Store) -> set[str]:
+    """Trial ids whose weight-movement file (``index/layers/<trial_id>.parquet``) exists."""
+    return store.index_trial_ids("layers")
+
+
+def missing_measurements(
+    store: Store, specs: Iterable[TrialSpec], plan: MeasurementPlan, datasets: dict[str, DatasetArrays]
+) -> list[MeasurementJob]:
+    """For each network of ``specs``, what ``plan`` asks that it does not have yet (if anything):
+    swap keys, its weight-movement file (always wanted), criticality layers (if ``plan`` asks)."""
+    specs = list({spec.trial_id: spec for spec in specs}.values())
+    ids = [spec.trial_id for spec in specs]
+    have: dict[str, set[SwapKey]] = stored_keys(store, "swaps", ids, row_key)
+    moved = with_movement(store)
+    critical: dict[str, set[CriticalityKey]] = (
+        stored_keys(store, "criticality", ids, criticality_row_key) if plan.criticality else {}
+    )
+    jobs = []
+    for spec in specs:
+        data = datasets[spec.dataset]
+        wanted = wanted_keys(spec, plan, data.n_features, data.n_classes)
+        lacking = tuple(key for key in wanted if key not in have.get(spec.trial_id, set()))
+        layers: tuple[str, ...] = ()
+        if plan.criticality is not None:
+            done = critical.get(spec.trial_id, set())
+            n_train = len(data.y_train)
+            layers = tuple(
+                layer for layer in network_layers(spec, data.n_features, data.n_classes)
+                if criticality_key(layer, plan.criticality, n_train) not in done
+            )
+        missing = Missing(lacking, spec.trial_id not in moved, layers, plan.criticality if layers else None)
+        if missing:
+            jobs.append(MeasurementJob(spec, missing))
+    return jobs
+
+
+def describe_jobs(jobs: list[MeasurementJob]) -> str:
+    """E.g. ``2 to measure (6 new rows; movement of 2, criticality of 6 layers)``."""
+    extra = []
+    moving = sum(job.missing.movement for job in jobs)
+    if moving:
+        extra.append(f"movement of {moving}")
+    critical = sum(len(job.missing.criticality_layers) for job in jobs)
+    if critical:
+        extra.append(f"criticality of {critical} layers")
+    rows = sum(len(job.keys) for job in jobs)
+    return f"{len(jobs)} to measure ({rows} new rows{'; ' + ', '.join(extra) if extra else ''})"

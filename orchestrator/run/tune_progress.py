@@ -1,0 +1,66 @@
+"""The sweep's progress as Tune reports it: a line per finished or failed pack, per retry, and a
+heartbeat with each running pack's last epoch (the words are :mod:`orchestrator.run.progress`'s)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from ray import tune
+
+from orchestrator.run.progress import Log, ProgressLog, failed, finished, retrying
+
+
+def label(trial) -> str:
+    """The trial id of the first network of this Tune trial's queue of packs."""
+    return trial.config["label"]
+
+
+def error_line(trial) -> str:
+    """The exception line of a failed Tune trial's error (e.g. ``DeviceError: ...``), and its file."""
+    try:
+        text = trial.get_error() or ""
+    except OSError:
+        text = ""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    found = next((line for line in reversed(lines) if line.split(":", 1)[0].endswith("Error")), None)
+    return f"{found} (details: {trial.error_file})" if found else str(trial.error_file)
+
+
+class ProgressCallback(tune.Callback):
+    """Counts networks, not Tune trials: Tune trials send ``packs_done`` and ``packs_failed``
+    results (see :mod:`trainables.worker.tune_trial`); a Tune trial that fails for good (its
+    worker died too often) counts its networks that never came back as failed."""
+
+    def __init__(self, total: int, log: Log) -> None:
+        self.progress = ProgressLog("done", total, log)
+
+    def _line(self, trials: list, event: str | None) -> None:
+        counts = Counter(trial.status for trial in trials)
+        self.progress.line(event, running=counts["RUNNING"], pending=counts["PENDING"])
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        for pack, networks, accuracy in json.loads(result.get("packs_done") or "[]"):
+            self.progress.done += networks
+            detail = f"test_acc {accuracy:.4f}" if accuracy is not None else "finished"
+            if networks > 1:
+                detail += f" (mean of {networks} networks)"
+            self._line(trials, finished(pack, detail))
+        for pack, networks, error in json.loads(result.get("packs_failed") or "[]"):
+            self.progress.failed += networks
+            self._line(trials, failed(pack, error, networks))
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self._line(trials, failed(label(trial), error_line(trial)))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
+        self._line(trials, retrying(label(trial)))
+
+    def on_step_end(self, iteration: int, trials: list, **info) -> None:
+        if self.progress.heartbeat_due:
+            running = [t for t in trials if t.status == "RUNNING"]
+            epochs = ", ".join(
+                f"{(t.last_result or {}).get('pack', label(t))[:8]}@{(t.last_result or {}).get('epoch', 0)}"
+                for t in running
+            )
+            self._line(trials, f"epochs {epochs}" if epochs else None)
