@@ -35,7 +35,8 @@ def test_a_trial_given_a_gpu_share_without_cuda_fails_with_one_line(local_ray, t
     assert (outcome.completed, outcome.failed) == (0, 1)
     assert any(line.startswith("GPU memory unknown (NVML") for line in lines), lines
     [failed] = [line for line in lines if "FAILED" in line]
-    assert "DeviceError: " in failed
+    assert "] done 0/1, running 0, pending 0, failed 1 | " in failed
+    assert " FAILED (1 networks): DeviceError: " in failed
     assert "this trial was given 0.5 GPU but torch.cuda.is_available() is False" in failed
     assert f"torch {torch.__version__}" in failed
     assert not (tmp_path / "store" / "index" / "trials").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import signal
 import subprocess
 import sys
@@ -80,7 +81,9 @@ def test_a_pack_that_raises_is_retried_in_place_and_its_networks_are_recorded_on
     assert (outcome.completed, outcome.failed) == (2, 0)
     assert marker.read_text() == "raised at epoch 2\n"
     assert not any("retrying" in line or "FAILED" in line for line in lines), lines  # no Tune retry
-    assert any("done 2/2" in line and "(mean of 2 networks)" in line for line in lines), lines
+    # the last line counts the pack done and its trial no longer running
+    assert "] done 2/2, running 0, pending 0, failed 0 | " in lines[-1], lines
+    assert lines[-1].endswith("(mean of 2 networks)"), lines
     store = Store.open(str(tmp_path / "store"))
     rows = store.read_index("trials").to_pylist()
     assert sorted(row["seed"] for row in rows) == [5, 6]
@@ -122,7 +125,9 @@ def test_a_killed_driver_and_a_rerun_finish_the_sweep_without_duplicates(tmp_pat
 
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert f"{len(finished_before)} skipped (already trained)" in rerun.stdout
+    # the killed driver's workers may finish one more trial before Ray notices the driver is gone
+    skipped = int(re.search(r"(\d+) skipped \(already trained\)", rerun.stdout)[1])
+    assert len(finished_before) <= skipped < 6, rerun.stdout
 
     trials = ds.dataset(trials_dir, schema=TRIALS_SCHEMA, format="parquet").to_table()
     ids = trials["trial_id"].to_pylist()

@@ -18,7 +18,7 @@ from orchestrator.config.blocks import Resources
 from orchestrator.run.cluster import check_store_reachable
 from orchestrator.run.connect import DEFAULT_CONNECT_TIMEOUT_S, connect_ray
 from orchestrator.run.measuring import AnalysisOutcome, run_measurements
-from orchestrator.run.missing import describe_jobs, missing_measurements
+from orchestrator.run.missing import describe_jobs, describe_measurements, missing_measurements
 from orchestrator.run.progress import Log, print_line
 from trainables.data.datasets import load_dataset
 from trainables.plan import CriticalitySettings, MeasurementPlan
@@ -74,10 +74,9 @@ def analyze_store(
     plan = analysis_plan(store, [s.sweep for s in contents.sweeps], swaps, draws, criticality)
     datasets = {name: load_dataset(name) for name in sorted({spec.dataset for spec in specs.values()})}
     jobs = missing_measurements(store, specs.values(), plan, datasets)
-    settings = "" if plan.criticality is None else f", criticality {plan.criticality.to_dict()}"
     log(
-        f"analyze: {len(specs)} networks, {describe_jobs(jobs)}; swaps {', '.join(plan.swaps)}, "
-        f"{plan.rerandomize_draws} draw(s){settings}; store {store.uri}"
+        f"analyze: {len(specs)} networks, {describe_jobs(jobs)}; measuring "
+        f"{describe_measurements(jobs, plan)}; store {store.uri}"
     )
     if jobs:
         connect_ray(address, connect_timeout_s)

@@ -25,7 +25,7 @@ from trainables.measure.stored import (
     network_layers,
     wanted_keys,
 )
-from trainables.plan import MeasurementPlan, SwapKey, row_key
+from trainables.plan import SWAP_KINDS, MeasurementPlan, SwapKey, row_key
 from trainables.spec import TrialSpec
 from trainables.store import Store
 
@@ -102,3 +102,25 @@ def describe_jobs(jobs: list[MeasurementJob]) -> str:
         extra.append(f"criticality of {critical} layers")
     rows = sum(len(job.keys) for job in jobs)
     return f"{len(jobs)} to measure ({rows} new rows{'; ' + ', '.join(extra) if extra else ''})"
+
+
+def describe_measurements(jobs: list[MeasurementJob], plan: MeasurementPlan) -> str:
+    """What ``jobs`` will measure, and only that: e.g. ``swaps rerandomize (3 draws), movement,
+    criticality 5x5 sigma_max=0.01 K=4 rtol=1.01 subset=1000``; "nothing" when no job is left."""
+    kinds = {key[0] for job in jobs for key in job.keys}
+    parts = []
+    swaps = [kind for kind in ("none", *SWAP_KINDS) if kind in kinds]
+    if swaps:
+        text = f"swaps {', '.join(swaps)}"
+        if "rerandomize" in kinds:
+            text += f" ({plan.rerandomize_draws} draw{'s' if plan.rerandomize_draws != 1 else ''})"
+        parts.append(text)
+    if any(job.missing.movement for job in jobs):
+        parts.append("movement")
+    settings = next((job.missing.settings for job in jobs if job.missing.criticality_layers), None)
+    if settings is not None:
+        parts.append(
+            f"criticality {settings.alphas}x{settings.sigmas} sigma_max={settings.sigma_max:g} "
+            f"K={settings.noise_samples} rtol={settings.rtol:g} subset={settings.subset}"
+        )
+    return ", ".join(parts) or "nothing"

@@ -32,26 +32,41 @@ class ProgressCallback(tune.Callback):
     results (see :mod:`trainables.worker.tune_trial`); a Tune trial that fails for good (its
     worker died too often) counts its networks that never came back as failed."""
 
-    def __init__(self, total: int, log: Log) -> None:
-        self.progress = ProgressLog("done", total, log)
+    def __init__(self, networks: dict[str, int], log: Log) -> None:
+        self.progress = ProgressLog("done", sum(networks.values()), log)
+        self.networks = networks
+        """Per Tune trial (by label), the networks it trains."""
+        self.reported: Counter[str] = Counter()
+        """Per Tune trial, the networks it has reported done or failed."""
 
     def _line(self, trials: list, event: str | None) -> None:
-        counts = Counter(trial.status for trial in trials)
+        counts = Counter(trial.status for trial in trials if not self._all_reported(trial))
         self.progress.line(event, running=counts["RUNNING"], pending=counts["PENDING"])
 
+    def _all_reported(self, trial) -> bool:
+        """A trial whose every network has been reported is done, whatever Tune's status says
+        (Tune marks it terminated only after its last result has been handled)."""
+        return self.reported[label(trial)] >= self.networks.get(label(trial), 0)
+
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
-        for pack, networks, accuracy in json.loads(result.get("packs_done") or "[]"):
+        done = json.loads(result.get("packs_done") or "[]")
+        failures = json.loads(result.get("packs_failed") or "[]")
+        self.reported[label(trial)] += sum(networks for _, networks, _ in done + failures)
+        for pack, networks, accuracy in done:
             self.progress.done += networks
             detail = f"test_acc {accuracy:.4f}" if accuracy is not None else "finished"
             if networks > 1:
                 detail += f" (mean of {networks} networks)"
             self._line(trials, finished(pack, detail))
-        for pack, networks, error in json.loads(result.get("packs_failed") or "[]"):
+        for pack, networks, error in failures:
             self.progress.failed += networks
             self._line(trials, failed(pack, error, networks))
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self._line(trials, failed(label(trial), error_line(trial)))
+        lost = self.networks.get(label(trial), 0) - self.reported[label(trial)]
+        self.progress.failed += lost
+        self.reported[label(trial)] += lost
+        self._line(trials, failed(label(trial), error_line(trial), lost))
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
         self._line(trials, retrying(label(trial)))

@@ -52,6 +52,15 @@ def trial_configs(
     }
 
 
+def networks_per_trial(trials: dict[str, TuneTrialConfig], todo: list[TrialSpec]) -> dict[str, int]:
+    """Per Tune trial, the networks it will train (those of its packs still to train)."""
+    wanted = {spec.trial_id for spec in todo}
+    return {
+        name: sum(spec.trial_id in wanted for pack in trial.packs for spec in pack)
+        for name, trial in trials.items()
+    }
+
+
 def train_queues(plan: SweepPlan, queues: list[Queue], wandb: WandbSpec | None, log: Log) -> int:
     """Run every queue as a Tune trial (Ray must be connected); the networks now trained."""
     config, store = plan.config, plan.store
@@ -85,7 +94,7 @@ def train_queues(plan: SweepPlan, queues: list[Queue], wandb: WandbSpec | None, 
             storage_filesystem=Store.open(tune_location).fs if credentials else store.fs,
             failure_config=tune.FailureConfig(max_failures=MAX_RETRIES),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[ProgressCallback(len(plan.todo), log)],
+            callbacks=[ProgressCallback(networks_per_trial(trials, plan.todo), log)],
             verbose=0,
         ),
     )
