@@ -110,10 +110,12 @@ def test_analyze_cli_prints_progress_and_is_idempotent(grown, capsys) -> None:
     root = grown[0]
     assert main(["analyze", str(root), "--swaps", "rerandomize", "--draws", "3"]) == 0
     out = capsys.readouterr().out
-    assert "analyze: 2 networks, 2 to measure (6 new rows); measuring swaps rerandomize (3 draws); store " in out
+    header = "analyze: 2 networks, 2 to measure (6 new rows); measuring swaps rerandomize (3 draws); store "
+    assert header in out
     assert re.search(r"measured 2/2, failed 0 \| [0-9a-f]{16} 3 rows", out)
     assert main(["analyze", str(root), "--swaps", "rerandomize", "--draws", "3"]) == 0
-    assert "analyze: 2 networks, 0 to measure (0 new rows); measuring nothing; store " in capsys.readouterr().out
+    header = "analyze: 2 networks, 0 to measure (0 new rows); measuring nothing; store "
+    assert header in capsys.readouterr().out
 
 
 def test_analyze_refuses_unknown_kinds(tmp_path: Path, capsys) -> None:
