@@ -52,7 +52,7 @@ def test_initial_weights_are_bit_identical_to_unpacked(data):
     specs = make_specs(3, OptimizerSpec("sgd", 0.1))
     packed = train_pack(specs, data, CPU)
     for spec, network in zip(specs, packed, strict=True):
-        initial = initial_model(spec, data.x_train.shape[1], data.n_classes).state_dict()
+        initial = initial_model(spec, data.input_shape, data.n_classes).state_dict()
         assert list(network.checkpoints[0]) == list(initial)
         for key, tensor in initial.items():
             assert torch.equal(network.checkpoints[0][key], tensor)
