@@ -3,6 +3,7 @@ eval mode on a network with a BatchNorm (tests/bn_family.py, registered as ``tin
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from collections import OrderedDict
@@ -11,17 +12,20 @@ from dataclasses import replace
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from trainables import choices
 from trainables.data.datasets import load_dataset
 from trainables.measure.criticality import SUBSET_BATCH, FunctionalNoiseLoss, layer_criticalities
-from trainables.measure.swaps import swap_variants
+from trainables.measure.evaluation import evaluate
+from trainables.measure.stored import network_movement
+from trainables.measure.swaps import evaluate_variants, swap_variants
 from trainables.models import registry
 from trainables.models.family import Layer, generic_layers, layer_of_keys
 from trainables.models.mlp import FAMILY as MLP_FAMILY
 from trainables.models.mlp import MLP
 from trainables.models.mlp_fast import MLPNoiseLoss
-from trainables.plan import CriticalitySettings
+from trainables.plan import CriticalitySettings, MeasurementPlan, plan_keys
 from trainables.seeding import derive_seed
 from trainables.spec import OptimizerSpec, TrialSpec
 from trainables.train.network import train_network
@@ -129,6 +133,14 @@ def test_a_layernorm_joins_the_linear_before_it_and_other_modules_are_named_by_t
 # --- a network with a BatchNorm, through the generic paths ------------------------------
 
 
+def test_training_runs_in_train_mode_and_moves_the_running_statistics(tinybn, trained_bn):
+    assert [layer.name for layer in tinybn.layers(trained_bn.model)] == ["conv", "fc"]
+    initial, trained = trained_bn.checkpoints[0], trained_bn.checkpoints[2]
+    assert torch.equal(initial["bn.running_mean"], torch.zeros(CHANNELS))
+    assert not torch.equal(trained["bn.running_mean"], initial["bn.running_mean"])
+    assert int(trained["bn.num_batches_tracked"]) == 2 * 1024 // 64  # every step of both epochs
+
+
 def test_swap_variants_move_running_statistics_with_their_layer(tinybn, trained_bn):
     model, checkpoints = trained_bn.model, trained_bn.checkpoints
     keys = [("reinit", "conv", 0, None, None), ("rerandomize", "conv", None, None, 0),
@@ -152,6 +164,47 @@ def test_swap_variants_move_running_statistics_with_their_layer(tinybn, trained_
     assert transplant["fc.bias"] is initial["fc.bias"]
     expected = (initial["bn.running_var"] + trained["bn.running_var"]) / 2
     torch.testing.assert_close(halfway["bn.running_var"], expected)
+
+
+def test_evaluating_variants_writes_nothing_and_uses_the_running_statistics(tinybn, trained_bn, data):
+    model, checkpoints = trained_bn.model, trained_bn.checkpoints
+    before = {epoch: {key: t.clone() for key, t in state.items()} for epoch, state in checkpoints.items()}
+    plan = MeasurementPlan(("reinit", "rerandomize", "transplant", "interpolate"), alphas=(0.0, 0.5, 1.0))
+    keys = plan_keys(plan, ("conv", "fc"), SPEC_BN.checkpoints)
+    variants = list(swap_variants(SPEC_BN, model, checkpoints, keys))
+    results = evaluate_variants(tinybn, model, variants, data.x_test, data.y_test)
+    for epoch, state in checkpoints.items():
+        assert all(torch.equal(tensor, before[epoch][key]) for key, tensor in state.items())
+    assert all(module.training for module in model.modules())  # its own mode, as before
+    n = data.x_test.shape[0]
+    for key in (("none", None, 2, None, None), ("reinit", "conv", 0, None, None)):
+        network = copy.deepcopy(model)
+        network.load_state_dict(variants[keys.index(key)].params)
+        with torch.no_grad():
+            eval_logits = network.eval()(data.x_test)
+            train_logits = network.train()(data.x_test)  # normalised by the batch's own statistics
+        result = results[keys.index(key)]
+        assert result.test_acc == int((eval_logits.argmax(1) == data.y_test).sum()) / n
+        eval_loss = F.cross_entropy(eval_logits, data.y_test).item()
+        assert result.test_loss == pytest.approx(eval_loss, rel=1e-6)
+        assert abs(result.test_loss - F.cross_entropy(train_logits, data.y_test).item()) > 5e-3
+
+
+def test_criticality_and_movement_run_on_the_batchnorm_network(tinybn, trained_bn, data):
+    model, checkpoints = trained_bn.model, trained_bn.checkpoints
+    initial, trained = checkpoints[0], checkpoints[2]
+    x, y = data.x_train[:256], data.y_train[:256]
+    settings = CriticalitySettings(alphas=3, sigmas=3, sigma_max=0.01, noise_samples=2, subset=256)
+    reference, results = layer_criticalities(tinybn, model, initial, trained, x, y, 5, settings)
+    assert reference == pytest.approx(evaluate(model, trained, x, y).test_loss, rel=1e-6)
+    assert [result.layer for result in results] == ["conv", "fc"]
+    conv = tinybn.layers(model)[0]
+    moved = sum(float(((trained[key] - initial[key]).double() ** 2).sum()) for key in conv.parameters)
+    assert results[0].sq_dist == pytest.approx(moved, rel=1e-12)
+    assert int(trained["bn.num_batches_tracked"]) == 32  # nothing ran in train mode
+    rows = network_movement(SPEC_BN, model, checkpoints)
+    conv_params, fc_params = CHANNELS * 9 + CHANNELS + 2 * CHANNELS, CHANNELS * 4 + 4  # conv + bn, fc
+    assert {row["layer"]: row["n_params"] for row in rows} == {"conv": conv_params, "fc": fc_params}
 
 
 def test_a_family_without_a_stacked_form_is_not_trained_in_packs(tinybn, data):

@@ -6,7 +6,7 @@ the layer's trainable parameters are set to ``lerp(theta_0, theta_T, alpha) +
 sigma * Z`` with the rest of the network trained (the layer's running
 statistics, if any, interpolated with alpha, no noise). The pair passes when
 the mean cross-entropy over ``noise_samples`` draws of Z, on the first
-``subset`` training examples, is at most ``rtol``
+``subset`` training examples, evaluated in eval mode, is at most ``rtol``
 times the trained network's loss there. The layer's criticality is the
 minimum over passing pairs of ``(alpha / sigma)^2 * ||theta_T - theta_0||^2``
 (squared Frobenius norm over all its trainable parameters); a network's is
@@ -45,6 +45,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
+from trainables.measure.evaluation import eval_mode
 from trainables.measure.swaps import interpolated
 from trainables.models.family import Layer, ModelFamily, NoiseLoss, StateDict
 from trainables.plan import CriticalitySettings
@@ -81,7 +82,7 @@ def noise_seed(seed: int, layer: str) -> int:
 
 
 class FunctionalNoiseLoss:
-    """The generic noise loss: each of the K copies in turn, through ``functional_call``."""
+    """The generic noise loss: each of the K copies in turn, through ``functional_call`` in eval mode."""
 
     def __init__(
         self, model: nn.Module, trained: StateDict, x: torch.Tensor, y: torch.Tensor, batch: int
@@ -94,12 +95,13 @@ class FunctionalNoiseLoss:
         :class:`~trainables.models.family.NoiseLoss`)."""
         k = next(iter(copies.values())).shape[0]
         total = torch.zeros((), dtype=torch.float64, device=self.x.device)
-        for copy in range(k):
-            params = {**self.trained, **fixed, **{key: stack[copy] for key, stack in copies.items()}}
-            for start in range(0, self.x.shape[0], self.batch):
-                logits = functional_call(self.model, params, (self.x[start : start + self.batch],))
-                yb = self.y[start : start + self.batch]
-                total += F.cross_entropy(logits, yb, reduction="sum").double()
+        with eval_mode(self.model):
+            for copy in range(k):
+                params = {**self.trained, **fixed, **{key: stack[copy] for key, stack in copies.items()}}
+                for start in range(0, self.x.shape[0], self.batch):
+                    logits = functional_call(self.model, params, (self.x[start : start + self.batch],))
+                    yb = self.y[start : start + self.batch]
+                    total += F.cross_entropy(logits, yb, reduction="sum").double()
         return float(total) / (k * self.x.shape[0])
 
 

@@ -3,8 +3,8 @@
 Variants are built by reference: a variant is a dict of tensors that points
 at the stored checkpoints, replacing one layer's entries (its parameters and
 running statistics, :attr:`~trainables.models.family.Layer.swapped`). The
-model is never copied; evaluation runs it functionally on each dict
-(:mod:`trainables.measure.evaluation`).
+model is never copied; evaluation runs it functionally on each dict, in eval
+mode (:mod:`trainables.measure.evaluation`).
 
 Row semantics (DESIGN.md, swaps table):
 - ``none``        layer null, ``epoch`` = checkpoint evaluated (every checkpoint).

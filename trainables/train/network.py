@@ -137,13 +137,14 @@ def train_network(
 ) -> TrainedNetwork:
     """Train for ``spec.epochs`` epochs of minibatch steps over a seeded shuffle.
 
-    The last partial batch is kept (as a DataLoader with drop_last=False).
+    The model trains in train mode (set here). The last partial batch is kept
+    (as a DataLoader with drop_last=False).
     The precision setting holds for the whole loop (:func:`training_precision`).
     ``train_seconds`` counts only the epochs run by this call. ``graphs``: on a
     CUDA device, replay the steps from CUDA graphs (same weights, fewer launches;
     ``trainables/train/cuda_graphs.py``).
     """
-    model = initial_model(spec, data.input_shape, data.n_classes).to(device)
+    model = initial_model(spec, data.input_shape, data.n_classes).to(device).train()
     optimizer = make_optimizer(spec.optimizer, list(model.parameters()))
     shuffle = torch.Generator().manual_seed(derive_seed("shuffle", spec.seed))
     if resume is None:

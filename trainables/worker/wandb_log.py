@@ -145,7 +145,7 @@ class WandbRun:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
     def log_epoch(self, epoch: int, train_loss: float, params: StateDict) -> None:
-        """Training loss of the epoch and test accuracy of the network (``params``) after it."""
+        """Training loss of the epoch and test accuracy (eval mode) of the network (``params``) after it."""
         self._guard("log", self._log_epoch, epoch, train_loss, params)
 
     def _log_epoch(self, epoch: int, train_loss: float, params: StateDict) -> None:
