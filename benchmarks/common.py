@@ -194,7 +194,7 @@ def seed_swap_keys(spec: TrialSpec, model: nn.Module) -> list[SwapKey]:
 def mnist_shape(widths: tuple[int, ...], config: SweepConfig | None = None) -> PackShape:
     """A trial of ``widths`` on MNIST with the seed config's batch, checkpoints and optimizer."""
     config = config or seed_config()
-    return PackShape(widths, N_FEATURES, N_CLASSES, 60_000, 10_000, config.batch_size,
+    return PackShape(config.model, widths, (N_FEATURES,), N_CLASSES, 60_000, 10_000, config.batch_size,
                      len(config.checkpoints), optimizer_slots(config.optimizer))
 
 

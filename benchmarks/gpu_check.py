@@ -297,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     make_deterministic()
     device = torch.device("cpu") if args.smoke else torch.device("cuda", 0)
     size = SMOKE if args.smoke else FULL
-    shape = PackShape(size.widths, size.n_features, 10, size.n_train, size.n_test, 256, 2, optimizer_slots=0)
+    shape = PackShape("mlp", size.widths, (size.n_features,), 10, size.n_train, size.n_test, 256, 2,
+                      optimizer_slots=0)
     data = random_data(size, device)
     matmul = matmul_check(size, device)
     bandwidth = copy_bandwidth(device, 5) if device.type == "cuda" else None

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from orchestrator.run.packing import largest_pack
 from trainables import choices
 from trainables.data.datasets import load_dataset
 from trainables.measure.criticality import SUBSET_BATCH, FunctionalNoiseLoss, layer_criticalities
@@ -28,6 +29,7 @@ from trainables.models.mlp_fast import MLPNoiseLoss
 from trainables.plan import CriticalitySettings, MeasurementPlan, plan_keys
 from trainables.seeding import derive_seed
 from trainables.spec import OptimizerSpec, TrialSpec
+from trainables.train.footprint import PackShape
 from trainables.train.network import train_network
 from trainables.train.pack import train_pack
 
@@ -207,9 +209,12 @@ def test_criticality_and_movement_run_on_the_batchnorm_network(tinybn, trained_b
     assert {row["layer"]: row["n_params"] for row in rows} == {"conv": conv_params, "fc": fc_params}
 
 
-def test_a_family_without_a_stacked_form_is_not_trained_in_packs(tinybn, data):
+def test_a_family_without_a_stacked_form_trains_one_network_per_trial(tinybn, data):
     with pytest.raises(ValueError, match=r"^pack: model 'tinybn' has no stacked form"):
         train_pack([SPEC_BN, replace(SPEC_BN, seed=6)], data, CPU)
+    shape = PackShape("tinybn", (CHANNELS,), (20,), 4, 1024, 512, 64, 3, optimizer_slots=0)
+    assert not shape.packable and largest_pack(shape, None, threads=2) == 1
+    assert PackShape("mlp", (6,), (20,), 4, 1024, 512, 64, 3).packable
 
 
 # --- the MLP's fast paths against the generic ones --------------------------------------

@@ -117,8 +117,8 @@ def test_pack_of_different_widths_or_a_repeated_trial_is_refused(data):
 
 
 def seed_shape(widths=(2048, 1024, 512, 256), optimizer_slots=2) -> PackShape:
-    return PackShape(widths, n_features=784, n_classes=10, n_train=60_000, n_test=10_000, batch_size=256,
-                     n_checkpoints=6, optimizer_slots=optimizer_slots)
+    return PackShape("mlp", widths, input_shape=(784,), n_classes=10, n_train=60_000, n_test=10_000,
+                     batch_size=256, n_checkpoints=6, optimizer_slots=optimizer_slots)
 
 
 def test_memory_estimate_grows_with_the_pack_and_refusals_name_the_figures():
