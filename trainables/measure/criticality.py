@@ -96,8 +96,8 @@ class FunctionalNoiseLoss:
         k = next(iter(copies.values())).shape[0]
         total = torch.zeros((), dtype=torch.float64, device=self.x.device)
         with eval_mode(self.model):
-            for copy in range(k):
-                params = {**self.trained, **fixed, **{key: stack[copy] for key, stack in copies.items()}}
+            for sample in range(k):
+                params = {**self.trained, **fixed, **{key: stack[sample] for key, stack in copies.items()}}
                 for start in range(0, self.x.shape[0], self.batch):
                     logits = functional_call(self.model, params, (self.x[start : start + self.batch],))
                     yb = self.y[start : start + self.batch]

@@ -73,6 +73,7 @@ def measure_network(
         network = registry.build_network(model, input_shape, widths, n_classes).train()
         x = torch.empty(batch, *input_shape, dtype=torch.float32)
         y = torch.zeros(batch, dtype=torch.int64)
+    # A storage is known by its C++ StorageImpl (``_cdata``): on the meta device every data_ptr() is 0.
     own = {tensor.untyped_storage()._cdata for tensor in (*network.parameters(), *network.buffers())}
     saved: dict[int, int] = {}
 
