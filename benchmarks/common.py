@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from orchestrator.config.blocks import Resources
 from orchestrator.config.sweep_config import SweepConfig, load_config
@@ -21,7 +22,7 @@ from orchestrator.run.budget import local_budget
 from orchestrator.run.packing import largest_pack, optimizer_slots
 from trainables.data.datasets import load_dataset, normalization
 from trainables.data.tensors import DatasetTensors
-from trainables.models.mlp import MLP
+from trainables.models import registry
 from trainables.plan import SwapKey, plan_keys
 from trainables.spec import TrialSpec
 from trainables.train.footprint import PackShape
@@ -184,15 +185,16 @@ def network_spec(widths: tuple[int, ...], seed: int = 0, config: SweepConfig | N
     )
 
 
-def seed_swap_keys(spec: TrialSpec, model: MLP) -> list[SwapKey]:
+def seed_swap_keys(spec: TrialSpec, model: nn.Module) -> list[SwapKey]:
     """Every swap the seed config measures (configs/seed.yaml's plan) on ``model``."""
-    return plan_keys(seed_config().plan, model.layer_names, spec.checkpoints)
+    layers = [layer.name for layer in registry.family(spec.model).layers(model)]
+    return plan_keys(seed_config().plan, layers, spec.checkpoints)
 
 
 def mnist_shape(widths: tuple[int, ...], config: SweepConfig | None = None) -> PackShape:
     """A trial of ``widths`` on MNIST with the seed config's batch, checkpoints and optimizer."""
     config = config or seed_config()
-    return PackShape(widths, N_FEATURES, N_CLASSES, 60_000, 10_000, config.batch_size,
+    return PackShape(config.model, widths, (N_FEATURES,), N_CLASSES, 60_000, 10_000, config.batch_size,
                      len(config.checkpoints), optimizer_slots(config.optimizer))
 
 

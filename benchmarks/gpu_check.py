@@ -47,12 +47,13 @@ import torch
 
 from benchmarks.cuda_timing import copy_bandwidth, event_seconds
 from trainables.data.tensors import DatasetTensors
+from trainables.models.mlp import StackedMLP
 from trainables.spec import OptimizerSpec, TrialSpec
 from trainables.train.cuda_graphs import WARMUP_STEPS, Step, training_step
 from trainables.train.device import cublas_version, driver_version, make_deterministic
 from trainables.train.footprint import PackShape
 from trainables.train.network import initial_model, make_optimizer, train_network, train_step
-from trainables.train.pack import StackedMLP, TrainedNetwork, pack_step, train_pack
+from trainables.train.pack import TrainedNetwork, pack_step, train_pack
 from trainables.train.precision import PRECISIONS, training_precision
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -153,7 +154,7 @@ def pack_of(size: Size, data: DatasetTensors, device: torch.device, pack: int, p
             graphs: bool) -> Step:
     """The training step of ``pack`` seed-size networks, as trials run it (graphed when ``graphs``)."""
     specs = [spec(size, seed, precision) for seed in range(pack)]
-    models = [initial_model(s, size.n_features, 10).to(device) for s in specs]
+    models = [initial_model(s, (size.n_features,), 10).to(device) for s in specs]
     if pack == 1:
         model = models[0]
         optimizer = make_optimizer(specs[0].optimizer, list(model.parameters()))
@@ -296,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     make_deterministic()
     device = torch.device("cpu") if args.smoke else torch.device("cuda", 0)
     size = SMOKE if args.smoke else FULL
-    shape = PackShape(size.widths, size.n_features, 10, size.n_train, size.n_test, 256, 2, optimizer_slots=0)
+    shape = PackShape("mlp", size.widths, (size.n_features,), 10, size.n_train, size.n_test, 256, 2,
+                      optimizer_slots=0)
     data = random_data(size, device)
     matmul = matmul_check(size, device)
     bandwidth = copy_bandwidth(device, 5) if device.type == "cuda" else None

@@ -33,8 +33,8 @@ from benchmarks.common import (
     publish,
     table,
 )
-from trainables.models.mlp import MLP
-from trainables.train.pack import StackedMLP, pack_losses
+from trainables.models.mlp import MLP, StackedMLP
+from trainables.train.pack import pack_losses
 
 LR = 0.01
 Step = Callable[[], None]

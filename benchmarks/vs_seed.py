@@ -55,8 +55,10 @@ from benchmarks.common import (
 from trainables.data.datasets import default_data_root, normalization, prepare_dataset
 from trainables.data.tensors import DatasetTensors
 from trainables.measure.swaps import SwapVariant, evaluate_variants, swap_variants
+from trainables.models import registry
+from trainables.models.family import StateDict
 from trainables.spec import TrialSpec
-from trainables.train.network import StateDict, initial_model, snapshot
+from trainables.train.network import initial_model, snapshot
 
 SEED_TEST_BATCH = 1000
 
@@ -157,12 +159,12 @@ def seed_style_swaps(model: nn.Module, variants: list[SwapVariant], loader: Data
 
 
 def stand_in_checkpoints(
-    spec: TrialSpec, n_features: int, n_classes: int, where: torch.device
+    spec: TrialSpec, input_shape: tuple[int, ...], n_classes: int, where: torch.device
 ) -> dict[int, StateDict]:
     """Epoch 0 = the spec's initial weights; later checkpoints = independent draws (timing only)."""
     return {
         epoch: snapshot(
-            initial_model(replace(spec, seed=spec.seed + 1000 * epoch), n_features, n_classes).to(where)
+            initial_model(replace(spec, seed=spec.seed + 1000 * epoch), input_shape, n_classes).to(where)
         )
         for epoch in spec.checkpoints
     }
@@ -174,7 +176,7 @@ def layerswap_swaps(
     """Seconds to build and evaluate every variant."""
     started = time.perf_counter()
     variants = list(swap_variants(spec, model, checkpoints, seed_swap_keys(spec, model)))
-    evaluate_variants(model, variants, data.x_test, data.y_test)
+    evaluate_variants(registry.family(spec.model), model, variants, data.x_test, data.y_test)
     synchronize(data.x_test.device)
     return time.perf_counter() - started
 
@@ -192,12 +194,12 @@ def sample(variants: list[SwapVariant], count: int) -> list[SwapVariant]:
 
 def compare(name: str, widths: tuple[int, ...], data: DatasetTensors, mode: Mode) -> list[Side]:
     spec = network_spec(widths)
-    n_train, n_features = data.x_train.shape
+    n_train = data.x_train.shape[0]
     steps = mode.pick(QUICK_STEPS[name], math.ceil(n_train / spec.batch_size))
     train_loader, test_loader = seed_loaders(spec.batch_size)
     where = data.x_train.device
-    model = initial_model(spec, n_features, data.n_classes).to(where)
-    checkpoints = stand_in_checkpoints(spec, n_features, data.n_classes, where)
+    model = initial_model(spec, data.input_shape, data.n_classes).to(where)
+    checkpoints = stand_in_checkpoints(spec, data.input_shape, data.n_classes, where)
     variants = list(swap_variants(spec, model, checkpoints, seed_swap_keys(spec, model)))
     seed_sample = sample(variants, mode.pick(3, len(variants)))
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real local Ray, tiny sweep configs on the synthetic dataset."""
+"""Shared fixtures: a real local Ray, tiny sweep configs on the synthetic dataset, a second model family."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import ray
 import torch
 
 from orchestrator.config.sweep_config import SweepConfig, parse_config
+from trainables.models import registry
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +20,13 @@ def local_ray():
     ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+@pytest.fixture
+def tinybn(monkeypatch):
+    """The test family of tests/bn_family.py (a conv with a BatchNorm), as ``model: tinybn`` for a test."""
+    monkeypatch.setitem(registry.FAMILIES, "tinybn", "tests.bn_family")
+    return registry.family("tinybn")
 
 
 @pytest.fixture(scope="module")

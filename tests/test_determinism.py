@@ -11,10 +11,10 @@ from trainables.train.network import initial_model, train_network
 
 def test_initial_weights_are_bit_identical_and_seed_dependent(tiny_config):
     spec_a, spec_b = expand_grid(tiny_config)[:2]
-    first = initial_model(spec_a, 20, 4).state_dict()
+    first = initial_model(spec_a, (20,), 4).state_dict()
     torch.manual_seed(12345)  # the global RNG must not matter
-    again = initial_model(spec_a, 20, 4).state_dict()
-    other_seed = initial_model(spec_b, 20, 4).state_dict()
+    again = initial_model(spec_a, (20,), 4).state_dict()
+    other_seed = initial_model(spec_b, (20,), 4).state_dict()
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert not torch.equal(first["fc1.weight"], other_seed["fc1.weight"])
 

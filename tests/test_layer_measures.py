@@ -26,8 +26,9 @@ from orchestrator.config.sweep_config import parse_config
 from orchestrator.config.values import ConfigError
 from orchestrator.run.sweep import run_sweep
 from tests.conftest import tiny_raw_config
-from trainables.measure.criticality import _Network, layer_criticalities, sigma_grid
-from trainables.models.mlp import MLP
+from trainables.measure.criticality import SUBSET_BATCH, layer_criticalities, sigma_grid
+from trainables.models.mlp import FAMILY, MLP
+from trainables.models.mlp_fast import MLPNoiseLoss
 from trainables.plan import CriticalitySettings, MeasurementPlan, plan_keys, row_key
 from trainables.store.schemas import CRITICALITY_SCHEMA, LAYERS_SCHEMA, SWAPS_SCHEMA
 
@@ -154,7 +155,7 @@ def hand_built() -> tuple[MLP, dict, dict, torch.Tensor, torch.Tensor]:
 def test_criticality_of_a_network_whose_answer_is_known() -> None:
     model, initial, trained, x, y = hand_built()
     settings = CriticalitySettings()
-    loss, results = layer_criticalities(model, initial, trained, x, y, seed=0, settings=settings)
+    loss, results = layer_criticalities(FAMILY, model, initial, trained, x, y, seed=0, settings=settings)
     assert loss == pytest.approx(math.log1p(math.exp(-5)), rel=1e-5)
     fc1, fc2 = results
     assert (fc1.criticality, fc1.alpha_star, fc1.sigma_star, fc1.pairs_evaluated) == (0.0, 0.0, 1e-16, 1)
@@ -167,7 +168,7 @@ def test_criticality_of_a_network_whose_answer_is_known() -> None:
 
 def test_stacked_noise_samples_equal_one_at_a_time() -> None:
     model, _, trained, x, y = hand_built()
-    network = _Network(model, trained, x, y)
+    network = MLPNoiseLoss(model, trained, x, y, SUBSET_BATCH)
     h_in = network.inputs_of(1)
     generator = torch.Generator().manual_seed(3)
     weight = trained["fc2.weight"] + 0.3 * torch.randn((4, 2, 2), generator=generator)

@@ -52,7 +52,7 @@ def test_initial_weights_are_bit_identical_to_unpacked(data):
     specs = make_specs(3, OptimizerSpec("sgd", 0.1))
     packed = train_pack(specs, data, CPU)
     for spec, network in zip(specs, packed, strict=True):
-        initial = initial_model(spec, data.x_train.shape[1], data.n_classes).state_dict()
+        initial = initial_model(spec, data.input_shape, data.n_classes).state_dict()
         assert list(network.checkpoints[0]) == list(initial)
         for key, tensor in initial.items():
             assert torch.equal(network.checkpoints[0][key], tensor)
@@ -117,8 +117,8 @@ def test_pack_of_different_widths_or_a_repeated_trial_is_refused(data):
 
 
 def seed_shape(widths=(2048, 1024, 512, 256), optimizer_slots=2) -> PackShape:
-    return PackShape(widths, n_features=784, n_classes=10, n_train=60_000, n_test=10_000, batch_size=256,
-                     n_checkpoints=6, optimizer_slots=optimizer_slots)
+    return PackShape("mlp", widths, input_shape=(784,), n_classes=10, n_train=60_000, n_test=10_000,
+                     batch_size=256, n_checkpoints=6, optimizer_slots=optimizer_slots)
 
 
 def test_memory_estimate_grows_with_the_pack_and_refusals_name_the_figures():

@@ -1,13 +1,17 @@
-"""evaluate_variants: every swap variant at once, sharing leading layers, same results as evaluate."""
+"""The MLP's evaluate_variants: every variant at once, sharing leading layers, same results as evaluate."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
-from torch import nn
 
 from trainables.data.datasets import load_dataset
-from trainables.measure.swaps import SwapVariant, _variant_tree, evaluate, evaluate_variants, swap_variants
+from trainables.measure.evaluation import evaluate
+from trainables.measure.swaps import evaluate_variants, swap_variants
+from trainables.models.mlp import FAMILY
+from trainables.models.mlp_fast import variant_tree
 from trainables.plan import MeasurementPlan, plan_keys
 from trainables.spec import OptimizerSpec, TrialSpec
 from trainables.train.network import train_network
@@ -32,7 +36,7 @@ def trained():
 
 def test_every_variant_gets_the_same_result_as_evaluating_it_alone(trained):
     network, variants, data = trained
-    fast = evaluate_variants(network.model, variants, data.x_test, data.y_test)
+    fast = evaluate_variants(FAMILY, network.model, variants, data.x_test, data.y_test)
     assert len(fast) == len(variants) == 3 + 4 * (2 + 2 + 1)
     for variant, result in zip(variants, fast, strict=True):
         alone = evaluate(network.model, variant.params, data.x_test, data.y_test)
@@ -45,7 +49,7 @@ def test_every_variant_gets_the_same_result_as_evaluating_it_alone(trained):
 
 def test_variants_sharing_leading_layers_share_their_computation(trained):
     network, variants, _ = trained
-    roots = _variant_tree(network.model.layer_names, variants)
+    roots = variant_tree(network.model.layer_names, [variant.params for variant in variants])
     # fc1 differs only between checkpoints (none, reinit fc1 and transplant of the
     # other layers reuse them) and the two fresh fc1 draws: 3 + 2 first-layer passes.
     assert len(roots) == 3 + 2
@@ -54,9 +58,11 @@ def test_variants_sharing_leading_layers_share_their_computation(trained):
     assert len(trained_fc1.children) == 1 + 2 + 2
 
 
-def test_models_other_than_the_mlp_are_evaluated_one_variant_at_a_time():
-    model = nn.Sequential(nn.Linear(3, 2))
-    x, y = torch.randn(10, 3), torch.randint(0, 2, (10,))
-    params = {key: value.detach() for key, value in model.state_dict().items()}
-    (result,) = evaluate_variants(model, [SwapVariant("none", None, 0, None, params)], x, y)
-    assert result == evaluate(model, params, x, y)
+def test_a_family_without_a_fast_evaluator_gets_the_same_results_one_variant_at_a_time(trained):
+    network, variants, data = trained
+    generic = replace(FAMILY, evaluate_variants=None)
+    fast = evaluate_variants(FAMILY, network.model, variants, data.x_test, data.y_test)
+    slow = evaluate_variants(generic, network.model, variants, data.x_test, data.y_test)
+    assert [r.test_acc for r in slow] == [r.test_acc for r in fast]
+    assert [r.test_loss for r in slow] == pytest.approx([r.test_loss for r in fast], rel=1e-6)
+    assert slow[0] == evaluate(network.model, variants[0].params, data.x_test, data.y_test)

@@ -7,7 +7,8 @@ import math
 import torch
 from torch import nn
 
-from trainables.measure.swaps import evaluate, swap_variants
+from trainables.measure.evaluation import evaluate
+from trainables.measure.swaps import swap_variants
 from trainables.models.mlp import MLP
 from trainables.plan import MeasurementPlan, plan_keys
 from trainables.seeding import derive_seed

@@ -22,7 +22,7 @@ from orchestrator.config.sweep_config import parse_config
 from orchestrator.run.sweep import run_sweep
 from tests.conftest import tiny_raw_config
 from trainables.data.datasets import load_dataset
-from trainables.models.mlp import build_model
+from trainables.models.registry import build_network
 from trainables.seeding import derive_seed
 from trainables.spec import TrialSpec
 from trainables.store import Store, layout
@@ -120,7 +120,7 @@ def test_swap_accuracies_recomputed_from_stored_weights_match_the_table(finished
         kinds = [r["kind"] for r in rows]
         assert kinds.count("none") == 3 and kinds.count("reinit") == 2 * n_layers
         assert kinds.count("rerandomize") == 2 * n_layers and kinds.count("transplant") == n_layers
-        model = build_model("mlp", 20, spec.widths, 4)
+        model = build_network("mlp", (20,), spec.widths, 4)
         for row in rows:
             model.load_state_dict(rebuild_params(spec, store, row))
             with torch.no_grad():

@@ -6,8 +6,9 @@ or pyarrow, so ``layerswap --help`` and a refused config answer at once.
 
 from __future__ import annotations
 
+from trainables.models.registry import MODELS as MODELS  # re-exported: the config validates against it
+
 DATASETS: tuple[str, ...] = ("mnist", "fashion-mnist", "synthetic")
-MODELS: tuple[str, ...] = ("mlp",)
 PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "bf16")
 """fp32: exact float32; tf32: TensorFloat-32 CUDA matmuls in forward, backward and the optimizer
 step (fp32 on a CPU); bf16: bfloat16 autocast of the forward pass (weights and optimizer stay

@@ -75,14 +75,14 @@ def missing_measurements(
     jobs = []
     for spec in specs:
         data = datasets[spec.dataset]
-        wanted = wanted_keys(spec, plan, data.n_features, data.n_classes)
+        wanted = wanted_keys(spec, plan, data.input_shape, data.n_classes)
         lacking = tuple(key for key in wanted if key not in have.get(spec.trial_id, set()))
         layers: tuple[str, ...] = ()
         if plan.criticality is not None:
             done = critical.get(spec.trial_id, set())
             n_train = len(data.y_train)
             layers = tuple(
-                layer for layer in network_layers(spec, data.n_features, data.n_classes)
+                layer for layer in network_layers(spec, data.input_shape, data.n_classes)
                 if criticality_key(layer, plan.criticality, n_train) not in done
             )
         missing = Missing(lacking, spec.trial_id not in moved, layers, plan.criticality if layers else None)

@@ -3,8 +3,9 @@
 A pack is seeds of one width config trained together in one trial
 (``trainables/train/pack.py``); a queue is the packs one Tune trial works
 through, one after the other. Every figure here comes from a
-:class:`~trainables.train.footprint.PackShape`; nothing here touches a GPU (GPU
-memory is read through NVML); the memory a trial may use is :mod:`orchestrator.run.budget`'s.
+:class:`~trainables.train.footprint.PackShape` (measured from the network on the
+meta device); nothing here touches a GPU (GPU memory is read through NVML); the
+memory a trial may use is :mod:`orchestrator.run.budget`'s.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def optimizer_slots(optimizer: OptimizerSpec) -> int:
 
 def pack_shape(config: SweepConfig, widths: tuple[int, ...], data: DatasetArrays) -> PackShape:
     return PackShape(
-        widths=widths, n_features=data.n_features, n_classes=data.n_classes,
+        model=config.model, widths=widths, input_shape=data.input_shape, n_classes=data.n_classes,
         n_train=len(data.y_train), n_test=len(data.y_test), batch_size=config.batch_size,
         n_checkpoints=len(config.checkpoints), optimizer_slots=optimizer_slots(config.optimizer),
     )
@@ -69,8 +70,11 @@ def largest_pack(shape: PackShape, budget: MemoryBudget | None, threads: int, gp
     ``bmm`` splits the batch of K products among the threads, so an odd K on
     two threads leaves one idle for a while (measured 25% slower). On a GPU:
     as many as fit. Either way no more than fit in :data:`MEMORY_HEADROOM` of
-    the budget; a GPU of unknown memory (``budget`` None) gets 1.
+    the budget; a GPU of unknown memory (``budget`` None) gets 1, and so does a
+    family without a stacked form (it trains one network per trial).
     """
+    if not shape.packable:
+        return 1
     if budget is None:
         return 1 if gpu else _flops_pack(shape, threads)
     memory = shape.memory()

@@ -24,6 +24,11 @@ class DatasetTensors:
     y_test: torch.Tensor
     n_classes: int
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one sample, e.g. ``(784,)``."""
+        return tuple(self.x_train.shape[1:])
+
 
 @dataclass(frozen=True)
 class DatasetArrays:
@@ -47,6 +52,11 @@ class DatasetArrays:
     @property
     def n_features(self) -> int:
         return int(self.x_train.shape[1])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one sample, e.g. ``(784,)``."""
+        return tuple(int(n) for n in self.x_train.shape[1:])
 
     def tensors(self, device: torch.device | str) -> DatasetTensors:
         """Pre-normalised float32 features and int64 labels on ``device``."""

@@ -1,14 +1,16 @@
-"""Module criticality (Chatterji, Neyshabur & Sedghi, ICLR 2020) of each layer of a trained MLP.
+"""Module criticality (Chatterji, Neyshabur & Sedghi, ICLR 2020) of each layer of a trained network.
 
 For layer l with initial and trained parameters theta_0, theta_T, and a grid
 of alpha in [0, 1] and sigma in (0, sigma_max] (:class:`CriticalitySettings`),
-the layer is set to ``lerp(theta_0, theta_T, alpha) + sigma * Z`` with the
-rest of the network trained. The pair passes when the mean cross-entropy over
-``noise_samples`` draws of Z, on the first ``subset`` training examples, is at
-most ``rtol`` times the trained network's loss there. The layer's criticality
-is the minimum over passing pairs of ``(alpha / sigma)^2 * ||theta_T - theta_0||^2``
-(squared Frobenius norm over weight and bias); a network's is the sum over
-its layers. This follows google-research/meta-dataset
+the layer's trainable parameters are set to ``lerp(theta_0, theta_T, alpha) +
+sigma * Z`` with the rest of the network trained (the layer's running
+statistics, if any, interpolated with alpha, no noise). The pair passes when
+the mean cross-entropy over ``noise_samples`` draws of Z, on the first
+``subset`` training examples, evaluated in eval mode, is at most ``rtol``
+times the trained network's loss there. The layer's criticality is the
+minimum over passing pairs of ``(alpha / sigma)^2 * ||theta_T - theta_0||^2``
+(squared Frobenius norm over all its trainable parameters); a network's is
+the sum over its layers. This follows google-research/meta-dataset
 ``meta_dataset/analysis/criticality.py`` (alphas ``linspace(0, 1, n)``,
 sigmas ``sigma_max * linspace(1e-16, 1, n)``).
 
@@ -19,17 +21,17 @@ Two choices made here, both exact with respect to that definition:
   passes: no pair after it can lower the minimum. A layer that is robust
   stops after a few points; one that passes only at alpha = 1 evaluates
   nearly the whole grid.
-- Z is drawn once per layer (``noise_samples`` standard-normal copies of the
-  layer, seeded by ``noise_seed`` = ``derive_seed("criticality", seed,
-  layer)``) and scaled by each sigma: common random numbers across the grid,
-  so the answer is reproducible and a grid point's pass/fail does not hinge
-  on a lucky draw that the neighbouring point did not get.
+- Z is drawn once per layer (``noise_samples`` standard-normal copies of
+  each of the layer's parameters, in the layer's order, from one generator
+  seeded by ``noise_seed`` = ``derive_seed("criticality", seed, layer)``) and
+  scaled by each sigma: common random numbers across the grid, so the answer
+  is reproducible and a grid point's pass/fail does not hinge on a lucky draw
+  that the neighbouring point did not get.
 
-The noise samples of one (alpha, sigma) point run together: the layer's K
-perturbed copies are one stacked (K, out, in) tensor applied with
-``torch.baddbmm`` to the activations before the layer (computed once per
-layer with the trained network), and the later layers run on the (K, batch,
-features) result.
+The loss of the K noise samples of one (alpha, sigma) point is the family's
+fast path where it has one (the MLP's runs them in one batched matmul:
+:mod:`trainables.models.mlp_fast`), else :class:`FunctionalNoiseLoss`, one
+copy at a time through ``functional_call``.
 """
 
 from __future__ import annotations
@@ -39,15 +41,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+from torch.func import functional_call
 from torch.nn import functional as F
 
-from trainables.models.mlp import MLP
+from trainables.measure.evaluation import eval_mode
+from trainables.measure.swaps import interpolated
+from trainables.models.family import Layer, ModelFamily, NoiseLoss, StateDict
 from trainables.plan import CriticalitySettings
 from trainables.seeding import derive_seed
 
-StateDict = dict[str, torch.Tensor]
 SUBSET_BATCH = 1024
-"""Training examples per forward pass (times ``noise_samples`` copies)."""
+"""Training examples per forward pass (times ``noise_samples`` copies on the MLP's fast path)."""
 
 
 @dataclass(frozen=True)
@@ -76,49 +81,49 @@ def noise_seed(seed: int, layer: str) -> int:
     return derive_seed("criticality", seed, layer)
 
 
-class _Network:
-    """A trained MLP's layers as (weight, bias) pairs, with the loss of a stacked variant of one."""
+class FunctionalNoiseLoss:
+    """The generic noise loss: each of the K copies in turn, through ``functional_call`` in eval mode."""
 
-    def __init__(self, model: MLP, trained: StateDict, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.names = model.layer_names
-        self.params = [(trained[f"{name}.weight"], trained[f"{name}.bias"]) for name in self.names]
-        self.x, self.y = x.flatten(1), y
+    def __init__(
+        self, model: nn.Module, trained: StateDict, x: torch.Tensor, y: torch.Tensor, batch: int
+    ) -> None:
+        self.model, self.trained, self.x, self.y, self.batch = model, trained, x, y, batch
 
-    def inputs_of(self, index: int) -> torch.Tensor:
-        """The activations entering layer ``index`` (trained layers before it), whole subset."""
-        h = self.x
-        for weight, bias in self.params[:index]:
-            h = torch.relu(F.linear(h, weight, bias))
-        return h
-
-    def mean_loss(self, index: int, h_in: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> float:
-        """Mean over the K stacked copies (``weight`` (K, out, in), ``bias`` (K, out)) of layer
-        ``index`` of the mean cross-entropy over the subset."""
-        k = weight.shape[0]
-        total = torch.zeros((), dtype=torch.float64, device=h_in.device)
-        transposed = weight.transpose(1, 2)
-        for start in range(0, h_in.shape[0], SUBSET_BATCH):
-            hb = h_in[start : start + SUBSET_BATCH]
-            yb = self.y[start : start + SUBSET_BATCH]
-            out = torch.baddbmm(bias.unsqueeze(1), hb.expand(k, *hb.shape), transposed)
-            for later_weight, later_bias in self.params[index + 1 :]:
-                out = F.linear(torch.relu(out), later_weight, later_bias)
-            logits = out.reshape(-1, out.shape[-1])
-            total += F.cross_entropy(logits, yb.repeat(k), reduction="sum").double()
-        return float(total) / (k * h_in.shape[0])
+    @torch.no_grad()
+    def __call__(self, layer: Layer, copies: StateDict, fixed: StateDict) -> float:
+        """Mean over the copies of the mean cross-entropy over the subset (see
+        :class:`~trainables.models.family.NoiseLoss`)."""
+        k = next(iter(copies.values())).shape[0]
+        total = torch.zeros((), dtype=torch.float64, device=self.x.device)
+        with eval_mode(self.model):
+            for sample in range(k):
+                params = {**self.trained, **fixed, **{key: stack[sample] for key, stack in copies.items()}}
+                for start in range(0, self.x.shape[0], self.batch):
+                    logits = functional_call(self.model, params, (self.x[start : start + self.batch],))
+                    yb = self.y[start : start + self.batch]
+                    total += F.cross_entropy(logits, yb, reduction="sum").double()
+        return float(total) / (k * self.x.shape[0])
 
 
-@torch.no_grad()
-def trained_loss(model: MLP, trained: StateDict, x: torch.Tensor, y: torch.Tensor) -> float:
-    """The trained network's mean cross-entropy on ``x``, ``y``."""
-    network = _Network(model, trained, x, y)
-    weight, bias = network.params[0]
-    return network.mean_loss(0, network.x, weight.unsqueeze(0), bias.unsqueeze(0))
+def noise_loss(
+    family: ModelFamily, model: nn.Module, trained: StateDict, x: torch.Tensor, y: torch.Tensor
+) -> NoiseLoss:
+    """The family's noise loss on (``x``, ``y``) if it has one, else :class:`FunctionalNoiseLoss`."""
+    make = family.noise_loss or FunctionalNoiseLoss
+    return make(model, trained, x, y, SUBSET_BATCH)
+
+
+def trained_loss(losses: NoiseLoss, layers: Sequence[Layer], trained: StateDict) -> float:
+    """The trained network's mean cross-entropy: its first layer as the one (unperturbed) copy."""
+    first = layers[0]
+    copies = {key: trained[key].unsqueeze(0) for key in first.parameters}
+    return losses(first, copies, {key: trained[key] for key in first.buffers})
 
 
 @torch.no_grad()
 def layer_criticalities(
-    model: MLP,
+    family: ModelFamily,
+    model: nn.Module,
     initial: StateDict,
     trained: StateDict,
     x: torch.Tensor,
@@ -132,32 +137,32 @@ def layer_criticalities(
     ``x``/``y`` are the training subset; ``seed`` is the network's seed (the
     noise of layer l is seeded by :func:`noise_seed`).
     """
-    if not isinstance(model, MLP):
-        raise ValueError(f"criticality: model {type(model).__name__} is not supported (MLP only)")
-    network = _Network(model, trained, x, y)
-    reference = trained_loss(model, trained, x, y)
+    network_layers = family.layers(model)
+    by_name = {layer.name: layer for layer in network_layers}
+    losses = noise_loss(family, model, trained, x, y)
+    reference = trained_loss(losses, network_layers, trained)
     limit = settings.rtol * reference
     alphas, sigmas = alpha_grid(settings), sigma_grid(settings)
     results = []
-    for name in layers or network.names:
+    for name in layers or by_name:
         started = time.perf_counter()
-        index = network.names.index(name)
-        w0, b0 = initial[f"{name}.weight"], initial[f"{name}.bias"]
-        wt, bt = trained[f"{name}.weight"], trained[f"{name}.bias"]
-        sq_dist = float(((wt - w0).double() ** 2).sum() + ((bt - b0).double() ** 2).sum())
+        layer = by_name[name]
+        start = [initial[key] for key in layer.parameters]
+        end = [trained[key] for key in layer.parameters]
+        sq_dist = float(sum(((t - t0).double() ** 2).sum() for t0, t in zip(start, end, strict=True)))
         generator = torch.Generator().manual_seed(noise_seed(seed, name))
         k = settings.noise_samples
-        zw = torch.randn((k, *wt.shape), generator=generator).to(wt.device, wt.dtype)
-        zb = torch.randn((k, *bt.shape), generator=generator).to(bt.device, bt.dtype)
-        h_in = network.inputs_of(index)
+        noise = [torch.randn((k, *t.shape), generator=generator).to(t.device, t.dtype) for t in end]
         pairs = sorted(((alpha / sigma) ** 2 * sq_dist, alpha, sigma) for alpha in alphas for sigma in sigmas)
         found = (float("nan"),) * 4
         evaluated = 0
         for score, alpha, sigma in pairs:
             evaluated += 1
-            weight = torch.lerp(w0, wt, alpha).unsqueeze(0) + sigma * zw
-            bias = torch.lerp(b0, bt, alpha).unsqueeze(0) + sigma * zb
-            loss = network.mean_loss(index, h_in, weight, bias)
+            copies = {
+                key: torch.lerp(t0, t, alpha).unsqueeze(0) + sigma * z
+                for key, t0, t, z in zip(layer.parameters, start, end, noise, strict=True)
+            }
+            loss = losses(layer, copies, interpolated(initial, trained, layer.buffers, alpha))
             if loss <= limit:
                 found = (score, alpha, sigma, loss)
                 break
@@ -168,7 +173,8 @@ def layer_criticalities(
 def criticality_rows(
     trial_id: str,
     seed: int,
-    model: MLP,
+    family: ModelFamily,
+    model: nn.Module,
     initial: StateDict,
     trained: StateDict,
     x_train: torch.Tensor,
@@ -179,7 +185,7 @@ def criticality_rows(
     """The ``criticality`` rows of one network (DESIGN.md columns), on its first ``subset``
     training examples."""
     x, y = x_train[: settings.subset], y_train[: settings.subset]
-    reference, results = layer_criticalities(model, initial, trained, x, y, seed, settings, layers)
+    reference, results = layer_criticalities(family, model, initial, trained, x, y, seed, settings, layers)
     return [
         {
             "trial_id": trial_id,

@@ -1,9 +1,9 @@
 """Per-layer weight movement: how far each layer is from its initial and its trained weights.
 
 One row per (stored checkpoint, layer) in ``index/layers/<trial_id>.parquet``
-(DESIGN.md, "Measurements"). A layer's parameters (weight and bias together)
-are flattened into one vector theta; norms are Frobenius (L2) norms computed
-in float64:
+(DESIGN.md, "Measurements"). A layer's trainable parameters (weight and bias
+together; running statistics are not parameters) are flattened into one vector
+theta; norms are Frobenius (L2) norms computed in float64:
 
 - ``norm``          ||theta_t||
 - ``dist_init``     ||theta_t - theta_0||
@@ -14,9 +14,11 @@ in float64:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
-StateDict = dict[str, torch.Tensor]
+from trainables.models.family import Layer, StateDict
 
 
 def layer_vector(state: StateDict, tensors: tuple[str, ...]) -> torch.Tensor:
@@ -25,12 +27,13 @@ def layer_vector(state: StateDict, tensors: tuple[str, ...]) -> torch.Tensor:
 
 
 def movement_rows(
-    trial_id: str, checkpoints: dict[int, StateDict], layers: dict[str, tuple[str, ...]]
+    trial_id: str, checkpoints: dict[int, StateDict], layers: Sequence[Layer]
 ) -> list[dict]:
     """The ``layers`` rows of one network: every checkpoint of ``checkpoints`` x every layer."""
     epochs = sorted(checkpoints)
     rows = []
-    for layer, tensors in layers.items():
+    for layer in layers:
+        tensors = layer.parameters
         initial = layer_vector(checkpoints[epochs[0]], tensors)
         final = layer_vector(checkpoints[epochs[-1]], tensors)
         initial_norm = float(initial.norm())
@@ -42,7 +45,7 @@ def movement_rows(
                 {
                     "trial_id": trial_id,
                     "epoch": epoch,
-                    "layer": layer,
+                    "layer": layer.name,
                     "n_params": theta.numel(),
                     "norm": norm,
                     "dist_init": dist_init,

@@ -27,12 +27,11 @@ from trainables.data.tensors import DatasetTensors
 from trainables.measure.criticality import criticality_rows
 from trainables.measure.movement import movement_rows
 from trainables.measure.swaps import evaluate_variants, swap_variants
-from trainables.models.mlp import MLP, build_model, layer_tensors
+from trainables.models import registry
+from trainables.models.family import StateDict
 from trainables.plan import CriticalitySettings, MeasurementPlan, SwapKey, plan_keys
 from trainables.spec import TrialSpec, canonical_bytes
 from trainables.store import Store, layout
-
-StateDict = dict[str, torch.Tensor]
 
 CriticalityKey = tuple[str, int, int, float, int, float, int]
 """(layer, n_alpha, n_sigma, sigma_max, noise_samples, rtol, subset_size) of a criticality row."""
@@ -68,15 +67,23 @@ class Missing:
         return bool(self.keys or self.movement or self.criticality_layers)
 
 
-def network_layers(spec: TrialSpec, n_features: int, n_classes: int) -> tuple[str, ...]:
-    """The layer names of ``spec``'s network (built on the meta device: no memory, no init)."""
+def structure(spec: TrialSpec, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """``spec``'s network on the meta device (no memory, no init): its modules and layers, no values."""
     with torch.device("meta"):
-        return tuple(layer_tensors(build_model(spec.model, n_features, spec.widths, n_classes)))
+        return registry.build_network(spec.model, input_shape, spec.widths, n_classes)
 
 
-def wanted_keys(spec: TrialSpec, plan: MeasurementPlan, n_features: int, n_classes: int) -> list[SwapKey]:
+def network_layers(spec: TrialSpec, input_shape: tuple[int, ...], n_classes: int) -> tuple[str, ...]:
+    """The layer names of ``spec``'s network, in forward order."""
+    layers = registry.family(spec.model).layers(structure(spec, input_shape, n_classes))
+    return tuple(layer.name for layer in layers)
+
+
+def wanted_keys(
+    spec: TrialSpec, plan: MeasurementPlan, input_shape: tuple[int, ...], n_classes: int
+) -> list[SwapKey]:
     """Every key ``plan`` asks of ``spec``'s network."""
-    return plan_keys(plan, network_layers(spec, n_features, n_classes), spec.checkpoints)
+    return plan_keys(plan, network_layers(spec, input_shape, n_classes), spec.checkpoints)
 
 
 def _sortable(key: SwapKey) -> tuple:
@@ -97,7 +104,7 @@ def measure(
 ) -> list[dict]:
     """The swaps rows of ``keys`` for one network, evaluated on the full test set."""
     variants = list(swap_variants(spec, model, checkpoints, keys))
-    results = evaluate_variants(model, variants, data.x_test, data.y_test)
+    results = evaluate_variants(registry.family(spec.model), model, variants, data.x_test, data.y_test)
     return [
         {
             "trial_id": spec.trial_id,
@@ -116,7 +123,7 @@ def measure(
 
 def network_movement(spec: TrialSpec, model: nn.Module, checkpoints: dict[int, StateDict]) -> list[dict]:
     """The ``layers`` rows of a network from its checkpoints."""
-    return movement_rows(spec.trial_id, checkpoints, layer_tensors(model))
+    return movement_rows(spec.trial_id, checkpoints, registry.family(spec.model).layers(model))
 
 
 def network_criticality(
@@ -128,11 +135,9 @@ def network_criticality(
     layers: Sequence[str] | None = None,
 ) -> list[dict]:
     """The ``criticality`` rows of ``layers`` (default all) of a network."""
-    if not isinstance(model, MLP):
-        raise ValueError(f"criticality: model {spec.model!r} is not supported (MLP only)")
     return criticality_rows(
-        spec.trial_id, spec.seed, model, checkpoints[0], checkpoints[spec.epochs],
-        data.x_train, data.y_train, settings, layers,
+        spec.trial_id, spec.seed, registry.family(spec.model), model, checkpoints[0],
+        checkpoints[spec.epochs], data.x_train, data.y_train, settings, layers,
     )
 
 
@@ -163,18 +168,17 @@ def measure_stored(
     """
     if not missing:
         return 0
-    with torch.device("meta"):
-        structure = build_model(spec.model, data.x_train.shape[1], spec.widths, data.n_classes)
+    model = structure(spec, data.input_shape, data.n_classes)
     checkpoints = load_checkpoints(store, spec, device)
     written = 0
     relpath = batch_relpath(spec.trial_id, missing.keys)
     if missing.keys and not store.exists(relpath):
-        rows = measure(spec, structure, checkpoints, data, missing.keys)
+        rows = measure(spec, model, checkpoints, data, missing.keys)
         store.write_table(relpath, "swaps", pa.Table.from_pylist(rows))
         written += len(rows)
     relpath = layout.index_path("layers", spec.trial_id)
     if missing.movement and not store.exists(relpath):
-        rows = network_movement(spec, structure, checkpoints)
+        rows = network_movement(spec, model, checkpoints)
         store.write_table(relpath, "layers", pa.Table.from_pylist(rows))
         written += len(rows)
     if missing.criticality_layers and missing.settings is not None:
@@ -183,7 +187,7 @@ def measure_stored(
         relpath = criticality_batch_relpath(spec.trial_id, keys)
         if not store.exists(relpath):
             rows = network_criticality(
-                spec, structure, checkpoints, data, missing.settings, missing.criticality_layers
+                spec, model, checkpoints, data, missing.settings, missing.criticality_layers
             )
             store.write_table(relpath, "criticality", pa.Table.from_pylist(rows))
             written += len(rows)

@@ -1,8 +1,10 @@
-"""Layer-swap variants of a trained network and their test-set evaluation.
+"""Layer-swap variants of a trained network, and their test-set evaluation.
 
-Variants are built by reference: a variant is a dict of parameter tensors that
-points at the stored checkpoints, replacing one layer's entries. The model is
-never copied; evaluation runs it functionally on each dict.
+Variants are built by reference: a variant is a dict of tensors that points
+at the stored checkpoints, replacing one layer's entries (its parameters and
+running statistics, :attr:`~trainables.models.family.Layer.swapped`). The
+model is never copied; evaluation runs it functionally on each dict, in eval
+mode (:mod:`trainables.measure.evaluation`).
 
 Row semantics (DESIGN.md, swaps table):
 - ``none``        layer null, ``epoch`` = checkpoint evaluated (every checkpoint).
@@ -11,44 +13,38 @@ Row semantics (DESIGN.md, swaps table):
 - ``rerandomize`` trained network with ``layer`` freshly drawn from the init
                   distribution; ``draw`` is the draw index, the draw's seed is
                   ``derive_seed("rerandomize", seed, layer, draw)``; epoch null.
+                  A BatchNorm's affine parameters and running statistics go back
+                  to their initial values with the draw.
 - ``transplant``  epoch-0 network with ``layer`` taken from checkpoint ``epoch``
                   (the donor; the last epoch in a standard plan).
 - ``interpolate`` trained network with ``layer`` set to
                   ``(1-alpha)*theta_epoch + alpha*theta_T`` (``torch.lerp``, exact
                   at both ends: alpha 0 is ``reinit`` to ``epoch``, alpha 1 the
-                  trained network); ``epoch`` is 0 in a standard plan.
+                  trained network), running statistics too; ``epoch`` is 0 in a
+                  standard plan.
 
 Which variants are built is given by row keys (:mod:`trainables.plan`), so a
 network measured earlier is measured again only for the keys it lacks.
-
-:func:`evaluate_variants` evaluates many variants of an MLP at once: variants
-that share their first layers (the same tensor objects, as built here) share
-those layers' activations, computed once per test batch. Every reinit,
-rerandomize and interpolate (all alphas) of layer k starts from the trained network's activations before
-layer k, every transplant from the initial network's. The arithmetic per
-variant is exactly :func:`evaluate`'s, so the results are the same. (Stacking
-sibling layers into one wider matmul was measured too: the same FLOPs in
-already large products, no gain on a CPU.)
+:func:`evaluate_variants` evaluates them all, with the family's fast evaluator
+where it has one (the MLP's shares the activations of leading layers that
+variants have in common: :mod:`trainables.models.mlp_fast`).
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import functional_call
-from torch.nn import functional as F
 
-from trainables.models.mlp import MLP, layer_tensors
+from trainables.measure.evaluation import evaluate_many
+from trainables.models import registry
+from trainables.models.family import Evaluation, Layer, ModelFamily, StateDict
 from trainables.plan import SwapKey
 from trainables.seeding import derive_seed
 from trainables.spec import TrialSpec
-
-StateDict = dict[str, torch.Tensor]
-EVAL_BATCH = 4096
 
 
 @dataclass(frozen=True)
@@ -61,134 +57,82 @@ class SwapVariant:
     alpha: float | None = None
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    """Accuracy (fraction correct) and mean cross-entropy over ``n_test`` samples."""
-
-    test_acc: float
-    test_loss: float
-    n_test: int
-
-
 def with_layer(base: StateDict, keys: tuple[str, ...], source: StateDict) -> StateDict:
     """``base`` with the entries ``keys`` taken from ``source`` (no tensor is copied)."""
     return {**base, **{key: source[key] for key in keys}}
 
 
-def fresh_layer(model: nn.Module, layer: str, draw_seed: int, device: torch.device) -> StateDict:
-    """A new draw of ``layer``'s parameters from its own init, seeded, drawn on the CPU.
+def reset_layer(model: nn.Module, layer: Layer, seed: int) -> StateDict:
+    """The generic fresh draw: ``layer``'s modules reset by their own ``reset_parameters``, seeded,
+    on the CPU (a BatchNorm: weight 1, bias 0, running mean 0, variance 1).
 
     ``model`` may live on any device, the meta device included: only the
-    layer's structure is used.
+    layer's structure is used. The modules are reset in order, from one
+    generator seeded with ``seed``.
     """
-    module = copy.deepcopy(getattr(model, layer)).to_empty(device="cpu")
+    modules = [copy.deepcopy(model.get_submodule(path)).to_empty(device="cpu") for path in layer.modules]
+    for path, module in zip(layer.modules, modules, strict=True):
+        if not hasattr(module, "reset_parameters"):
+            raise ValueError(f"rerandomize: module {path!r} ({type(module).__name__}) of layer "
+                             f"{layer.name!r} has no reset_parameters to draw it from")
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(draw_seed)
-        module.reset_parameters()
-    return {f"{layer}.{key}": value.to(device) for key, value in module.state_dict().items()}
+        torch.manual_seed(seed)
+        for module in modules:
+            module.reset_parameters()
+    drawn = {f"{path}.{key}": value for path, module in zip(layer.modules, modules, strict=True)
+             for key, value in module.state_dict().items()}
+    return {key: drawn[key] for key in layer.keys}
+
+
+def fresh_layer(
+    family: ModelFamily, model: nn.Module, layer: Layer, seed: int, device: torch.device
+) -> StateDict:
+    """A new draw of ``layer`` (its swapped tensors) on ``device``: the family's own draw, or
+    :func:`reset_layer`."""
+    drawn = (family.fresh_draw or reset_layer)(model, layer, seed)
+    return {key: drawn[key].to(device) for key in layer.swapped}
+
+
+def interpolated(start: StateDict, end: StateDict, keys: tuple[str, ...], alpha: float) -> StateDict:
+    """``torch.lerp(start, end, alpha)`` of each floating-point tensor of ``keys``; ``end``'s of the rest."""
+    return {
+        key: torch.lerp(start[key], end[key], alpha) if end[key].is_floating_point() else end[key]
+        for key in keys
+    }
 
 
 def swap_variants(
     spec: TrialSpec, model: nn.Module, checkpoints: dict[int, StateDict], keys: Sequence[SwapKey]
 ) -> Iterator[SwapVariant]:
     """The variant of each key (see :func:`trainables.plan.plan_keys`), in order."""
+    family = registry.family(spec.model)
     trained, initial = checkpoints[spec.epochs], checkpoints[0]
-    layers = layer_tensors(model)
+    layers = {layer.name: layer for layer in family.layers(model)}
     device = next(iter(trained.values())).device
-    for kind, layer, epoch, alpha, draw in keys:
+    for kind, name, epoch, alpha, draw in keys:
         if kind == "none":
             yield SwapVariant(kind, None, epoch, None, checkpoints[epoch])
         elif kind == "reinit":
-            params = with_layer(trained, layers[layer], checkpoints[epoch])
-            yield SwapVariant(kind, layer, epoch, None, params)
+            params = with_layer(trained, layers[name].swapped, checkpoints[epoch])
+            yield SwapVariant(kind, name, epoch, None, params)
         elif kind == "rerandomize":
-            drawn = fresh_layer(model, layer, derive_seed("rerandomize", spec.seed, layer, draw), device)
-            yield SwapVariant(kind, layer, None, draw, with_layer(trained, layers[layer], drawn))
+            seed = derive_seed("rerandomize", spec.seed, name, draw)
+            drawn = fresh_layer(family, model, layers[name], seed, device)
+            yield SwapVariant(kind, name, None, draw, with_layer(trained, layers[name].swapped, drawn))
         elif kind == "transplant":
-            params = with_layer(initial, layers[layer], checkpoints[epoch])
-            yield SwapVariant(kind, layer, epoch, None, params)
+            params = with_layer(initial, layers[name].swapped, checkpoints[epoch])
+            yield SwapVariant(kind, name, epoch, None, params)
         elif kind == "interpolate":
-            names = layers[layer]
-            mixed = {key: torch.lerp(checkpoints[epoch][key], trained[key], alpha) for key in names}
-            yield SwapVariant(kind, layer, epoch, None, with_layer(trained, names, mixed), alpha)
+            swapped = layers[name].swapped
+            mixed = interpolated(checkpoints[epoch], trained, swapped, alpha)
+            yield SwapVariant(kind, name, epoch, None, with_layer(trained, swapped, mixed), alpha)
         else:
             raise ValueError(f"swap kind {kind!r} is not known")
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, params: StateDict, x: torch.Tensor, y: torch.Tensor) -> Evaluation:
-    """Run the full test set through ``model`` with ``params`` in place of its own."""
-    correct = torch.zeros((), dtype=torch.int64, device=x.device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
-    for start in range(0, x.shape[0], EVAL_BATCH):
-        xb, yb = x[start : start + EVAL_BATCH], y[start : start + EVAL_BATCH]
-        logits = functional_call(model, params, (xb,))
-        correct += (logits.argmax(dim=1) == yb).sum()
-        loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
-    n = x.shape[0]
-    return Evaluation(int(correct) / n, float(loss_sum) / n, n)
-
-
-@dataclass
-class _LayerNode:
-    """One layer's (weight, bias) applied to its parent's output in a tree of variants.
-
-    ``children`` are keyed by the identity of the next layer's tensors;
-    ``variants`` lists the indices of the variants whose last layer this is.
-    """
-
-    weight: torch.Tensor
-    bias: torch.Tensor
-    children: dict[tuple[int, int], _LayerNode] = field(default_factory=dict)
-    variants: list[int] = field(default_factory=list)
-
-
-def _variant_tree(
-    layer_names: tuple[str, ...], variants: Sequence[SwapVariant]
-) -> dict[tuple[int, int], _LayerNode]:
-    """Variants as paths of layers, merged where they share the same leading tensors."""
-    roots: dict[tuple[int, int], _LayerNode] = {}
-    for index, variant in enumerate(variants):
-        level = roots
-        for name in layer_names:
-            weight, bias = variant.params[f"{name}.weight"], variant.params[f"{name}.bias"]
-            node = level.setdefault((id(weight), id(bias)), _LayerNode(weight, bias))
-            level = node.children
-        node.variants.append(index)
-    return roots
-
-
-@torch.no_grad()
 def evaluate_variants(
-    model: nn.Module, variants: Sequence[SwapVariant], x: torch.Tensor, y: torch.Tensor
+    family: ModelFamily, model: nn.Module, variants: Sequence[SwapVariant], x: torch.Tensor, y: torch.Tensor
 ) -> list[Evaluation]:
-    """:func:`evaluate` of every variant, in order, computing shared leading layers once.
-
-    For an :class:`MLP`, the test set runs in batches of ``EVAL_BATCH`` through
-    the tree of variants (:func:`_variant_tree`); other models are evaluated one
-    variant at a time.
-    """
-    if not isinstance(model, MLP):
-        return [evaluate(model, variant.params, x, y) for variant in variants]
-    roots = _variant_tree(model.layer_names, variants)
-    correct = [torch.zeros((), dtype=torch.int64, device=x.device) for _ in variants]
-    loss_sum = [torch.zeros((), dtype=torch.float64, device=x.device) for _ in variants]
-
-    def visit(level: dict[tuple[int, int], _LayerNode], h: torch.Tensor, yb: torch.Tensor) -> None:
-        for node in level.values():
-            out = F.linear(h, node.weight, node.bias)
-            if node.children:
-                visit(node.children, torch.relu(out), yb)
-                continue
-            hits = (out.argmax(dim=1) == yb).sum()
-            loss = F.cross_entropy(out, yb, reduction="sum").double()
-            for index in node.variants:
-                correct[index] += hits
-                loss_sum[index] += loss
-
-    for start in range(0, x.shape[0], EVAL_BATCH):
-        visit(roots, x[start : start + EVAL_BATCH].flatten(1), y[start : start + EVAL_BATCH])
-    n = x.shape[0]
-    hits = torch.stack(correct).tolist()
-    losses = torch.stack(loss_sum).tolist()
-    return [Evaluation(c / n, loss / n, n) for c, loss in zip(hits, losses, strict=True)]
+    """Each variant's test accuracy and loss on (``x``, ``y``), in order
+    (:func:`trainables.measure.evaluation.evaluate_many`)."""
+    return evaluate_many(family, model, [variant.params for variant in variants], x, y)

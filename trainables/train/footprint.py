@@ -1,32 +1,130 @@
-"""What a trial of K packed networks costs: parameters, matmul FLOPs per step, peak memory.
+"""What a trial of K packed networks costs: parameters, FLOPs per step, bytes moved, peak memory.
 
-Pure arithmetic over a :class:`PackShape` (no torch), so the driver can plan
-packs and refuse what cannot fit before anything runs
-(``orchestrator/run/packing.py``), and ``python -m benchmarks gpu_check`` can set a
-measured peak against the same estimate on a machine that has only torch.
+The figures are measured from the network itself, built on the meta device
+(shapes only: no memory, no init, milliseconds) and run once at the trial's
+batch size (:func:`measure_network`, cached): FLOPs by
+``torch.utils.flop_counter.FlopCounterMode`` over one forward and backward,
+the tensors autograd keeps for backward by
+``torch.autograd.graph.saved_tensors_hooks``, every layer's output by forward
+hooks. :class:`PackShape` turns them into the memory estimate with which the
+driver plans packs and refuses what cannot fit before anything runs
+(``orchestrator/run/packing.py``), and against which ``python -m benchmarks
+gpu_check`` sets a measured peak on a machine that has only torch.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+from torch.nn import functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from trainables.measure.evaluation import EVAL_BATCH
+from trainables.models import registry
 
 FLOAT_BYTES = 4
 INDEX_BYTES = 8
-EVAL_BATCH = 4096
-"""Test samples evaluated at once during swap measurement."""
+
+
+@dataclass(frozen=True)
+class NetworkFootprint:
+    """One network measured at one batch size (``batch``), one training step: counts and bytes.
+
+    ``parameters``: trainable elements; ``parameter_bytes`` their bytes,
+    ``buffer_bytes`` those of the state_dict's other tensors (BatchNorm
+    running statistics). ``step_flops``: FLOPs of one forward and backward
+    (matrix products and convolutions, as ``FlopCounterMode`` counts them; the
+    input needs no gradient). ``input_bytes``: one float32 input batch.
+    ``saved_bytes``: what autograd keeps for backward, each storage once,
+    parameters and buffers not counted (the input batch and the labels are).
+    ``layer_output_bytes``: the outputs of every layer (the output of its last
+    module, a norm's where it has one).
+    """
+
+    batch: int
+    parameters: int
+    parameter_bytes: int
+    buffer_bytes: int
+    step_flops: int
+    input_bytes: int
+    saved_bytes: int
+    layer_output_bytes: int
+
+
+def output_bytes(output: object) -> int:
+    """Bytes of the tensors a module returned (one tensor, or a tuple or list of them)."""
+    if isinstance(output, torch.Tensor):
+        return output.nbytes
+    if isinstance(output, tuple | list):
+        return sum(output_bytes(item) for item in output)
+    return 0
+
+
+@lru_cache(maxsize=256)
+def measure_network(
+    model: str, widths: tuple[int, ...], input_shape: tuple[int, ...], n_classes: int, batch: int
+) -> NetworkFootprint:
+    """:class:`NetworkFootprint` of ``model`` with ``widths`` on samples of ``input_shape``, ``batch``
+    samples per step, measured on the meta device (the driver asks many times: cached)."""
+    with torch.device("meta"):
+        network = registry.build_network(model, input_shape, widths, n_classes).train()
+        x = torch.empty(batch, *input_shape, dtype=torch.float32)
+        y = torch.zeros(batch, dtype=torch.int64)
+    # A storage is known by its C++ StorageImpl (``_cdata``): on the meta device every data_ptr() is 0.
+    own = {tensor.untyped_storage()._cdata for tensor in (*network.parameters(), *network.buffers())}
+    saved: dict[int, int] = {}
+
+    def keep(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage._cdata not in own:
+            saved.setdefault(storage._cdata, storage.nbytes())
+        return tensor
+
+    outputs: list[int] = []
+    hooks = [
+        network.get_submodule(layer.modules[-1]).register_forward_hook(
+            lambda module, args, output: outputs.append(output_bytes(output))
+        )
+        for layer in registry.family(model).layers(network)
+    ]
+    try:
+        with FlopCounterMode(display=False) as flops:
+            with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+                loss = F.cross_entropy(network(x), y)
+            loss.backward()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    parameters = dict(network.named_parameters())
+    buffers = [tensor for key, tensor in network.state_dict().items() if key not in parameters]
+    return NetworkFootprint(
+        batch=batch,
+        parameters=sum(p.numel() for p in parameters.values()),
+        parameter_bytes=sum(p.nbytes for p in parameters.values()),
+        buffer_bytes=sum(b.nbytes for b in buffers),
+        step_flops=int(flops.get_total_flops()),
+        input_bytes=x.nbytes,
+        saved_bytes=sum(saved.values()),
+        layer_output_bytes=sum(outputs),
+    )
 
 
 @dataclass(frozen=True)
 class PackShape:
     """Everything that sizes one trial: the network, the data, the batch, what training keeps.
 
-    ``optimizer_slots``: tensors the optimizer keeps per parameter (0 plain
-    SGD, 1 SGD with momentum, 2 Adam). ``n_checkpoints``: saved copies of the
-    weights (every checkpoint epoch, epoch 0 included).
+    ``input_shape`` is one sample's (``(784,)`` for MNIST). ``optimizer_slots``:
+    tensors the optimizer keeps per parameter (0 plain SGD, 1 SGD with
+    momentum, 2 Adam). ``n_checkpoints``: saved copies of the weights (every
+    checkpoint epoch, epoch 0 included).
     """
 
+    model: str
     widths: tuple[int, ...]
-    n_features: int
+    input_shape: tuple[int, ...]
     n_classes: int
     n_train: int
     n_test: int
@@ -35,29 +133,28 @@ class PackShape:
     optimizer_slots: int = 2
 
     @property
+    def footprint(self) -> NetworkFootprint:
+        """One network measured at the trial's batch size."""
+        return measure_network(self.model, self.widths, self.input_shape, self.n_classes, self.batch_size)
+
+    @property
     def parameters(self) -> int:
-        """Weights and biases of one MLP ``n_features -> widths -> n_classes``."""
-        dims = (self.n_features, *self.widths, self.n_classes)
-        return sum(i * o + o for i, o in zip(dims[:-1], dims[1:], strict=True))
+        """Trainable parameters of one network."""
+        return self.footprint.parameters
 
     @property
     def step_flops(self) -> int:
-        """Matmul FLOPs of one training step of one network (forward, weight and input gradients).
+        """FLOPs of one training step of one network (forward, weight and input gradients)."""
+        return self.footprint.step_flops
 
-        The first layer needs no input gradient (its input is data), so a weight of
-        shape (out, in) costs ``2*B*in*out`` forward, as much for its gradient, and
-        as much again for its input's gradient except in the first layer.
-        """
-        dims = (self.n_features, *self.widths, self.n_classes)
-        flops = 0
-        for index, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
-            passes = 2 if index == 0 else 3
-            flops += passes * 2 * self.batch_size * fan_in * fan_out
-        return flops
+    @property
+    def packable(self) -> bool:
+        """Whether the family trains networks together (has a stacked form)."""
+        return registry.family(self.model).stack is not None
 
     @property
     def step_bytes(self) -> int:
-        """Bytes one training step of one network must move at least (float32).
+        """Bytes one training step of one network must move at least.
 
         Weights: read forward, read for the input gradient, gradient written, then
         the optimizer reads weight and gradient and writes the weight (6 passes).
@@ -65,26 +162,37 @@ class PackShape:
         written, read by the next layer and by backward, its gradient written and
         read (5 passes).
         """
-        units = sum(self.widths) + self.n_classes
-        return FLOAT_BYTES * (6 * self.parameters + self.batch_size * (2 * self.n_features + 5 * units))
+        network = self.footprint
+        return 6 * network.parameter_bytes + 2 * network.input_bytes + 5 * network.layer_output_bytes
 
     def memory(self) -> MemoryEstimate:
         """Upper estimate of a trial's tensor memory, split into shared and per-network bytes.
 
-        Shared: the dataset (float32 features, int64 labels) and swap evaluation of
-        :data:`EVAL_BATCH` test samples through up to three cached activation
-        paths; while the dataset is normalised, one more float32 copy of it exists
-        (``load_transient``, before any network). Per network: parameters,
-        gradients, the optimizer's tensors, the checkpoint copies, its shuffle
-        order, and one step's activations (kept for backward, and their gradients).
+        Shared: the dataset (float32 inputs, int64 labels) and swap evaluation of
+        :data:`EVAL_BATCH` test samples (inputs and every layer's outputs) through
+        up to three cached activation paths; while the dataset is normalised, one
+        more float32 copy of it exists (``load_transient``, before any network).
+        Per network: parameters, gradients, the optimizer's tensors, the
+        checkpoint copies (buffers included), its shuffle order, and one step's
+        activations: what autograd saves for backward, and per layer three more
+        of its output's size (the output before the activation where that is not
+        saved, its gradient and the gradient of the activation).
         """
         n_samples = self.n_train + self.n_test
-        units = sum(self.widths) + self.n_classes
-        data = n_samples * (self.n_features * FLOAT_BYTES + INDEX_BYTES)
-        evaluation = 3 * min(EVAL_BATCH, self.n_test) * (self.n_features + units) * FLOAT_BYTES
-        weights = self.parameters * FLOAT_BYTES * (2 + self.optimizer_slots + self.n_checkpoints)
-        step = self.batch_size * (self.n_features + 4 * units) * FLOAT_BYTES + self.n_train * INDEX_BYTES
-        return MemoryEstimate(data + evaluation, weights + step, n_samples * self.n_features * FLOAT_BYTES)
+        features = math.prod(self.input_shape)
+        data = n_samples * (features * FLOAT_BYTES + INDEX_BYTES)
+        evaluated = measure_network(
+            self.model, self.widths, self.input_shape, self.n_classes, min(EVAL_BATCH, self.n_test)
+        )
+        evaluation = 3 * (evaluated.input_bytes + evaluated.layer_output_bytes)
+        network = self.footprint
+        weights = (
+            network.parameter_bytes * (2 + self.optimizer_slots)
+            + (network.parameter_bytes + network.buffer_bytes) * self.n_checkpoints
+            + network.buffer_bytes
+        )
+        step = network.saved_bytes + 3 * network.layer_output_bytes + self.n_train * INDEX_BYTES
+        return MemoryEstimate(data + evaluation, weights + step, n_samples * features * FLOAT_BYTES)
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from trainables.data.tensors import DatasetTensors
-from trainables.models.mlp import build_model
+from trainables.models.family import StateDict
+from trainables.models.registry import build_network
 from trainables.seeding import derive_seed
 from trainables.spec import OptimizerSpec, TrialSpec
 from trainables.train.cuda_graphs import training_step
 from trainables.train.precision import forward_precision, training_precision
 
-StateDict = dict[str, torch.Tensor]
 SnapshotCallback = Callable[[int, StateDict], None]
 """Called with (epoch, detached copy of the weights) at epoch 0 and each checkpoint epoch."""
 
@@ -77,14 +77,14 @@ class TrainedNetwork:
     train_seconds: float
 
 
-def initial_model(spec: TrialSpec, in_features: int, n_classes: int) -> nn.Module:
-    """The network at epoch 0: PyTorch's default init drawn from ``spec.seed``.
+def initial_model(spec: TrialSpec, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """The network at epoch 0 for samples of ``input_shape``: its family's init drawn from ``spec.seed``.
 
     Built on the CPU so the initial weights are bit-identical on every device.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
-        return build_model(spec.model, in_features, spec.widths, n_classes)
+        return build_network(spec.model, input_shape, spec.widths, n_classes)
 
 
 def make_optimizer(spec: OptimizerSpec, params: list[nn.Parameter]) -> torch.optim.Optimizer:
@@ -137,13 +137,14 @@ def train_network(
 ) -> TrainedNetwork:
     """Train for ``spec.epochs`` epochs of minibatch steps over a seeded shuffle.
 
-    The last partial batch is kept (as a DataLoader with drop_last=False).
+    The model trains in train mode (set here). The last partial batch is kept
+    (as a DataLoader with drop_last=False).
     The precision setting holds for the whole loop (:func:`training_precision`).
     ``train_seconds`` counts only the epochs run by this call. ``graphs``: on a
     CUDA device, replay the steps from CUDA graphs (same weights, fewer launches;
     ``trainables/train/cuda_graphs.py``).
     """
-    model = initial_model(spec, data.x_train.shape[1], data.n_classes).to(device)
+    model = initial_model(spec, data.input_shape, data.n_classes).to(device).train()
     optimizer = make_optimizer(spec.optimizer, list(model.parameters()))
     shuffle = torch.Generator().manual_seed(derive_seed("shuffle", spec.seed))
     if resume is None:

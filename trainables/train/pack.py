@@ -1,9 +1,11 @@
-"""Training a pack of K networks of the same widths at once: stacked weights, batched matmul.
+"""Training a pack of K networks of the same widths at once, in their family's stacked form.
 
-Layer ``i`` of every network in the pack is one stacked (transposed) weight
-``(K, in, out)`` and one stacked bias ``(K, out)``; each step runs
-``torch.baddbmm`` over the K networks' own minibatches. Per network, everything
-matches :func:`train_network`:
+The family stacks the K networks' tensors (:class:`~trainables.models.family.StackedNetworks`;
+the MLP's is :class:`~trainables.models.mlp.StackedMLP`: per layer one stacked
+transposed weight ``(K, in, out)`` and one stacked bias ``(K, out)``, each step
+one ``torch.baddbmm`` over the K networks' own minibatches); a family without
+a stacked form trains one network per trial. Per network, everything matches
+:func:`train_network`:
 
 - initial weights: built by :func:`initial_model` and stacked, so epoch 0 is
   bit-identical to the unpacked network;
@@ -35,12 +37,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from trainables.data.tensors import DatasetTensors
-from trainables.models.mlp import MLP
+from trainables.models import registry
+from trainables.models.family import StackedNetworks, StateDict
 from trainables.seeding import derive_seed
 from trainables.spec import TrialSpec
 from trainables.train.cuda_graphs import training_step
 from trainables.train.network import (
-    StateDict,
     TrainedNetwork,
     TrainingState,
     initial_model,
@@ -56,13 +58,19 @@ class PackEpochEnd:
 
     ``train_losses`` is each network's mean training loss, in spec order;
     ``state`` is the whole pack's resumable state: ``model`` holds the stacked
-    tensors (:meth:`StackedMLP.stacked_state`), ``shuffle_rng`` the K shuffle
-    generators' states stacked (K, n).
+    tensors (:meth:`~trainables.models.family.StackedNetworks.stacked_state`),
+    ``shuffle_rng`` the K shuffle generators' states stacked (K, n); ``stack``
+    is the live stack itself.
     """
 
     epoch: int
     train_losses: list[float]
     state: TrainingState
+    stack: StackedNetworks
+
+    def network(self, k: int) -> StateDict:
+        """Network ``k``'s state_dict after this epoch, as views into the live stacked tensors."""
+        return self.stack.network_view(k)
 
 
 @dataclass(frozen=True)
@@ -78,76 +86,13 @@ PackSnapshotCallback = Callable[[int, int, StateDict], None]
 """Called with (network index in the pack, epoch, detached copy of its weights) at epoch 0
 and each checkpoint epoch."""
 
-@dataclass
-class StackedMLP:
-    """The pack's trainable tensors: per layer a transposed stacked weight and a stacked bias.
-
-    ``weights[i]`` is (K, in, out), network k's ``fc{i+1}.weight`` transposed;
-    ``biases[i]`` is (K, out). The transposed layout lets ``baddbmm`` run
-    without transposes and makes each weight's gradient come out in the
-    parameter's own layout, so autograd never copies it (the (K, out, in)
-    layout measured 25% slower on the seed network).
-    """
-
-    layer_names: tuple[str, ...]
-    weights: list[nn.Parameter]
-    biases: list[nn.Parameter]
-
-    @classmethod
-    def of(cls, models: list[MLP]) -> StackedMLP:
-        """The models' weights stacked on their device (copies; the models are left as they are)."""
-        names = models[0].layer_names
-        layers = [[getattr(model, name) for model in models] for name in names]
-        return cls(
-            names,
-            [nn.Parameter(torch.stack([layer.weight.detach().t() for layer in stack])) for stack in layers],
-            [nn.Parameter(torch.stack([layer.bias.detach() for layer in stack])) for stack in layers],
-        )
-
-    def parameters(self) -> list[nn.Parameter]:
-        return [p for pair in zip(self.weights, self.biases, strict=True) for p in pair]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (K, B, n_classes) of each network on its own batch ``x`` (K, B, in)."""
-        last = len(self.weights) - 1
-        for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
-            x = torch.baddbmm(bias.unsqueeze(1), x, weight)
-            if i < last:
-                x = torch.relu(x)
-        return x
-
-    def stacked_state(self) -> StateDict:
-        """The stacked tensors (live references): ``fcN.weight_t`` (K, in, out), ``fcN.bias`` (K, out)."""
-        state: StateDict = {}
-        for name, weight, bias in zip(self.layer_names, self.weights, self.biases, strict=True):
-            state[f"{name}.weight_t"] = weight.detach()
-            state[f"{name}.bias"] = bias.detach()
-        return state
-
-    @torch.no_grad()
-    def load(self, state: StateDict) -> None:
-        """Copy stacked tensors saved from :meth:`stacked_state` into this pack."""
-        for key, tensor in self.stacked_state().items():
-            tensor.copy_(state[key])
-
-    def state_dict(self, k: int) -> StateDict:
-        """Network ``k``'s weights as an MLP state_dict (contiguous detached copies)."""
-        state: StateDict = {}
-        for name, weight, bias in zip(self.layer_names, self.weights, self.biases, strict=True):
-            state[f"{name}.weight"] = weight[k].detach().t().clone(memory_format=torch.contiguous_format)
-            state[f"{name}.bias"] = bias[k].detach().clone()
-        return state
-
-
-def network_view(stacked: StateDict, k: int) -> StateDict:
-    """Network ``k``'s MLP state_dict as views into :meth:`StackedMLP.stacked_state` tensors."""
-    view: StateDict = {}
-    for key, tensor in stacked.items():
-        if key.endswith(".weight_t"):
-            view[key.removesuffix("_t")] = tensor[k].t()
-        else:
-            view[key] = tensor[k]
-    return view
+def stack_networks(model: str, models: list[nn.Module]) -> StackedNetworks:
+    """``models`` in their family's stacked form; ValueError (one line) for a family without one."""
+    stack = registry.family(model).stack
+    if stack is None:
+        raise ValueError(f"pack: model {model!r} has no stacked form to train networks together; "
+                         "set pack: 1")
+    return stack(models)
 
 
 def check_pack(specs: list[TrialSpec]) -> None:
@@ -183,18 +128,18 @@ def pack_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def gather(data: DatasetTensors, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each network's minibatch: features (K, B, D) and labels (K, B) for sample indices (K, B).
+    """Each network's minibatch: inputs (K, B, *input_shape) and labels (K, B) for sample indices (K, B).
 
     ``index_select`` on the flattened indices: 3-4 times faster on a CPU than
     indexing with a 2-D tensor.
     """
     flat = batch.reshape(-1)
-    x = data.x_train.index_select(0, flat).view(*batch.shape, -1)
+    x = data.x_train.index_select(0, flat).view(*batch.shape, *data.input_shape)
     return x, data.y_train.index_select(0, flat).view(batch.shape)
 
 
 def pack_step(
-    stack: StackedMLP, optimizer: torch.optim.Optimizer, data: DatasetTensors, batch: torch.Tensor,
+    stack: StackedNetworks, optimizer: torch.optim.Optimizer, data: DatasetTensors, batch: torch.Tensor,
     precision: str,
 ) -> torch.Tensor:
     """One step of every network on its minibatch ``batch`` (K, B) of sample indices; losses (K,), detached.
@@ -221,7 +166,7 @@ def train_pack(
 ) -> list[TrainedNetwork]:
     """Train the networks of ``specs`` together; one :class:`TrainedNetwork` per spec, in order.
 
-    Each result's ``model`` is an ordinary MLP holding that network's final
+    Each result's ``model`` is an ordinary network (its family's module) holding that network's final
     weights, ``checkpoints`` its weights at every checkpoint epoch (as
     :func:`train_network`), and ``train_seconds`` the pack's training wall time
     in this call divided by the number of networks (seconds). ``on_snapshot``,
@@ -229,8 +174,8 @@ def train_pack(
     """
     check_pack(specs)
     first = specs[0]
-    models = [initial_model(spec, data.x_train.shape[1], data.n_classes).to(device) for spec in specs]
-    stack = StackedMLP.of(models)
+    models = [initial_model(spec, data.input_shape, data.n_classes).to(device) for spec in specs]
+    stack = stack_networks(first.model, models)
     optimizer = make_optimizer(first.optimizer, stack.parameters())
     shuffles = [torch.Generator().manual_seed(derive_seed("shuffle", spec.seed)) for spec in specs]
     if resume is None:
@@ -264,7 +209,7 @@ def train_pack(
             if on_epoch is not None:
                 rng = torch.stack([shuffle.get_state() for shuffle in shuffles])
                 state = TrainingState(epoch, stack.stacked_state(), optimizer.state_dict(), rng)
-                on_epoch(PackEpochEnd(epoch, (loss_sums / n_train).tolist(), state))
+                on_epoch(PackEpochEnd(epoch, (loss_sums / n_train).tolist(), state, stack))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = (time.perf_counter() - started) / len(specs)

@@ -22,15 +22,17 @@ import safetensors.torch
 import torch
 
 from trainables.data.tensors import DatasetTensors
+from trainables.measure.evaluation import evaluate
 from trainables.measure.stored import (
     load_checkpoints,
     measure,
     network_criticality,
     network_movement,
+    structure,
     wanted_keys,
 )
-from trainables.measure.swaps import evaluate
-from trainables.models.mlp import build_model, tensor_layer
+from trainables.models import registry
+from trainables.models.family import StateDict, layer_of_keys
 from trainables.plan import MeasurementPlan
 from trainables.spec import TrialSpec
 from trainables.store import Store, layout
@@ -40,7 +42,6 @@ from trainables.train.device import cuda_columns
 from trainables.train.network import (
     EpochCallback,
     Resume,
-    StateDict,
     TrainedNetwork,
     TrainingState,
     train_network,
@@ -89,12 +90,12 @@ def save_checkpoint(
 
 
 def checkpoint_rows(trial_id: str, epoch: int, state: StateDict, layers: dict[str, str]) -> list[dict]:
-    """The weights index rows of one checkpoint file."""
+    """The weights index rows of one checkpoint file (``layer`` null for a tensor outside every layer)."""
     return [
         {
             "trial_id": trial_id,
             "epoch": epoch,
-            "layer": layers[key],
+            "layer": layers.get(key),
             "tensor": key,
             "shape": list(tensor.shape),
             "dtype": str(tensor.dtype).removeprefix("torch."),
@@ -126,8 +127,8 @@ def run_networks(
     rewritten nor recorded again.
     """
     first = specs[0]
-    with torch.device("meta"):  # layer names only: no memory, no init
-        layers = tensor_layer(build_model(first.model, data.x_train.shape[1], first.widths, data.n_classes))
+    network = structure(first, data.input_shape, data.n_classes)
+    layers = layer_of_keys(registry.family(first.model).layers(network))
     for spec in specs:
         if spec.trial_id not in finished:
             store.write_bytes(layout.spec_path(spec.trial_id), spec.canonical_json())
@@ -212,7 +213,7 @@ def record_network(
     """
     trial_id = spec.trial_id
     swap_started = time.perf_counter()
-    keys = wanted_keys(spec, plan, data.x_train.shape[1], data.n_classes)
+    keys = wanted_keys(spec, plan, data.input_shape, data.n_classes)
     swap_rows = measure(spec, network.model, network.checkpoints, data, keys)
     swap_seconds = time.perf_counter() - swap_started
     movement = network_movement(spec, network.model, network.checkpoints)

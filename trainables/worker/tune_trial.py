@@ -35,12 +35,13 @@ import torch
 from ray import tune
 
 from trainables.data.tensors import DatasetArrays, DatasetTensors
+from trainables.models.family import StateDict
 from trainables.plan import MeasurementPlan
 from trainables.spec import TrialSpec
 from trainables.store import Store
 from trainables.train.device import make_deterministic, trial_device
-from trainables.train.network import EpochEnd, StateDict, TrainingState
-from trainables.train.pack import PackEpochEnd, network_view
+from trainables.train.network import EpochEnd, TrainingState
+from trainables.train.pack import PackEpochEnd
 from trainables.worker.fault_injection import CrashAfterEpoch
 from trainables.worker.pack_job import Placement, run_networks
 from trainables.worker.wandb_log import WandbRun, WandbSpec, close_runs
@@ -79,7 +80,7 @@ class TuneTrialConfig:
 
 def network_params(end: EpochEnd | PackEpochEnd, k: int) -> StateDict:
     """Network ``k``'s weights (views) from an epoch report of one network or a pack."""
-    return network_view(end.state.model, k) if isinstance(end, PackEpochEnd) else end.state.model
+    return end.network(k) if isinstance(end, PackEpochEnd) else end.state.model
 
 
 @dataclass

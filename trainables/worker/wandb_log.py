@@ -22,14 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from trainables.data.tensors import DatasetTensors
-from trainables.measure.swaps import evaluate
-from trainables.models.mlp import build_model
+from trainables.measure.evaluation import evaluate
+from trainables.measure.stored import structure
+from trainables.models.family import StateDict
 from trainables.spec import TrialSpec
 from trainables.store import Store, layout
-from trainables.train.network import StateDict
 
 SWAP_TABLE_COLUMNS = ("kind", "layer", "epoch", "alpha", "draw", "test_acc", "test_loss")
 SUMMARY_KEYS = ("test_acc", "test_loss", "init_test_acc", "train_acc", "train_seconds", "swap_seconds")
@@ -116,8 +114,7 @@ class WandbRun:
         self.relpath = f"{layout.wandb_runs_dir(sweep)}/{spec.trial_id}"
         away = bool(settings.home_node) and node_id != settings.home_node
         self.scratch = Path(tempfile.mkdtemp(prefix="layerswap-wandb-")) if away else None
-        with torch.device("meta"):  # structure only: evaluated with the epoch's tensors
-            self.model = build_model(spec.model, data.x_train.shape[1], spec.widths, data.n_classes)
+        self.model = structure(spec, data.input_shape, data.n_classes)  # evaluated with the epoch's tensors
         self._guard("init", self._init, spec, sweep)
         if self.run is None:
             self._drop_scratch()
@@ -143,7 +140,7 @@ class WandbRun:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
     def log_epoch(self, epoch: int, train_loss: float, params: StateDict) -> None:
-        """Training loss of the epoch and test accuracy of the network (``params``) after it."""
+        """Training loss of the epoch and test accuracy (eval mode) of the network (``params``) after it."""
         self._guard("log", self._log_epoch, epoch, train_loss, params)
 
     def _log_epoch(self, epoch: int, train_loss: float, params: StateDict) -> None:

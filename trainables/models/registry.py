@@ -1,0 +1,44 @@
+"""Which model family answers to which ``model:`` name, without importing torch.
+
+The CLI validates a config's ``model`` against :data:`MODELS` before anything
+heavy is imported; a worker asks :func:`family` for the family, which imports
+the family's module (torch and all) on first use. Each family module defines
+``FAMILY``, a :class:`trainables.models.family.ModelFamily` whose ``models``
+are exactly the names mapped to it here (tests/test_families.py checks).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from trainables.models.family import ModelFamily
+
+FAMILIES: dict[str, str] = {
+    "mlp": "trainables.models.mlp",
+}
+"""Model name -> the module that defines its family's ``FAMILY``."""
+
+MODELS: tuple[str, ...] = tuple(FAMILIES)
+
+
+def family(name: str) -> ModelFamily:
+    """The family that builds ``model: name``; ValueError (one line) for an unknown name."""
+    module = FAMILIES.get(name)
+    if module is None:
+        raise ValueError(f"model: {name!r} is not known; allowed: {', '.join(MODELS)}")
+    return importlib.import_module(module).FAMILY
+
+
+def build_network(
+    name: str, input_shape: tuple[int, ...], widths: tuple[int, ...], n_classes: int
+) -> nn.Module:
+    """``model: name`` for samples of ``input_shape`` (one sample, e.g. ``(784,)``) and ``n_classes``.
+
+    Built where torch puts new tensors (the default device, or the meta device
+    inside ``with torch.device("meta")``), with the family's own initialisation.
+    """
+    return family(name).build(name, input_shape, widths, n_classes)
