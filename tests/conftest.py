@@ -1,4 +1,7 @@
-"""Shared fixtures: a real local Ray, tiny sweep configs on the synthetic dataset, a second model family."""
+"""Shared fixtures: a real local Ray, one torch thread, a tiny sweep config, a second model family.
+
+Helpers that tests import live in tests/helpers.py (no test imports this module).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import ray
 import torch
 
 from orchestrator.config.sweep_config import SweepConfig, parse_config
+from tests.helpers import tiny_raw_config
 from trainables.models import registry
 
 
@@ -36,27 +40,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def tiny_raw_config(store: Path, **overrides) -> dict:
-    raw = {
-        "name": "tiny",
-        "dataset": "synthetic",
-        "model": "mlp",
-        "widths": [[16, 8], [12]],
-        "seeds": 2,
-        "epochs": 3,
-        "batch_size": 64,
-        "optimizer": {"name": "sgd", "lr": 0.1},
-        "checkpoints": [0, 1, 3],
-        "swaps": ["reinit", "rerandomize", "transplant"],
-        # CPU trials: a trial given a GPU share fails where torch sees no CUDA device, and on a
-        # GPU machine weights trained on the GPU would not match the CPU ones the tests compute.
-        "resources": {"cpu_per_trial": 0.5, "gpu_per_trial": 0},
-        "store": str(store),
-    }
-    raw.update(overrides)
-    return raw
 
 
 @pytest.fixture

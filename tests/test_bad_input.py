@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from orchestrator.cli import main
-from tests.conftest import tiny_raw_config
+from tests.helpers import tiny_raw_config
 
 BAD_VALUES = [
     # (field override, text the error line must contain)

@@ -15,7 +15,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from orchestrator.config.sweep_config import parse_config
 from orchestrator.run.budget import compute_mode_warnings, gpu_budget, machine_memory_bytes
 from orchestrator.run.sweep import run_sweep
-from tests.conftest import tiny_raw_config
+from tests.helpers import tiny_raw_config
 from trainables.data.datasets import load_dataset
 from trainables.spec import OptimizerSpec, TrialSpec
 from trainables.train.device import GpuMemory, cuda_columns

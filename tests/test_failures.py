@@ -18,7 +18,7 @@ import yaml
 from orchestrator.config.grid import expand_grid
 from orchestrator.config.sweep_config import parse_config
 from orchestrator.run.sweep import run_sweep
-from tests.conftest import tiny_raw_config
+from tests.helpers import tiny_raw_config
 from trainables.data.datasets import load_dataset
 from trainables.store import Store, layout
 from trainables.store.schemas import TRIALS_SCHEMA, WEIGHTS_SCHEMA

@@ -31,7 +31,7 @@ from orchestrator import cli
 from orchestrator.config.blocks import MAX_NETWORKS
 from orchestrator.config.grid import expand_grid
 from orchestrator.config.sweep_config import load_config, parse_config
-from tests.conftest import tiny_raw_config
+from tests.helpers import tiny_raw_config
 from tests.test_s3_store import BUCKET, s3_endpoint  # noqa: F401  (fixture: a moto S3 server)
 from trainables.data.datasets import load_dataset
 from trainables.store import Store, layout

@@ -25,7 +25,7 @@ from orchestrator.cli import main
 from orchestrator.config.sweep_config import parse_config
 from orchestrator.config.values import ConfigError
 from orchestrator.run.sweep import run_sweep
-from tests.conftest import tiny_raw_config
+from tests.helpers import tiny_raw_config
 from trainables.measure.criticality import SUBSET_BATCH, layer_criticalities, sigma_grid
 from trainables.models.mlp import FAMILY, MLP
 from trainables.models.mlp_fast import MLPNoiseLoss

@@ -12,7 +12,7 @@ from orchestrator.config.sweep_config import parse_config
 from orchestrator.config.values import ConfigError
 from orchestrator.run.budget import MemoryBudget, check_memory
 from orchestrator.run.packing import MAX_PACK, largest_pack, make_packs, make_queues
-from tests.conftest import tiny_raw_config
+from tests.helpers import tiny_raw_config
 from trainables.data.datasets import load_dataset
 from trainables.spec import OptimizerSpec, TrialSpec
 from trainables.train.footprint import PackShape

@@ -13,7 +13,7 @@ import yaml
 from orchestrator.cli import main
 from orchestrator.config.blocks import Resources
 from orchestrator.run.preflight import assess, run_preflight
-from tests.conftest import tiny_raw_config
+from tests.helpers import tiny_raw_config
 from trainables.worker.probes import Versions
 
 

@@ -15,7 +15,7 @@ import yaml
 from orchestrator.cli import main
 from orchestrator.config.grid import expand_grid
 from orchestrator.config.sweep_config import parse_config
-from tests.conftest import tiny_raw_config
+from tests.helpers import tiny_raw_config
 from trainables.store import Store, StoreError
 
 BUCKET = "layerswap-test"

@@ -20,7 +20,7 @@ from orchestrator.cli import main
 from orchestrator.config.grid import expand_grid
 from orchestrator.config.sweep_config import parse_config
 from orchestrator.run.sweep import run_sweep
-from tests.conftest import tiny_raw_config
+from tests.helpers import tiny_raw_config
 from trainables.data.datasets import load_dataset
 from trainables.models.registry import build_network
 from trainables.seeding import derive_seed

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from ray.cluster_utils import Cluster
 
-from tests.conftest import tiny_raw_config
+from tests.helpers import tiny_raw_config
 from trainables.store import Store
 
 

@@ -22,7 +22,7 @@ from orchestrator.catalog.verify import verify_store
 from orchestrator.cli import main
 from orchestrator.config.grid import expand_grid
 from orchestrator.config.sweep_config import parse_config
-from tests.conftest import tiny_raw_config
+from tests.helpers import tiny_raw_config
 from trainables.data.datasets import load_dataset
 from trainables.store import Store, layout
 from trainables.store.schemas import TABLE_SCHEMAS

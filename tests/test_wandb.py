@@ -23,7 +23,7 @@ from orchestrator.config.values import ConfigError
 from orchestrator.run.sweep import run_sweep
 from orchestrator.wandb.report import attach_report
 from orchestrator.wandb.settings import resolve_wandb
-from tests.conftest import tiny_raw_config
+from tests.helpers import tiny_raw_config
 from tests.wandb_records import WANDB_VARIABLES, offline_runs, wandb_sync_dry_run
 from trainables.store import Store
 from trainables.worker.wandb_log import WandbSpec

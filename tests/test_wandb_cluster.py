@@ -13,7 +13,7 @@ from ray.cluster_utils import Cluster
 
 from orchestrator.config.grid import expand_grid
 from orchestrator.config.sweep_config import parse_config
-from tests.conftest import tiny_raw_config
+from tests.helpers import tiny_raw_config
 from tests.wandb_records import WANDB_VARIABLES, offline_runs, read_run, wandb_sync_dry_run
 from trainables.store import Store
 

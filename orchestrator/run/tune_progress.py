@@ -17,14 +17,18 @@ def label(trial) -> str:
 
 
 def error_line(trial) -> str:
-    """The exception line of a failed Tune trial's error (e.g. ``DeviceError: ...``), and its file."""
+    """The exception line of a failed Tune trial's error, its class named without its module
+    (``DeviceError: ...``), and the file that holds the traceback."""
     try:
         text = trial.get_error() or ""
     except OSError:
         text = ""
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
     found = next((line for line in reversed(lines) if line.split(":", 1)[0].endswith("Error")), None)
-    return f"{found} (details: {trial.error_file})" if found else str(trial.error_file)
+    if found is None:
+        return str(trial.error_file)
+    name, _, message = found.partition(":")
+    return f"{name.rsplit('.', 1)[-1]}:{message} (details: {trial.error_file})"
 
 
 class ProgressCallback(tune.Callback):

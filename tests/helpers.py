@@ -1,0 +1,26 @@
+"""Helpers shared by the tests (imported as ``from tests.helpers import ...``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def tiny_raw_config(store: Path, **overrides) -> dict:
+    raw = {
+        "name": "tiny",
+        "dataset": "synthetic",
+        "model": "mlp",
+        "widths": [[16, 8], [12]],
+        "seeds": 2,
+        "epochs": 3,
+        "batch_size": 64,
+        "optimizer": {"name": "sgd", "lr": 0.1},
+        "checkpoints": [0, 1, 3],
+        "swaps": ["reinit", "rerandomize", "transplant"],
+        # CPU trials: a trial given a GPU share fails where torch sees no CUDA device, and on a
+        # GPU machine weights trained on the GPU would not match the CPU ones the tests compute.
+        "resources": {"cpu_per_trial": 0.5, "gpu_per_trial": 0},
+        "store": str(store),
+    }
+    raw.update(overrides)
+    return raw
