@@ -87,15 +87,21 @@ def format_value(value: object) -> str:
     return "none" if value is None else str(value)
 
 
+MISSING = object()
+"""A field a spec does not hold: written only off its default, so it has its default value."""
+
+
 def _part(field: str, value: object) -> str:
+    shown = "default" if value is MISSING else format_value(value)
     if field in BARE_VALUES:
-        return format_value(value)
-    return f"{SHORT_NAMES.get(field, field.rsplit('.', 1)[-1])} {format_value(value)}"
+        return f"{field} {shown}" if value is MISSING else shown
+    return f"{SHORT_NAMES.get(field, field.rsplit('.', 1)[-1])} {shown}"
 
 
 def _order_key(value: object) -> tuple:
-    """Numbers by magnitude, sequences element by element, anything else by its text; None first."""
-    if value is None:
+    """Defaults (missing fields) first, numbers by magnitude, sequences element by element, anything
+    else by its text."""
+    if value is MISSING or value is None:
         return (0,)
     if isinstance(value, bool | int | float):
         return (1, float(value))
@@ -118,12 +124,12 @@ def name_configs(specs: Mapping[str, Mapping[str, object]]) -> dict[str, str]:
 
     def order(config_id: str) -> tuple:
         spec = specs[config_id]
-        return (tuple(_order_key(spec.get(name)) for name in fields), config_id)
+        return (tuple(_order_key(spec.get(name, MISSING)) for name in fields), config_id)
 
     names = {}
     for config_id in sorted(specs, key=order):
         spec = specs[config_id]
-        parts = [_part(name, spec.get(name)) for name in fields]
+        parts = [_part(name, spec.get(name, MISSING)) for name in fields]
         described = ", ".join(parts) if parts else "configuration"
         names[config_id] = f"{described} · {config_id[:HASH_CHARS]}"
     return names

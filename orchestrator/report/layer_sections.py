@@ -189,8 +189,8 @@ def censoring_sentence(rows: list[pd.Series], settings: str) -> str | None:
     return (
         f"{'Most' if 2 * censored > measured else 'Half'} of the criticality scores here are censored "
         f"({censored} of {measured} layer scores): {why}; "
-        f"raise `{setting}` in the sweep config's `criticality:` block (now {now}) and run the sweep "
-        "again (nothing is retrained) to resolve them."
+        f"raise criticality.{setting} in the sweep config (now {now}) and run the sweep again "
+        "(nothing is retrained) to resolve them."
     )
 
 
@@ -319,8 +319,8 @@ def reading_notes(layer_stats: pd.DataFrame) -> list[str]:
             "span orders of magnitude, so they are summarised on the log scale: the geometric mean over "
             "seeds with the Student-t 95% CI of the mean log, back-transformed (layer_stats.csv also has "
             "the arithmetic mean). A score is censored when the best σ is the largest σ tried (a larger "
-            "one might pass: the score is an upper bound, written ≤ and drawn as an open marker with a "
-            "downward arrow) or when no pair passed (no value; an upward arrow where a lower bound is "
-            "known). Network criticality is the sum over layers."
+            "one might pass: the score is an upper bound, written ≤ and drawn as an open marker with an "
+            "arrow towards where the true value lies) or when no pair passed (no value). Network "
+            "criticality is the sum over layers."
         )
     return notes

@@ -262,8 +262,8 @@ def _depth_colourbar(figure: Figure, axes, labels: Sequence[str]) -> None:
 
 
 _CENSORED_NOTE = {
-    AT_MOST: "censored, an upper bound: the best σ is the top of the σ range (arrow: the truth lies lower)",
-    AT_LEAST: "censored, a lower bound: no pair passed, or σ at the bottom of its range (arrow: higher)",
+    AT_MOST: "censored: an upper bound (best σ = the largest tried)",
+    AT_LEAST: "censored: a lower bound (no pair passed)",
 }
 
 
@@ -274,7 +274,7 @@ def plot_log_points(points: LogPoints, title: str, label_axis: str, value_axis: 
     ``MANY_LAYERS`` labels: drawn on their side, labels down the page."""
     n = len(points.labels)
     vertical = n <= MANY_LAYERS
-    size = (max(5.0, 2.5 + 0.45 * n), 4.4) if vertical else (7.0, 2.5 + 0.22 * n)
+    size = (max(6.0, 2.5 + 0.45 * n), 4.4) if vertical else (7.0, 2.5 + 0.22 * n)
     figure = new_figure(*size)
     axes = figure.add_subplot()
 
