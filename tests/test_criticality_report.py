@@ -90,7 +90,7 @@ def test_a_censored_criticality_is_flagged_and_summarised_on_the_log_scale(two_c
     section = md[md.index("## demo: lr 0.05 · 01234567"):md.index("## demo: lr 0.5 · fedcba98")]
     assert f"| fc1 | {fc1_text(fc1)} | 2.0e5 – 4.5e6 | none |" in section
     assert "| fc2 | ≤ 6.0e4 [" in section and "| 3 of 3 (upper bounds) |" in section
-    assert "Half of the criticality scores here are censored (3 of 6 layer scores)" in section
+    assert "Half of the criticality scores here are censored (3 of 6 layer scores are upper bounds" in section
     assert "raise criticality.sigma_max in the sweep config (now 0.01)" in section
 
 

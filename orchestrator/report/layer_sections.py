@@ -179,18 +179,15 @@ def censoring_sentence(rows: list[pd.Series], settings: str) -> str | None:
         return None
     upper = sum(int(r["n_censored"]) for r in rows if r["censoring"] == AT_MOST)
     if 2 * upper >= censored:
-        setting, now, why = "sigma_max", settings_value(settings, "sigma_max"), (
-            "their best σ is the largest tried, so a larger σ might pass too: they are upper bounds"
-        )
+        setting = "sigma_max"
+        why = "are upper bounds: their best σ is the largest tried, and a larger one might pass too"
     else:
-        setting, now, why = "rtol", settings_value(settings, "rtol"), (
-            "no (α, σ) pair passed, or only the smallest σ: they are lower bounds at best"
-        )
+        setting, why = "rtol", "are lower bounds at best: no (α, σ) pair passed, or only the smallest σ"
     return (
         f"{'Most' if 2 * censored > measured else 'Half'} of the criticality scores here are censored "
-        f"({censored} of {measured} layer scores): {why}; "
-        f"raise criticality.{setting} in the sweep config (now {now}) and run the sweep again "
-        "(nothing is retrained) to resolve them."
+        f"({censored} of {measured} layer scores {why}); raise criticality.{setting} in the sweep config "
+        f"(now {settings_value(settings, setting)}) and run the sweep again (nothing is retrained) to "
+        "resolve them."
     )
 
 
