@@ -317,7 +317,9 @@ def reading_notes(layer_stats: pd.DataFrame) -> list[str]:
             "seeds with the Student-t 95% CI of the mean log, back-transformed (layer_stats.csv also has "
             "the arithmetic mean). A score is censored when the best σ is the largest σ tried (a larger "
             "one might pass: the score is an upper bound, written ≤ and drawn as an open marker with an "
-            "arrow towards where the true value lies) or when no pair passed (no value). Network "
+            "arrow towards where the true value lies) or when no pair passed (no value). At the other "
+            "end, a score near 1e16 or above means only α = 1 with the grid's smallest σ (1e-16·sigma_max) "
+            "passed: no tested noise level was tolerated, and a smaller sigma_max resolves it. Network "
             "criticality is the sum over layers."
         )
     return notes
