@@ -21,7 +21,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from orchestrator.config.blocks import Resources
 from orchestrator.config.sweep_config import load_config
@@ -33,6 +33,9 @@ from trainables.choices import DATASETS
 from trainables.errors import UserError
 from trainables.plan import SWAP_KINDS
 from trainables.store.uri import redact_secrets
+
+if TYPE_CHECKING:
+    from trainables.store import Store
 
 MAX_LINE_CHARS = 400
 
@@ -98,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--shared-fs", action="store_true",
         help="the local store path is mounted by every node of the cluster",
     )
-    sweep.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    sweep.add_argument(
+        "--no-report", action="store_true", help="do not rebuild STORE/report at the end (when it is stale)"
+    )
     sweep.add_argument(
         "--wandb", metavar="PROJECT",
         help="log every network to this W&B project (mode etc. from the config's wandb: block, "
@@ -126,13 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     analyze.add_argument("--shared-fs", action="store_true",
                          help="the local store path is mounted by every node of the cluster")
+    analyze.add_argument("--no-report", action="store_true", help="do not rebuild STORE/report at the end")
     analyze.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs per network measured")
     analyze.add_argument("--gpus-per-task", type=float, default=0.0, help="GPU share per network measured")
 
-    report = commands.add_parser("report", help="aggregate swap statistics, write tables and figures")
+    report = commands.add_parser(
+        "report", help="rebuild STORE/report (every sweep), or write a copy or one sweep's report to --out"
+    )
     report.add_argument("store", help="store path or URI")
-    report.add_argument("--out", help="output directory (default: STORE/report)")
-    report.add_argument("--sweep", help="only this sweep")
+    report.add_argument("--out", help="output directory (default: STORE/report, which covers every sweep)")
+    report.add_argument("--sweep", help="only this sweep (needs --out)")
     report.add_argument(
         "--robust-drop", type=fraction, default=DEFAULT_ROBUST_DROP, metavar="FRACTION",
         help="robust: the 95%% CI of the drop of reinit@0 lies below this (a fraction: 0.05 = 5 points)",
@@ -185,6 +193,10 @@ def command_sweep(args: argparse.Namespace) -> int:
         f"({measured.rows} new rows), {measured.failed} failed; in {outcome.wall_seconds:.1f} s"
     )
     print(f"store: {outcome.store_uri}")
+    from trainables.store import Store
+
+    store = Store.open(config.store)
+    written = [] if args.no_report else refresh_report_line(store)  # what failed is missing from it
     if outcome.failed or measured.failed:
         print(
             f"layerswap: error: {outcome.failed + measured.failed} networks failed; "
@@ -192,24 +204,27 @@ def command_sweep(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    from trainables.store import Store, layout
+    if written and wandb_settings is not None:
+        from orchestrator.wandb.report import attach_report
 
-    store = Store.open(config.store)
-    nothing_new = outcome.completed == 0 and measured.rows == 0
-    if not args.no_report and nothing_new and store.exists(f"{layout.REPORT_DIR}/report.md"):
-        print(f"report: {store.path(layout.REPORT_DIR)} (up to date: nothing new was trained or measured)")
-    elif not args.no_report:
-        from orchestrator.report.assemble import write_report
-
-        written = write_report(store, sweep=config.name)
-        print(f"report: {written[0].rsplit('/', 1)[0]}")
-        if wandb_settings is not None:
-            from orchestrator.wandb.report import attach_report
-
-            attach_report(wandb_settings, config.name, store.fs, written)
+        attach_report(wandb_settings, config.name, store.fs, written)
     if wandb_settings is not None and wandb_settings.mode == "offline":
         print("\n".join(sync_hint(wandb_settings, store, config.name)))
     return 0
+
+
+def refresh_report_line(store: Store) -> list[str]:
+    """Rebuild STORE/report unless it is current, print one ``report:`` line; the paths written."""
+    from orchestrator.report.assemble import ReportError, refresh_report
+
+    try:
+        refreshed = refresh_report(store)
+    except ReportError as err:
+        print(f"report: not written ({err})")
+        return []
+    current = "" if refreshed.written else " (up to date: built from the store's index as it is now)"
+    print(f"report: {refreshed.location}{current}")
+    return refreshed.written
 
 
 def command_analyze(args: argparse.Namespace) -> int:
@@ -228,6 +243,8 @@ def command_analyze(args: argparse.Namespace) -> int:
         f"analyze: {outcome.networks} networks measured ({outcome.rows} new rows), "
         f"{outcome.failed} failed, in {outcome.wall_seconds:.1f} s"
     )
+    if not args.no_report:
+        refresh_report_line(Store.open(args.store))
     if outcome.failed:
         print(f"layerswap: error: {outcome.failed} networks failed; run the same command again to retry them",
               file=sys.stderr)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from orchestrator.catalog.contents import load_contents
 from orchestrator.catalog.listing import format_listing
-from tests.test_stats import standard_swaps, write_trial
+from tests.test_stats import spec_json_with, standard_swaps, write_trial
 from trainables.store import Store, StoreError
 
 
@@ -38,9 +39,14 @@ def store(tmp_path: Path) -> Store:
 def test_table_and_counts(store: Store) -> None:
     text = format_listing(store)
     lines = text.split("\n\n")[0].splitlines()
-    assert lines[0].split() == ["sweep", "widths", "seed", "test_acc", "node", "finished_at"]
-    assert "a      8-4     1     91.23%    node-1  2025-01-02 03:04:05 UTC" in lines
-    assert sum(line.startswith("b ") for line in lines) == 2  # b0 and the shared a1
+    header = ["sweep", "configuration", "seed", "trial_id", "test_acc", "node", "finished_at"]
+    assert lines[0].split() == header
+    # one configuration in sweep a: named by model and widths, its config_id's start as a suffix
+    row = "a      mlp, widths 8-4 · cfg-8-4  1     a1        91.23%    node-1  2025-01-02 03:04:05 UTC"
+    assert row in lines
+    # sweep b holds two configurations: named by the widths that tell them apart, smaller first
+    b_rows = [re.split(r"\s{2,}", line)[1] for line in lines if line.startswith("b ")]
+    assert b_rows == ["widths 8-4 · cfg-8-4", "widths 32-16 · cfg-32-1"]  # b0 and the shared a1
     counts = text.split("\n\n")[1].splitlines()
     assert counts[0].split() == ["sweep", "complete", "expected", "missing"]
     assert counts[2].split() == ["a", "2", "3", "1"]
@@ -77,3 +83,22 @@ def test_bad_sweep_record(tmp_path: Path) -> None:
     store.write_bytes("sweeps/a/x.json", b"{not json")
     with pytest.raises(StoreError, match="is not a sweep record"):
         format_listing(store)
+
+
+def test_two_learning_rates_in_one_sweep_are_told_apart(tmp_path: Path) -> None:
+    store = Store.open(str(tmp_path))
+    for seed in (1, 0):
+        for lr, config_id in ((0.5, "0123456789abcdef"), (0.05, "fedcba9876543210")):
+            trial_id = f"{config_id[:14]}{seed:02d}"
+            write_trial(store, trial_id, standard_swaps(0.9, [0.5]), sweep="lr", seed=seed,
+                        config_id=config_id, spec_json=spec_json_with(lr, seed))
+    lines = format_listing(store).split("\n\n")[0].splitlines()[2:]
+    assert [line.split()[:6] for line in lines] == [
+        ["lr", "lr", "0.05", "·", "fedcba98", "0"],
+        ["lr", "lr", "0.05", "·", "fedcba98", "1"],
+        ["lr", "lr", "0.5", "·", "01234567", "0"],
+        ["lr", "lr", "0.5", "·", "01234567", "1"],
+    ]
+    assert [line.split()[6] for line in lines] == [
+        "fedcba9876543200", "fedcba9876543201", "0123456789abcd00", "0123456789abcd01"
+    ]

@@ -148,7 +148,9 @@ def test_out_dir_sweep_and_threshold(tmp_path: Path) -> None:
     assert "No layer is critical" in md and "fc1–fc3 are robust (drop's 95% CI below 50 points)" in md
     assert not (Path(store.root) / "report").exists()
     with pytest.raises(StoreError, match="no sweep named 'other'"):
-        write_report(store, sweep="other")
+        write_report(store, out_dir=str(out), sweep="other")
+    with pytest.raises(ReportError, match="a report of sweep 'demo' alone needs --out DIR"):
+        write_report(store, sweep="demo")  # STORE/report always covers every sweep
 
 
 def _one_line(err: pytest.ExceptionInfo) -> str:

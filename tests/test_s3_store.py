@@ -15,6 +15,8 @@ import yaml
 from orchestrator.cli import main
 from orchestrator.config.grid import expand_grid
 from orchestrator.config.sweep_config import parse_config
+from orchestrator.report.assemble import refresh_report
+from orchestrator.report.publish import is_current
 from tests.helpers import tiny_raw_config
 from trainables.store import Store, StoreError
 
@@ -112,11 +114,18 @@ def test_sweep_ls_report_and_verify_on_s3(s3_endpoint, tmp_path, capsys):
     assert main(["ls", uri]) == 0
     listing = capsys.readouterr().out
     assert "tiny" in listing and listing.count("\ntiny ") >= 2
+    assert all(trial_id in listing for trial_id in expected)
 
     assert main(["verify", uri]) == 0
     assert f"ok: 2 trials, {2 * (1 + 2)} files verified" in capsys.readouterr().out
 
+    store.write_bytes("report/heatmap-of-an-older-report.png", b"\x89PNG")
     assert main(["report", uri]) == 0
     capsys.readouterr()
     written = store.list_files("report")
-    assert {"report/stats.parquet", "report/stats.csv", "report/report.md"} <= set(written)
+    expected_files = {"report/stats.parquet", "report/stats.csv", "report/report.md", "report/report.json"}
+    assert expected_files <= set(written)
+    assert "report/heatmap-of-an-older-report.png" not in written  # a rebuild leaves no stale figure
+    assert is_current(store) and refresh_report(store).written == []
+    md = store.read_bytes("report/report.md").decode()
+    assert f"Store: s3://{BUCKET}/runs/tiny?endpoint_override=" in md  # the full URI, not a relative path

@@ -305,3 +305,36 @@ def test_stats_agree_with_an_independent_computation(mixed_store: Store) -> None
 def t_ci_or_point(values: np.ndarray) -> tuple[float, float]:
     """scipy's t interval; with no spread at all (scipy gives NaN) the mean itself."""
     return t_ci(values) if values.std() else (values.mean(), values.mean())
+
+
+def test_intervals_never_leave_what_accuracy_and_drops_can_be(tmp_path: Path) -> None:
+    """Accuracies near 0 and 1 from 3 seeds: Student-t intervals reach past both ends; the table
+    cuts them there and says where, and the mean's interval still holds every bound it held."""
+    store = Store.open(str(tmp_path))
+    near_zero, near_one = [0.01, 0.30, 0.02], [0.999, 0.70, 0.998]
+    for seed, trained in enumerate(TRAINED):
+        swaps = standard_swaps(trained, [near_zero[seed], near_one[seed]])
+        write_trial(store, f"s{seed}", swaps, seed=seed, trained=trained)
+    stats = read_back(store)
+    measured = stats.dropna(subset=["ci95_low"])
+    assert ((measured["ci95_low"] >= 0) & (measured["ci95_high"] <= 1)).all()
+    trained = np.mean(TRAINED)
+    assert ((measured["drop_ci95_low"] >= trained - 1 - 1e-12)
+            & (measured["drop_ci95_high"] <= trained + 1e-12)).all()
+    fc1, fc2 = pick(stats, "reinit", "fc1", 0), pick(stats, "reinit", "fc2", 0)
+    raw_low, raw_high = t_ci(near_zero)
+    assert raw_low < 0 and (fc1["ci95_low"], fc1["ci95_high"]) == pytest.approx((0.0, raw_high))
+    # its drop cannot exceed the trained accuracy (accuracy 0): the interval stops there too
+    assert fc1["ci95_clipped"] and fc1["drop_ci95_clipped"]
+    assert fc1["drop_ci95_high"] == pytest.approx(trained)
+    raw_low, raw_high = t_ci(near_one)
+    assert raw_high > 1 and (fc2["ci95_low"], fc2["ci95_high"]) == pytest.approx((raw_low, 1.0))
+    drops = np.array(TRAINED) - np.array(near_one)
+    drop_low, drop_high = t_ci(drops)
+    assert drop_low < trained - 1  # the t interval reaches below the lowest possible drop
+    assert (fc2["drop_ci95_low"], fc2["drop_ci95_high"]) == pytest.approx((trained - 1, drop_high))
+    assert fc2["ci95_clipped"] and fc2["drop_ci95_clipped"]
+    trained_row = pick(stats, "none", None, 2)
+    assert not trained_row["ci95_clipped"] and not trained_row["drop_ci95_clipped"]
+    csv = stats_to_csv(stats).splitlines()
+    assert csv[0].endswith(",config_name,ci95_clipped,drop_ci95_clipped")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from orchestrator.cli import main
-from orchestrator.report import figures
+from orchestrator.report import figures, plots
 from orchestrator.report.verdicts import CRITICAL, ROBUST, SENSITIVE, UNCLEAR, Thresholds, judge
 
 DEFAULT = Thresholds()
@@ -51,8 +51,10 @@ def test_threshold_options_are_fractions(tmp_path, capsys, option: str, value: s
 def test_heatmaps_share_one_colour_scale() -> None:
     error = np.array([[0.05, 0.10], [0.07, np.nan]])
     heatmap = figures.Heatmap(("fc1", figures.FULL_MODEL), ("epoch 0", "epoch 1"), (0, 1), error)
-    figure = figures.plot_heatmap(heatmap, "t")
-    assert figure.axes[0].images[0].get_clim() == (0, 100)
+    figure = plots.plot_heatmap(heatmap, "t")
+    image = figure.axes[0].images[0]
+    assert image.get_clim() == (0, 100)
+    assert image.get_cmap().name.startswith("viridis")  # perceptual, colour-blind safe
 
 
 def test_an_unmeasured_bar_is_absent_and_chance_is_labelled() -> None:
@@ -60,9 +62,10 @@ def test_an_unmeasured_bar_is_absent_and_chance_is_labelled() -> None:
     bars = figures.Bars(
         ("fc1", "fc2"), figures.BAR_KINDS,
         mean=np.array([[0.5, 0.9], [nan, 0.2]]), low=np.array([[0.4, 0.8], [nan, 0.1]]),
-        high=np.array([[0.6, 1.0], [nan, 0.3]]), trained=0.95, chance=0.1,
+        high=np.array([[0.6, 1.0], [nan, 0.3]]), clipped=np.array([[False, True], [False, False]]),
+        trained=0.95, chance=0.1,
     )
-    axes = figures.plot_bars(bars, "t").axes[0]
+    axes = plots.plot_bars(bars, "t").axes[0]
     heights = sorted(round(patch.get_height(), 6) for patch in axes.patches)
     assert heights == [20.0, 50.0, 90.0]  # three measured bars; the unmeasured one is not drawn at 0
     labels = [line.get_label() for line in axes.get_lines()]

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from trainables.plan import MeasurementPlan
+from trainables.spec import TrialSpec
 from trainables.store import Store, StoreError, layout
 
 REQUIRED = {
@@ -40,7 +41,8 @@ class SweepStatus:
 
 @dataclass(frozen=True)
 class StoreContents:
-    """The complete trials (one row per trial and sweep it belongs to) and their swaps."""
+    """The complete trials (one row per trial and sweep it belongs to, every ``config_id`` set)
+    and their swaps."""
 
     trials: pa.Table
     swaps: pa.Table
@@ -57,7 +59,7 @@ def load_contents(store: Store, sweep: str | None = None) -> StoreContents:
     """
     if not store.exists(layout.index_dir("trials")) and not store.exists(layout.SWEEPS_DIR):
         raise StoreError(f"{store.uri} is not a layerswap store (no index/trials)")
-    trials = _read_checked(store, "trials")
+    trials = with_config_ids(_read_checked(store, "trials"))
     complete_ids = set(trials.column("trial_id").to_pylist())
     expected = _expected_trials(store)
     trials = _assign_sweeps(trials, expected)
@@ -78,6 +80,27 @@ def load_contents(store: Store, sweep: str | None = None) -> StoreContents:
     swaps = one_row_per_key(swaps)
     statuses = tuple(_status(name, trials, expected.get(name), complete_ids) for name in known)
     return StoreContents(trials, swaps, statuses, tuple(sorted(unfinished)))
+
+
+def config_id_of(spec_json: str) -> str:
+    """The configuration id of a stored spec (also of a version-1 spec, whose
+    measurement fields are dropped first)."""
+    return TrialSpec.from_dict(json.loads(spec_json)).config_id
+
+
+def with_config_ids(trials: pa.Table) -> pa.Table:
+    """``trials`` with every ``config_id`` set: trial rows of store version 1 have none,
+    so it is computed from their ``spec_json``."""
+    column = trials.column("config_id")
+    if not column.null_count:
+        return trials
+    specs = trials.column("spec_json").to_pylist()
+    filled = [
+        config_id if config_id is not None else config_id_of(spec_json)
+        for config_id, spec_json in zip(column.to_pylist(), specs, strict=True)
+    ]
+    index = trials.schema.get_field_index("config_id")
+    return trials.set_column(index, "config_id", pa.array(filled, pa.string()))
 
 
 SWAP_KEY_COLUMNS = ["trial_id", "kind", "layer", "epoch", "alpha", "draw"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from orchestrator.catalog.contents import load_contents
+from orchestrator.catalog.naming import TRIAL_COLUMNS, names_of_trials
 from orchestrator.text_table import text_table
 from trainables.store import Store
 
@@ -10,25 +11,30 @@ from trainables.store import Store
 def format_listing(store: Store, sweep: str | None = None) -> str:
     """``layerswap ls``: the complete trials as a table, then counts per sweep.
 
-    Accuracy is printed in percent. Raises StoreError (one line) as ``load_contents``.
+    Each row names its configuration by what distinguishes it within its sweep
+    (:func:`orchestrator.catalog.naming.name_configs`, the report's names and order) and its
+    trial id. Accuracy is printed in percent. Raises StoreError (one line) as ``load_contents``.
     """
     contents = load_contents(store, sweep)
+    names = names_of_trials(contents.trials.select(list(TRIAL_COLUMNS)).to_pylist())
+    rank = {key: position for position, key in enumerate(names)}
     trials = contents.trials.select(
-        ["sweep", "widths", "seed", "test_acc", "hostname", "node_id", "finished_at"]
+        ["sweep", "config_id", "trial_id", "seed", "test_acc", "hostname", "node_id", "finished_at"]
     ).to_pylist()
-    trials.sort(key=lambda r: (r["sweep"], list(r["widths"]), r["seed"]))
+    trials.sort(key=lambda r: (rank[(r["sweep"], r["config_id"])], r["seed"]))
     rows = [
         [
             r["sweep"],
-            "-".join(str(w) for w in r["widths"]),
+            names[(r["sweep"], r["config_id"])],
             str(r["seed"]),
+            r["trial_id"],
             f"{100 * r['test_acc']:.2f}%",
             r["hostname"] or r["node_id"] or "?",
             r["finished_at"].strftime("%Y-%m-%d %H:%M:%S UTC") if r["finished_at"] else "?",
         ]
         for r in trials
     ]
-    header = ["sweep", "widths", "seed", "test_acc", "node", "finished_at"]
+    header = ["sweep", "configuration", "seed", "trial_id", "test_acc", "node", "finished_at"]
     parts = [text_table(header, rows) if rows else "no complete trials yet"]
     counts = [
         [

@@ -1,6 +1,13 @@
 """``layerswap report``: stats tables, figures, report.md and a self-contained report.html.
 
-Reads only complete trials (``orchestrator.catalog.listing.load_contents``) and says what
+The report is a pure function of the store's index tables and sweep records:
+``STORE/report/`` covers every sweep in the store, records the index state it
+was built from in ``report.json`` and is rebuilt when that state changes
+(:mod:`orchestrator.report.publish`: :func:`refresh_report` at the end of
+``sweep`` and ``analyze``, :func:`write_report` for ``layerswap report``). A
+one-sweep report (``sweep``) is written elsewhere (``out_dir``) only.
+
+Reads only complete trials (``orchestrator.catalog.contents.load_contents``) and says what
 is missing. Accuracies are fractions in the tables and percentage points in the
 report text. The content is assembled here as blocks (``orchestrator.report.document``)
 and rendered twice, to Markdown and to HTML (figures embedded as base64 PNG);
@@ -14,13 +21,17 @@ Output files (in ``STORE/report/`` or ``out_dir``): ``stats.parquet``
 them: ``layer_stats.parquet``/``layer_stats.csv`` (weight movement,
 criticality, generalisation gap; :mod:`orchestrator.report.layer_stats`), and per
 configuration ``movement-``, ``interpolate-`` and ``criticality-<config>.png``,
-with ``criticality-gap-<sweep>.png`` for sweeps of several width configurations.
+with ``criticality-gap-<sweep>.png`` for sweeps of three or more configurations.
+``report.json``: the index state (``index_digest``, ``index_files``), ``sweep``
+(null: the whole store), ``store``, ``generated``, ``thresholds`` and ``files``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import io
+import json
+from dataclasses import dataclass
 
 import pandas as pd
 import pyarrow as pa
@@ -45,6 +56,14 @@ from orchestrator.report.layer_stats import (
     layer_stats_to_csv,
     read_measures,
 )
+from orchestrator.report.publish import (
+    IndexState,
+    index_state,
+    is_current,
+    publish_copy,
+    publish_store_report,
+    store_report,
+)
 from orchestrator.report.sections import (
     baseline_section,
     compare_section,
@@ -62,33 +81,50 @@ from orchestrator.report.stats import (
 from orchestrator.report.verdicts import (
     Thresholds,
 )
-from trainables.store import Store, StoreError, layout
+from trainables.store import Store, StoreError
+from trainables.store.store import PARQUET_WRITE_OPTIONS
+from trainables.store.uri import redact_secrets
 
 
 class ReportError(StoreError):
-    """The store holds nothing a report can be made of; the message says why."""
-
-
-def _output(store: Store, out_dir: str | None) -> Store:
-    if out_dir is None:
-        return store.child(layout.REPORT_DIR)
-    return Store.open(out_dir)
+    """The store holds nothing a report can be made of, or a report cannot go where asked; the
+    message says why."""
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:
     buffer = io.BytesIO()
-    pq.write_table(table, buffer)
+    pq.write_table(table, buffer, **PARQUET_WRITE_OPTIONS)
     return buffer.getvalue()
+
+
+def shown_location(store: Store) -> str:
+    """The store as a reader of a copied report can find it again: its absolute path or full URI,
+    credentials redacted."""
+    return redact_secrets(store.location)
+
+
+def _header(store_uri: str, state: IndexState, contents: StoreContents, sweep: str | None) -> Paragraph:
+    names = [status.sweep for status in contents.sweeps]
+    covers = f"sweep {sweep} only" if sweep is not None else (
+        f"every sweep in it ({len(names)}: {', '.join(names)})"
+    )
+    generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return Paragraph(
+        f"Store: {store_uri} — {covers}; built from {state.files} index files (state "
+        f"{state.digest[:12]}, recorded in report.json) — generated {generated}."
+    )
 
 
 def build_report(
     contents: StoreContents,
     store_uri: str,
+    header: Paragraph,
     thresholds: Thresholds,
     measures: tuple[pa.Table, pa.Table] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[Block]]:
-    """The stats and layer_stats tables and the report's blocks for the complete trials in ``contents``;
-    ``measures`` are their ``layers`` and ``criticality`` rows (None: none)."""
+    """The stats and layer_stats tables and the report's blocks for the complete trials in ``contents``
+    (``header`` says where they are from); ``measures`` are their ``layers`` and ``criticality``
+    rows (None: none)."""
     if contents.trials.num_rows == 0:
         waiting = "; ".join(
             f"{s.sweep}: 0 of {s.expected} finished" for s in contents.sweeps if s.expected
@@ -103,10 +139,9 @@ def build_report(
     )
     infos = config_infos(contents.trials)
     views = config_views(stats)
-    generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     blocks: list[Block] = [
         Heading(1, "layerswap report"),
-        Paragraph(f"Store: {store_uri} — generated {generated}."),
+        header,
         *run_section(contents, infos),
         *baseline_section(views, infos),
     ]
@@ -126,15 +161,24 @@ def write_report(
 ) -> list[str]:
     """Write stats, figures and the report; return the paths written.
 
-    ``out_dir`` None writes to ``STORE/report/`` through the store's filesystem
-    (so ``s3://`` stores work); otherwise to ``out_dir`` (a local path or URI).
-    Raises ReportError or StoreError (one line) for a path that is not a store,
-    a store without complete trials, a file that does not match its schema, or
-    an unknown sweep.
+    ``out_dir`` None rebuilds ``STORE/report/`` for the whole store through the store's
+    filesystem (so ``s3://`` stores work); otherwise the report (of ``sweep`` alone, if given)
+    goes to ``out_dir`` (a local path or URI). Raises ReportError or StoreError (one line) for a
+    path that is not a store, a store without complete trials, a file that does not match its
+    schema, an unknown sweep, or a one-sweep report asked for without ``out_dir``.
     """
+    if out_dir is None and sweep is not None:
+        raise ReportError(
+            f"report: a report of sweep {sweep!r} alone needs --out DIR; {store.uri}/report always "
+            "covers every sweep in the store"
+        )
+    thresholds = thresholds or Thresholds()
+    state = index_state(store)  # before reading: a change meanwhile makes the next check rebuild
     contents = load_contents(store, sweep)
     measures = read_measures(store, contents.trials.column("trial_id").unique())
-    stats, layer_stats, blocks = build_report(contents, store.uri, thresholds or Thresholds(), measures)
+    location = shown_location(store)
+    header = _header(location, state, contents, sweep)
+    stats, layer_stats, blocks = build_report(contents, store.uri, header, thresholds, measures)
     files: dict[str, bytes] = {
         "stats.parquet": _parquet_bytes(stats_to_arrow(stats)),
         "stats.csv": stats_to_csv(stats).encode("utf-8"),
@@ -145,7 +189,31 @@ def write_report(
     files.update({b.name: b.png for b in blocks if isinstance(b, Image)})
     files["report.md"] = render_markdown(blocks).encode("utf-8")
     files["report.html"] = render_html(blocks, "layerswap report").encode("utf-8")
-    out = _output(store, out_dir)
-    for name, data in files.items():
-        out.write_bytes(name, data)
-    return [out.path(name) for name in files]
+    record = {
+        "index_digest": state.digest,
+        "index_files": state.files,
+        "sweep": sweep,
+        "store": location,
+        "generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "thresholds": {"robust_drop": thresholds.robust_drop, "chance_margin": thresholds.chance_margin},
+        "files": sorted([*files, "report.json"]),
+    }
+    files["report.json"] = json.dumps(record, indent=1, sort_keys=True).encode("utf-8")
+    if out_dir is None:
+        return publish_store_report(store, files)
+    return publish_copy(Store.open(out_dir), files)
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    """``location``: STORE/report as a path or URI (credentials redacted); ``written``: the paths
+    written, empty when the report was current already."""
+
+    location: str
+    written: list[str]
+
+
+def refresh_report(store: Store, thresholds: Thresholds | None = None) -> Refreshed:
+    """Rebuild ``STORE/report`` unless it is current (:func:`orchestrator.report.publish.is_current`)."""
+    written = [] if is_current(store) else write_report(store, thresholds=thresholds)
+    return Refreshed(shown_location(store_report(store)), written)

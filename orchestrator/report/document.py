@@ -99,12 +99,21 @@ def render_html(blocks: Iterable[Block], title: str) -> str:
 # --- formatting ---------------------------------------------------------------------------
 
 
-def format_ci(mean: float, low: float, high: float, n: int, unit: str = "") -> str:
-    """``mean ± half-width`` of a fraction's 95% CI, in percentage points; n < 2: the point."""
+CLIPPED_MARK = "†"
+"""Follows an interval cut to the range of what it bounds (accuracy to [0, 100])."""
+
+
+def format_ci(mean: float, low: float, high: float, n: int, unit: str = "", clipped: bool = False) -> str:
+    """``mean ± half-width`` of a fraction's 95% CI, in percentage points; n < 2: the point.
+
+    An interval cut to its range (``clipped``) is not symmetric: ``mean [low, high]†``.
+    """
     if not math.isfinite(mean):
         return "–"
     if n < 2 or not math.isfinite(high):
         return f"{100 * mean:.1f}{unit} (n={n})"
+    if clipped:
+        return f"{100 * mean:.1f} [{100 * low:.1f}, {100 * high:.1f}]{unit}{CLIPPED_MARK}"
     return f"{100 * mean:.1f} ± {100 * (high - mean):.1f}{unit}"
 
 
@@ -146,10 +155,11 @@ def short_sci(value: float) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
-def format_sci_ci(mean: float, low: float, high: float, n: int) -> str:
-    """``mean [low, high]`` in short scientific notation; n < 2: the point and n."""
+def format_sci_ci(mean: float, low: float, high: float, n: int, bound: str = "") -> str:
+    """``mean [low, high]`` in short scientific notation, after ``bound`` (``≤ ``, ``≥ `` or
+    nothing); n < 2: the point and n."""
     if not math.isfinite(mean):
         return "–"
     if n < 2 or not math.isfinite(high):
-        return f"{short_sci(mean)} (n={n})"
-    return f"{short_sci(mean)} [{short_sci(low)}, {short_sci(high)}]"
+        return f"{bound}{short_sci(mean)} (n={n})"
+    return f"{bound}{short_sci(mean)} [{short_sci(low)}, {short_sci(high)}]"

@@ -1,28 +1,23 @@
-"""Report figures: the data each one shows (testable) and its PNG rendering.
+"""The data each report figure shows, taken from the stats tables (testable without drawing).
 
-Every figure is built from the stats table (``orchestrator.report.stats``), so what a
-figure shows is exactly what ``stats.csv`` says. Rendering uses matplotlib's
-object API with the Agg canvas (no pyplot, no display). Accuracies and errors
-are fractions in the data and percent on the figures.
+Every figure is built from the stats table (``orchestrator.report.stats``) or
+``layer_stats``, so what a figure shows is exactly what the CSV files say.
+Accuracies, errors and drops are fractions here; :mod:`orchestrator.report.plots`
+draws them in percent.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from orchestrator.report.stats import ConfigView
 
 FULL_MODEL = "full model"
 RERANDOMIZE = "rerandomize"
-DPI = 120
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,8 +45,9 @@ class Heatmap:
 class Bars:
     """Per-layer mean accuracy with its 95% CI for each of ``kinds`` (NaN = not measured).
 
-    ``mean``, ``low`` and ``high`` have shape (len(kinds), len(layers)).
-    ``trained`` is the trained network's mean accuracy, ``chance`` 1/n_classes.
+    ``mean``, ``low``, ``high`` and ``clipped`` (the interval was cut to [0, 1]) have
+    shape (len(kinds), len(layers)). ``trained`` is the trained network's mean accuracy,
+    ``chance`` 1/n_classes.
     """
 
     layers: tuple[str, ...]
@@ -59,6 +55,7 @@ class Bars:
     mean: np.ndarray
     low: np.ndarray
     high: np.ndarray
+    clipped: np.ndarray
     trained: float
     chance: float | None
 
@@ -80,15 +77,40 @@ class DropProfile:
     high: np.ndarray
 
 
+@dataclass(frozen=True, eq=False)
+class Curve:
+    """One line of a figure: ``mean`` with its 95% CI (``low``, ``high``; NaN = none) at ``x``."""
+
+    label: str
+    x: np.ndarray
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class LogPoints:
+    """Criticality per label (a layer, or a configuration): the geometric mean over seeds and its
+    back-transformed 95% CI (NaN = none), and each one's censoring
+    (:mod:`orchestrator.report.censoring`)."""
+
+    labels: tuple[str, ...]
+    geo: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    censoring: tuple[str, ...]
+
+
 BAR_KINDS = ("reinit@0", "transplant")
 """reinit@0: trained net, one layer back to its initial weights;
 transplant: initial net, one layer given its trained weights."""
 
 
-def _acc(row: pd.Series | None) -> tuple[float, float, float]:
+def _acc(row: pd.Series | None) -> tuple[float, float, float, bool]:
     if row is None:
-        return (np.nan, np.nan, np.nan)
-    return (float(row["mean_acc"]), float(row["ci95_low"]), float(row["ci95_high"]))
+        return (np.nan, np.nan, np.nan, False)
+    return (float(row["mean_acc"]), float(row["ci95_low"]), float(row["ci95_high"]),
+            bool(row["ci95_clipped"]))
 
 
 def heatmap_matrix(view: ConfigView) -> Heatmap:
@@ -116,17 +138,23 @@ def heatmap_matrix(view: ConfigView) -> Heatmap:
 
 
 def bar_data(view: ConfigView, chance: float | None) -> Bars:
-    """Accuracy of reinit to epoch 0 and of transplant, per layer (see ``Bars``)."""
+    """Accuracy of reinit to epoch 0 and of transplant, per layer (see ``Bars``); a kind with no
+    measurement at all has no slot."""
     last, layers = view.last_epoch, view.layers
-    values = np.array(
-        [
-            [_acc(view.row("reinit", layer, 0)) for layer in layers],
-            [_acc(view.row("transplant", layer, last)) for layer in layers],
-        ]
-    ).reshape(len(BAR_KINDS), len(layers), 3)
+    found = {
+        "reinit@0": [_acc(view.row("reinit", layer, 0)) for layer in layers],
+        "transplant": [_acc(view.row("transplant", layer, last)) for layer in layers],
+    }
+    kinds = tuple(kind for kind in BAR_KINDS if any(np.isfinite(v[0]) for v in found[kind]))
+    values = np.array([[v[:3] for v in found[kind]] for kind in kinds], dtype=float).reshape(
+        len(kinds), len(layers), 3
+    )
+    clipped = np.array([[v[3] for v in found[kind]] for kind in kinds], dtype=bool).reshape(
+        len(kinds), len(layers)
+    )
     trained = _acc(view.row("none", None, last))[0] if last is not None else np.nan
     return Bars(
-        tuple(layers), BAR_KINDS, values[..., 0], values[..., 1], values[..., 2], trained, chance
+        tuple(layers), kinds, values[..., 0], values[..., 1], values[..., 2], clipped, trained, chance
     )
 
 
@@ -153,117 +181,6 @@ def drop_profile(view: ConfigView, kind: str, epoch: int | None, label: str) -> 
     )
 
 
-def to_png(figure: Figure) -> bytes:
-    """Render a figure to PNG bytes."""
-    FigureCanvasAgg(figure)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
-    return buffer.getvalue()
-
-
-def plot_heatmap(heatmap: Heatmap, title: str) -> Figure:
-    """Cells colored and labelled with the mean test error in percent; blank = not measured.
-
-    Every heatmap uses the same colour scale, 0-100% error, so figures compare.
-    """
-    n_rows, n_cols = heatmap.error.shape
-    figure = Figure(figsize=(2.5 + 1.0 * n_cols, 1.6 + 0.55 * n_rows))
-    axes = figure.add_subplot()
-    cmap = colormaps["RdYlGn_r"].with_extremes(bad="white")
-    percent = 100 * heatmap.error
-    vmax = 100.0
-    image = axes.imshow(np.ma.masked_invalid(percent), cmap=cmap, vmin=0, vmax=vmax, aspect="auto")
-    for (i, j), value in np.ndenumerate(percent):
-        if np.isfinite(value):
-            dark = not 0.2 <= value / vmax <= 0.8  # both ends of RdYlGn are dark
-            color = "white" if dark else "black"
-            axes.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=9, color=color)
-    axes.set_xticks(range(n_cols), heatmap.columns, rotation=30, ha="right")
-    axes.set_yticks(range(n_rows), heatmap.rows)
-    axes.set_xlabel("layer re-randomized, or reset to its weights at this checkpoint")
-    axes.set_ylabel("layer changed")
-    axes.set_title(title, fontsize=10)
-    figure.colorbar(image, ax=axes, label="mean test error (%)")
-    return figure
-
-
-def plot_bars(bars: Bars, title: str) -> Figure:
-    """Grouped bars per layer with 95% CI error bars; trained and chance as reference lines.
-
-    An unmeasured bar (NaN) is absent, not drawn at 0; a bar without an
-    interval (n < 2) has no error bar.
-    """
-    n_layers = len(bars.layers)
-    figure = Figure(figsize=(max(5.0, 1.3 * n_layers + 2.5), 4.0))
-    axes = figure.add_subplot()
-    positions = np.arange(n_layers)
-    width = 0.8 / len(bars.kinds)
-    labels = {
-        "reinit@0": "trained net, layer reset to init (reinit@0)",
-        "transplant": "initial net + this trained layer (transplant)",
-    }
-    for k, kind in enumerate(bars.kinds):
-        measured = np.isfinite(bars.mean[k])
-        if not measured.any():
-            continue
-        mean = 100 * bars.mean[k][measured]
-        errors = 100 * np.vstack([bars.mean[k] - bars.low[k], bars.high[k] - bars.mean[k]])[:, measured]
-        axes.bar(
-            positions[measured] + (k - (len(bars.kinds) - 1) / 2) * width,
-            mean,
-            width,
-            yerr=np.where(np.isfinite(errors), errors, 0.0),
-            capsize=4,
-            label=labels.get(kind, kind),
-        )
-    if np.isfinite(bars.trained):
-        axes.axhline(100 * bars.trained, color="black", linestyle="--", label="trained network")
-    if bars.chance is not None:
-        axes.axhline(100 * bars.chance, color="grey", linestyle=":", label="chance (1/n_classes)")
-    axes.set_xticks(positions, bars.layers)
-    axes.set_ylim(0, 105)
-    axes.set_xlabel("layer")
-    axes.set_ylabel("test accuracy (%), mean ± 95% CI")
-    axes.set_title(title, fontsize=10)
-    axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
-    return figure
-
-
-def plot_drop_profiles(panels: Sequence[tuple[str, Sequence[DropProfile]]], title: str) -> Figure:
-    """One panel per swap: drop vs relative depth, one line per configuration."""
-    figure = Figure(figsize=(6.0 * len(panels), 4.2))
-    axes_list = figure.subplots(1, len(panels), squeeze=False)[0]
-    for axes, (panel_title, profiles) in zip(axes_list, panels, strict=True):
-        for profile in profiles:
-            errors = 100 * np.vstack([profile.drop - profile.low, profile.high - profile.drop])
-            axes.errorbar(
-                profile.depth,
-                100 * profile.drop,
-                yerr=np.where(np.isfinite(errors), errors, 0.0),
-                marker="o",
-                capsize=3,
-                label=profile.label,
-            )
-        axes.axhline(0, color="black", linewidth=0.8)
-        axes.set_xlabel("relative depth (0 = first layer, 1 = output layer)")
-        axes.set_ylabel("drop vs trained (points), mean ± 95% CI")
-        axes.set_title(panel_title, fontsize=10)
-        axes.legend(fontsize=8)
-    figure.suptitle(title, fontsize=11)
-    return figure
-
-
-@dataclass(frozen=True, eq=False)
-class Curve:
-    """One line of a figure: ``mean`` with its 95% CI (``low``, ``high``; NaN = none) at ``x``."""
-
-    label: str
-    x: np.ndarray
-    mean: np.ndarray
-    low: np.ndarray
-    high: np.ndarray
-
-
 def curve(label: str, rows: pd.DataFrame, x: str, mean: str, low: str, high: str) -> Curve:
     """A curve from stats rows, sorted by ``x``."""
     rows = rows.sort_values(x)
@@ -281,69 +198,10 @@ def interpolation_curves(view: ConfigView) -> list[Curve]:
     ]
 
 
-def plot_curves(
-    curves: Sequence[Curve], title: str, xlabel: str, ylabel: str, scale: float = 1.0, logy: bool = False
-) -> Figure:
-    """One line per curve with a shaded 95% CI band (no band where n < 2); values times ``scale``."""
-    figure = Figure(figsize=(6.0, 4.0))
-    axes = figure.add_subplot()
-    for c in curves:
-        line = axes.plot(c.x, scale * c.mean, marker="o", markersize=3, label=c.label)[0]
-        band = np.isfinite(c.low) & np.isfinite(c.high)
-        if band.any():
-            low = np.maximum(c.low, 1e-300) if logy else c.low
-            axes.fill_between(c.x[band], scale * low[band], scale * c.high[band], color=line.get_color(),
-                              alpha=0.2, linewidth=0)
-    if logy:
-        axes.set_yscale("log")
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel(ylabel)
-    axes.set_title(title, fontsize=10)
-    axes.legend(fontsize=8)
-    return figure
+def log_points(labels: Sequence[str], rows: Sequence[pd.Series]) -> LogPoints:
+    """Criticality ``layer_stats`` rows (one per label) as points of a log-scale figure."""
+    def column(name: str) -> np.ndarray:
+        return np.array([float(row[name]) for row in rows], dtype=float)
 
-
-def plot_log_bars(labels: Sequence[str], mean: np.ndarray, low: np.ndarray, high: np.ndarray,
-                  title: str, ylabel: str) -> Figure:
-    """Bars on a log scale with 95% CI error bars; a value <= 0 (or NaN) has no bar, only its label.
-
-    A lower CI bound at or below 0 is drawn down to the axis' bottom.
-    """
-    figure = Figure(figsize=(max(4.5, 1.1 * len(labels) + 2.0), 3.8))
-    axes = figure.add_subplot()
-    positions = np.arange(len(labels))
-    shown = np.isfinite(mean) & (mean > 0)
-    if shown.any():
-        bottom = mean[shown].min() / 100
-        below = np.where(np.isfinite(low[shown]) & (low[shown] > bottom), mean[shown] - low[shown],
-                         mean[shown] - bottom)
-        above = np.where(np.isfinite(high[shown]), high[shown] - mean[shown], 0.0)
-        axes.bar(positions[shown], mean[shown], 0.6, yerr=np.vstack([below, above]), capsize=4)
-        axes.set_yscale("log")
-    for position, value in zip(positions, mean, strict=True):
-        if not (np.isfinite(value) and value > 0):
-            axes.annotate("0" if value == 0 else "n/a", (position, 0), xycoords=("data", "axes fraction"),
-                          ha="center", va="bottom")
-    axes.set_xticks(positions, labels)
-    axes.set_ylabel(ylabel)
-    axes.set_title(title, fontsize=10)
-    return figure
-
-
-def plot_criticality_vs_gap(points: pd.DataFrame, title: str) -> Figure:
-    """One point per configuration: network criticality (log) against the generalisation gap
-    (percent), both mean ± 95% CI. ``points`` columns: label, gap, gap_low, gap_high, crit,
-    crit_low, crit_high."""
-    figure = Figure(figsize=(6.0, 4.2))
-    axes = figure.add_subplot()
-    for _, p in points.iterrows():
-        xerr = 100 * np.array([[p["gap"] - p["gap_low"]], [p["gap_high"] - p["gap"]]])
-        yerr = np.array([[p["crit"] - max(p["crit_low"], p["crit"] / 100)], [p["crit_high"] - p["crit"]]])
-        axes.errorbar([100 * p["gap"]], [p["crit"]], xerr=np.nan_to_num(xerr), yerr=np.nan_to_num(yerr),
-                      marker="o", capsize=3, label=p["label"])
-    axes.set_yscale("log")
-    axes.set_xlabel("generalisation gap: train minus test accuracy (points), mean ± 95% CI")
-    axes.set_ylabel("network criticality (sum over layers)")
-    axes.set_title(title, fontsize=10)
-    axes.legend(fontsize=8)
-    return figure
+    return LogPoints(tuple(labels), column("geo_mean"), column("geo_ci95_low"), column("geo_ci95_high"),
+                     tuple(str(row["censoring"] or "") for row in rows))

@@ -1,5 +1,5 @@
 """Report sections on weight movement, interpolation and module criticality (one configuration each,
-plus criticality against the generalisation gap across width configurations).
+plus criticality against the generalisation gap across the configurations of a sweep).
 
 Built from ``layer_stats`` rows (:mod:`orchestrator.report.layer_stats`) and the
 ``interpolate`` rows of the stats table; never from weights.
@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from orchestrator.report import figures
+from orchestrator.report import figures, plots
+from orchestrator.report.censoring import AT_LEAST, AT_MOST, bound_sign
 from orchestrator.report.document import (
     Block,
     Heading,
@@ -21,7 +22,8 @@ from orchestrator.report.document import (
     format_sci_ci,
     short_sci,
 )
-from orchestrator.report.stats import ConfigView, widths_label
+from orchestrator.report.layer_stats import settings_value
+from orchestrator.report.stats import ConfigView
 
 
 def config_rows(layer_stats: pd.DataFrame, view: ConfigView) -> pd.DataFrame:
@@ -61,8 +63,8 @@ def _movement_blocks(view: ConfigView, rows: pd.DataFrame, slug: str) -> list[Bl
         for layer in view.layers
         if (moved["layer"] == layer).any()
     ]
-    png = figures.to_png(
-        figures.plot_curves(
+    png = plots.to_png(
+        plots.plot_curves(
             curves,
             f"Relative distance to init — {view.key.label}",
             "checkpoint (epoch)",
@@ -102,16 +104,20 @@ SHOWN_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 """Alphas the interpolation table shows when more than six were measured (the figure has all)."""
 
 
-def _interpolation_blocks(view: ConfigView, slug: str) -> list[Block]:
+def _interpolation_blocks(view: ConfigView, slug: str, chance: float | None) -> list[Block]:
     curves = figures.interpolation_curves(view)
     if not curves:
         return []
-    figure = figures.plot_curves(
+    trained = view.row("none", None, view.last_epoch) if view.last_epoch is not None else None
+    figure = plots.plot_curves(
         curves,
         f"Layer interpolated from init (α=0) to trained (α=1) — {view.key.label}",
         "α",
         "test accuracy (%), mean ± 95% CI",
         scale=100,
+        chance=chance,
+        trained=None if trained is None else float(trained["mean_acc"]),
+        accuracy=True,
     )
     measured = sorted({float(a) for c in curves for a in c.x})
     shown = measured if len(measured) <= 6 else [a for a in measured if a in SHOWN_ALPHAS]
@@ -123,7 +129,8 @@ def _interpolation_blocks(view: ConfigView, slug: str) -> list[Block]:
             cells.append(
                 "–"
                 if row is None
-                else format_ci(row["mean_acc"], row["ci95_low"], row["ci95_high"], int(row["n"]))
+                else format_ci(row["mean_acc"], row["ci95_low"], row["ci95_high"], int(row["n"]),
+                               clipped=bool(row["ci95_clipped"]))
             )
         table.append((layer, *cells))
     return [
@@ -136,9 +143,57 @@ def _interpolation_blocks(view: ConfigView, slug: str) -> list[Block]:
         Image(
             f"interpolate-{slug}.png",
             f"accuracy against alpha per layer, {view.key.label}",
-            figures.to_png(figure),
+            plots.to_png(figure),
         ),
     ]
+
+
+_BOUND_WORDS = {AT_MOST: "upper bounds", AT_LEAST: "lower bounds or no value"}
+
+
+def censored_cell(row: pd.Series) -> str:
+    """``3 of 5 (upper bounds)``, or ``none``."""
+    censored, measured = int(row["n_censored"]), int(row["n_measured"])
+    if not censored:
+        return "none"
+    return f"{censored} of {measured} ({_BOUND_WORDS.get(str(row['censoring']), 'at a bound')})"
+
+
+def criticality_cell(row: pd.Series) -> str:
+    """The geometric mean and its CI, ``≤`` before an upper bound; ``–`` with no value; the
+    arithmetic range where a score of 0 leaves no geometric mean."""
+    if int(row["n"]) == 0:
+        return "– (no value)"
+    if not np.isfinite(row["geo_mean"]):
+        return f"no geometric mean (a score of 0); arithmetic mean {short_sci(row['mean'])}"
+    return format_sci_ci(row["geo_mean"], row["geo_ci95_low"], row["geo_ci95_high"], int(row["n"]),
+                         bound_sign(str(row["censoring"])))
+
+
+def censoring_sentence(rows: list[pd.Series], settings: str) -> str | None:
+    """One sentence when half the scores (seeds × layers) or more are censored, naming the setting
+    to raise."""
+    measured = sum(int(r["n_measured"]) for r in rows)
+    censored = sum(int(r["n_censored"]) for r in rows)
+    if not measured or 2 * censored < measured:
+        return None
+    upper = sum(int(r["n_censored"]) for r in rows if r["censoring"] == AT_MOST)
+    if 2 * upper >= censored:
+        setting = "sigma_max"
+        why = "are upper bounds: their best σ is the largest tried, and a larger one might pass too"
+    else:
+        setting, why = "rtol", "are lower bounds at best: no (α, σ) pair passed, or only the smallest σ"
+    return (
+        f"{'Most' if 2 * censored > measured else 'Half'} of the criticality scores here are censored "
+        f"({censored} of {measured} layer scores {why}); raise criticality.{setting} in the sweep config "
+        f"(now {settings_value(settings, setting)}) and run the sweep again (nothing is retrained) to "
+        "resolve them."
+    )
+
+
+def _criticality_row(name: str, row: pd.Series) -> tuple[str, str, str, str]:
+    return (name, criticality_cell(row), f"{short_sci(row['min'])} – {short_sci(row['max'])}",
+            censored_cell(row))
 
 
 def _criticality_blocks(view: ConfigView, rows: pd.DataFrame, slug: str) -> list[Block]:
@@ -146,110 +201,101 @@ def _criticality_blocks(view: ConfigView, rows: pd.DataFrame, slug: str) -> list
     for index, settings in enumerate(criticality_settings(rows)):
         layers = per_layer_criticality(rows, settings)
         network = rows[(rows["quantity"] == "network_criticality") & (rows["settings"] == settings)].iloc[0]
-        table = [
-            (
-                layer,
-                format_sci_ci(r["mean"], r["ci95_low"], r["ci95_high"], int(r["n"])),
-                f"{short_sci(r['min'])} – {short_sci(r['max'])}",
-            )
-            for layer, r in ((name, layers[name]) for name in view.layers if name in layers)
-        ]
-        table.append(
-            (
-                "network (sum)",
-                format_sci_ci(network["mean"], network["ci95_low"], network["ci95_high"], int(network["n"])),
-                f"{short_sci(network['min'])} – {short_sci(network['max'])}",
-            )
-        )
         ordered = [layers[name] for name in view.layers if name in layers]
-        values = {c: np.array([float(r[c]) for r in ordered]) for c in ("mean", "ci95_low", "ci95_high")}
-        png = figures.to_png(
-            figures.plot_log_bars(
-                [r["layer"] for r in ordered],
-                values["mean"],
-                values["ci95_low"],
-                values["ci95_high"],
-                f"Module criticality ({settings}) — {view.key.label}",
-                "criticality, mean ± 95% CI (log)",
+        table = [_criticality_row(r["layer"], r) for r in ordered]
+        table.append(_criticality_row("network (sum)", network))
+        points = figures.log_points([r["layer"] for r in ordered], ordered)
+        png = plots.to_png(
+            plots.plot_log_points(
+                points, f"Module criticality ({settings}) — {view.key.label}", "layer",
+                "module criticality (log scale)",
             )
         )
         name = f"criticality-{slug}.png" if index == 0 else f"criticality-{slug}-{index}.png"
+        sentence = censoring_sentence([*ordered], settings)
         blocks += [
             Heading(3, f"Module criticality ({settings})"),
-            TableBlock(("layer", "criticality, mean [95% CI]", "range over seeds"), tuple(table)),
+            *([Paragraph(sentence)] if sentence else []),
+            TableBlock(
+                ("layer", "criticality, geometric mean [95% CI]", "range over seeds", "censored seeds"),
+                tuple(table),
+            ),
             Image(name, f"module criticality per layer, {view.key.label}", png),
         ]
     return blocks
 
 
-def layer_blocks(view: ConfigView, layer_stats: pd.DataFrame, slug: str) -> list[Block]:
+def layer_blocks(view: ConfigView, layer_stats: pd.DataFrame, slug: str, chance: float | None) -> list[Block]:
     """Movement, interpolation and criticality sections of one configuration (those measured)."""
     rows = config_rows(layer_stats, view)
     return [
         *_movement_blocks(view, rows, slug),
-        *_interpolation_blocks(view, slug),
+        *_interpolation_blocks(view, slug, chance),
         *_criticality_blocks(view, rows, slug),
     ]
 
 
+MIN_SCATTER_POINTS = 3
+"""Fewer configurations than this get a table, not a scatter plot that would invite a trend."""
+
+
 def gap_blocks(views: list[ConfigView], layer_stats: pd.DataFrame) -> list[Block]:
-    """Network criticality against the generalisation gap, per sweep with several width
-    configurations that both were measured for."""
+    """Network criticality against the generalisation gap, per sweep with several configurations
+    that both were measured for: a table, and a scatter plot from ``MIN_SCATTER_POINTS`` on."""
     blocks: list[Block] = []
     for sweep in dict.fromkeys(view.key.sweep for view in views):
-        points = []
+        found = []
         for view in (v for v in views if v.key.sweep == sweep):
             rows = config_rows(layer_stats, view)
             settings = criticality_settings(rows)
             gap = rows[rows["quantity"] == "gen_gap"]
             if not settings or gap.empty:
                 continue
-            crit = rows[(rows["quantity"] == "network_criticality") & (rows["settings"] == settings[0])].iloc[
-                0
-            ]
-            g = gap.iloc[0]
-            points.append(
-                {
-                    "label": f"widths {widths_label(view.key.widths)}",
-                    "gap": g["mean"],
-                    "gap_low": g["ci95_low"],
-                    "gap_high": g["ci95_high"],
-                    "crit": crit["mean"],
-                    "crit_low": crit["ci95_low"],
-                    "crit_high": crit["ci95_high"],
-                    "n": int(crit["n"]),
-                }
-            )
-        if len(points) < 2 or len({p["label"] for p in points}) < len(points):
+            network = rows[(rows["quantity"] == "network_criticality") & (rows["settings"] == settings[0])]
+            found.append((view.key.name, gap.iloc[0], network.iloc[0]))
+        if len(found) < 2:
             continue
-        frame = pd.DataFrame(points)
         table = tuple(
-            (
-                p["label"],
-                format_ci(p["gap"], p["gap_low"], p["gap_high"], p["n"]),
-                format_sci_ci(p["crit"], p["crit_low"], p["crit_high"], p["n"]),
+            (name, format_ci(g["mean"], g["ci95_low"], g["ci95_high"], int(g["n"])), criticality_cell(c),
+             censored_cell(c))
+            for name, g, c in found
+        )
+        if len(found) >= MIN_SCATTER_POINTS:
+            figure_block: Block = _gap_scatter(sweep, found)
+        else:
+            figure_block = Paragraph(
+                f"With {len(found)} configurations a scatter plot would invite a trend that {len(found)} "
+                f"points cannot show; it is drawn from {MIN_SCATTER_POINTS} configurations on."
             )
-            for p in points
-        )
-        png = figures.to_png(
-            figures.plot_criticality_vs_gap(frame, f"{sweep}: criticality vs generalisation")
-        )
         blocks += [
             Heading(2, f"{sweep}: network criticality against the generalisation gap"),
             Paragraph(
                 "Chatterji et al. find that networks of lower criticality generalise better. Gap = train "
-                "minus test accuracy of the trained network (points)."
+                "minus test accuracy of the trained network (points); criticality as its geometric mean "
+                "over seeds."
             ),
             TableBlock(
-                ("configuration", "generalisation gap (points)", "network criticality [95% CI]"), table
+                ("configuration", "generalisation gap (points)",
+                 "network criticality, geometric mean [95% CI]", "censored seeds"),
+                table,
             ),
-            Image(
-                f"criticality-gap-{sweep}.png",
-                f"network criticality against generalisation gap, {sweep}",
-                png,
-            ),
+            figure_block,
         ]
     return blocks
+
+
+def _gap_scatter(sweep: str, found: list[tuple[str, pd.Series, pd.Series]]) -> Image:
+    """The scatter of (name, gen_gap row, network_criticality row) per configuration."""
+    def column(name: str) -> np.ndarray:
+        return np.array([float(gap[name]) for _, gap, _ in found])
+
+    points = figures.log_points([name for name, _, _ in found], [network for _, _, network in found])
+    png = plots.to_png(plots.plot_criticality_vs_gap(
+        column("mean"), column("ci95_low"), column("ci95_high"), points,
+        f"{sweep}: network criticality against the generalisation gap",
+    ))
+    alt = f"network criticality against generalisation gap, {sweep}"
+    return Image(f"criticality-gap-{sweep}.png", alt, png)
 
 
 def reading_notes(layer_stats: pd.DataFrame) -> list[str]:
@@ -265,10 +311,15 @@ def reading_notes(layer_stats: pd.DataFrame) -> list[str]:
     if (layer_stats["quantity"] == "criticality").any():
         notes.append(
             "Module criticality (Chatterji et al. 2020): the layer is set to (1−α)·θ_0 + α·θ_T plus Gaussian "
-            "noise of std σ; the smallest (α/σ)²·||θ_T − θ_0||² over the (α, σ) grid points whose mean "
-            "training loss stays within rtol of the trained network's. 0 = the initial weights already do; "
-            "a value near 1e30 or above means only α = 1 with the grid's smallest σ (1e-16·sigma_max) "
-            "passed: no tested noise level was tolerated (a smaller sigma_max resolves it). Network "
-            "criticality is the sum over layers. Bars are on a log scale."
+            "noise of std σ; the smallest (α/σ)²·||θ_T − θ_0||² over the (α, σ) pairs whose mean training "
+            "loss stays within rtol of the trained network's. 0 = the initial weights already do. Scores "
+            "span orders of magnitude, so they are summarised on the log scale: the geometric mean over "
+            "seeds with the Student-t 95% CI of the mean log, back-transformed (layer_stats.csv also has "
+            "the arithmetic mean). A score is censored when the best σ is the largest σ tried (a larger "
+            "one might pass: the score is an upper bound, written ≤ and drawn as an open marker with an "
+            "arrow towards where the true value lies) or when no pair passed (no value). At the other "
+            "end, a score near 1e16 or above means only α = 1 with the grid's smallest σ (1e-16·sigma_max) "
+            "passed: no tested noise level was tolerated, and a smaller sigma_max resolves it. Network "
+            "criticality is the sum over layers."
         )
     return notes

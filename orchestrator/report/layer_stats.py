@@ -12,9 +12,19 @@ rule for n < 2 as ``stats.parquet`` (:func:`orchestrator.report.stats.t_interval
 - ``criticality`` per layer (epoch null), and ``network_criticality`` (layer
   null: the sum over a network's layers, networks with every layer measured);
   ``settings`` names the criticality grid, since networks measured under
-  different settings are never pooled;
+  different settings are never pooled. Criticality spans orders of magnitude,
+  so it is summarised on the log scale: ``geo_mean`` (the geometric mean) and
+  ``geo_ci95_low``/``geo_ci95_high`` (the Student-t 95% CI of the mean of the
+  logs, back-transformed), NaN when a score is 0 (no log) and for the other
+  quantities. ``n_measured`` counts the seeds measured, ``n`` those of them
+  with a value (no pair passing leaves none), ``n_censored`` those whose
+  score is censored (:mod:`orchestrator.report.censoring`, no value
+  included); ``censoring`` says which way (``at most``: upper bounds; empty
+  when none is censored);
 - ``gen_gap`` (layer and epoch null): train accuracy minus test accuracy of
   the trained network, a fraction (from the trial rows' ``train_acc``).
+
+``n`` counts the seeds with a finite value.
 """
 
 from __future__ import annotations
@@ -24,13 +34,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from orchestrator.report.censoring import RESOLVED, censoring, combined
 from orchestrator.report.stats import layer_sort_key, t_interval, trials_frame, widths_label
 from trainables.store import Store
 
 MOVEMENT = ("rel_dist_init", "dist_init", "cos_init", "norm", "dist_final")
-QUANTITY_ORDER = (*MOVEMENT, "criticality", "network_criticality", "gen_gap")
+CRITICALITY = ("criticality", "network_criticality")
+QUANTITY_ORDER = (*MOVEMENT, *CRITICALITY, "gen_gap")
 GROUP_KEYS = ["sweep", "config_id", "quantity", "layer", "epoch", "settings"]
-DESCRIPTIVE = ["dataset", "model", "widths"]
+DESCRIPTIVE = ["dataset", "model", "widths", "config_name", "config_rank"]
 LAYER_STATS_SCHEMA = pa.schema(
     [
         ("sweep", pa.string()),
@@ -49,6 +61,13 @@ LAYER_STATS_SCHEMA = pa.schema(
         ("ci95_high", pa.float64()),
         ("min", pa.float64()),
         ("max", pa.float64()),
+        ("geo_mean", pa.float64()),
+        ("geo_ci95_low", pa.float64()),
+        ("geo_ci95_high", pa.float64()),
+        ("n_measured", pa.int64()),
+        ("n_censored", pa.int64()),
+        ("censoring", pa.string()),
+        ("config_name", pa.string()),
     ]
 )
 LAYER_STATS_COLUMNS = LAYER_STATS_SCHEMA.names
@@ -66,33 +85,47 @@ def read_measures(store: Store, trial_ids: pa.Array) -> tuple[pa.Table, pa.Table
 
 
 def settings_label(row: pd.Series) -> str:
-    """E.g. ``11x11 sigma_max=1 K=10 rtol=1.01 subset=10000``."""
+    """E.g. ``11x11 sigma_max=1 K=10 rtol=1.01 subset=10000`` (``bisect 11x11 ...`` where a row
+    records its ``search``)."""
+    search = row.get("search")
+    prefix = f"{search} " if isinstance(search, str) and search else ""
     return (
-        f"{int(row['n_alpha'])}x{int(row['n_sigma'])} sigma_max={row['sigma_max']:g} "
+        f"{prefix}{int(row['n_alpha'])}x{int(row['n_sigma'])} sigma_max={row['sigma_max']:g} "
         f"K={int(row['noise_samples'])} rtol={row['rtol']:g} subset={int(row['subset_size'])}"
     )
 
 
+def settings_value(label: str, name: str) -> str | None:
+    """The value of ``name`` (``sigma_max``, ``rtol``) in a :func:`settings_label`, or None."""
+    for part in label.split():
+        key, _, value = part.partition("=")
+        if key == name:
+            return value
+    return None
+
+
 def _long_values(trials: pa.Table, layers: pa.Table, criticality: pa.Table) -> pd.DataFrame:
-    """One value per (trial, quantity, layer, epoch, settings)."""
+    """One value per (trial, quantity, layer, epoch, settings), with its ``censoring``."""
     parts = []
     movement = layers.to_pandas()
     if not movement.empty:
         long = movement.melt(
             id_vars=["trial_id", "layer", "epoch"], value_vars=list(MOVEMENT), var_name="quantity"
         )
-        parts.append(long.assign(settings=None))
+        parts.append(long.assign(settings=None, censoring=RESOLVED))
     critical = criticality.to_pandas()
     if not critical.empty:
         critical["settings"] = critical.apply(settings_label, axis=1)
         critical = critical.drop_duplicates(subset=CRITICALITY_KEY, keep="first")
-        per_layer = critical[["trial_id", "layer", "settings", "criticality"]].rename(
+        critical["censoring"] = censoring(critical)
+        per_layer = critical[["trial_id", "layer", "settings", "criticality", "censoring"]].rename(
             columns={"criticality": "value"}
         )
         parts.append(per_layer.assign(quantity="criticality", epoch=None))
         network = (
             critical.groupby(["trial_id", "settings"])
-            .agg(value=("criticality", lambda v: v.sum(min_count=1) if v.notna().all() else np.nan))
+            .agg(value=("criticality", lambda v: v.sum(min_count=1) if v.notna().all() else np.nan),
+                 censoring=("censoring", combined))
             .reset_index()
         )
         parts.append(network.assign(quantity="network_criticality", layer=None, epoch=None))
@@ -100,10 +133,14 @@ def _long_values(trials: pa.Table, layers: pa.Table, criticality: pa.Table) -> p
     gap = gap.assign(value=gap["train_acc"] - gap["test_acc"]).dropna(subset=["value"])
     if not gap.empty:
         parts.append(
-            gap[["trial_id", "value"]].assign(quantity="gen_gap", layer=None, epoch=None, settings=None)
+            gap[["trial_id", "value"]].assign(
+                quantity="gen_gap", layer=None, epoch=None, settings=None, censoring=RESOLVED
+            )
         )
     if not parts:
-        return pd.DataFrame(columns=["trial_id", "quantity", "layer", "epoch", "settings", "value"])
+        return pd.DataFrame(
+            columns=["trial_id", "quantity", "layer", "epoch", "settings", "value", "censoring"]
+        )
     return pd.concat([p.astype({"epoch": "Int32"}) for p in parts], ignore_index=True)
 
 
@@ -114,27 +151,45 @@ def compute_layer_stats(trials: pa.Table, layers: pa.Table, criticality: pa.Tabl
     merged = values.merge(trials_frame(trials), on="trial_id", how="inner")
     if merged.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in LAYER_STATS_COLUMNS})
-    merged = merged.dropna(subset=["value"])
+    value = merged["value"].astype(float)
+    positive = value.where(value > 0)
+    merged = merged.assign(
+        value=value,
+        log=np.log(positive),
+        not_positive=value <= 0,
+        censored=merged["censoring"] != RESOLVED,
+    )
     grouped = merged.groupby(GROUP_KEYS, dropna=False, sort=False).agg(
-        n=("seed", "nunique"),
+        n=("value", "count"),
+        n_measured=("value", "size"),
         mean=("value", "mean"),
         std=("value", "std"),
         min=("value", "min"),
         max=("value", "max"),
+        log_mean=("log", "mean"),
+        log_std=("log", "std"),
+        not_positive=("not_positive", "any"),
+        n_censored=("censored", "sum"),
+        censoring=("censoring", combined),
         **{column: (column, "first") for column in DESCRIPTIVE},
     )
     out = grouped.reset_index()
-    out["ci95_low"], out["ci95_high"] = t_interval(
-        out["mean"].to_numpy(), out["std"].to_numpy(), out["n"].to_numpy()
-    )
+    n = out["n"].to_numpy()
+    out["ci95_low"], out["ci95_high"] = t_interval(out["mean"].to_numpy(), out["std"].to_numpy(), n)
     out.loc[out["n"] < 2, "std"] = np.nan
+    low, high = t_interval(out["log_mean"].to_numpy(), out["log_std"].to_numpy(), n)
+    logged = (out["quantity"].isin(CRITICALITY) & ~out["not_positive"]).to_numpy()
+    for column, logs in (("geo_mean", out["log_mean"].to_numpy()), ("geo_ci95_low", low),
+                         ("geo_ci95_high", high)):
+        out[column] = np.where(logged, np.exp(logs), np.nan)
     out["n"] = out["n"].astype("int64")
+    out["n_measured"] = out["n_measured"].astype("int64")
+    out["n_censored"] = out["n_censored"].astype("int64")
     order = out.assign(
-        _widths=out["widths"].map(tuple),
         _quantity=out["quantity"].map(QUANTITY_ORDER.index),
         _layer=out["layer"].map(lambda v: layer_sort_key(v) if isinstance(v, str) else ("", -2)),
     ).sort_values(
-        ["sweep", "dataset", "model", "_widths", "config_id", "_quantity", "_layer", "epoch", "settings"],
+        ["sweep", "config_rank", "_quantity", "_layer", "epoch", "settings"],
         na_position="first",
         kind="stable",
     )

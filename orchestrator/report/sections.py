@@ -3,17 +3,22 @@ configuration, configurations compared, how to read it. Pure functions of the st
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 import pyarrow as pa
 
-from orchestrator.catalog.contents import StoreContents
-from orchestrator.report import figures
+from orchestrator.catalog.contents import StoreContents, with_config_ids
+from orchestrator.catalog.naming import (
+    TRIAL_COLUMNS,
+    distinguishing_fields,
+    names_of_trials,
+    row_training_spec,
+)
+from orchestrator.report import figures, plots
 from orchestrator.report.document import (
+    CLIPPED_MARK,
     Block,
     Bullets,
     Heading,
@@ -31,17 +36,14 @@ from orchestrator.report.layer_sections import (
     per_layer_criticality,
 )
 from orchestrator.report.layer_sections import reading_notes as layer_reading_notes
-from orchestrator.report.stats import (
-    ConfigView,
-    widths_label,
-    with_config_ids,
-)
+from orchestrator.report.stats import ConfigView, widths_label
 from orchestrator.report.verdicts import (
     LayerVerdict,
     Thresholds,
     layer_notes,
     layer_verdicts,
     points,
+    rerandomize_verdicts,
     summarize,
 )
 
@@ -50,19 +52,21 @@ def _acc_cell(row: pd.Series | None) -> str:
     if row is None:
         return "–"
     n = int(row["n"])
-    text = format_ci(row["mean_acc"], row["ci95_low"], row["ci95_high"], n)
+    text = format_ci(row["mean_acc"], row["ci95_low"], row["ci95_high"], n, clipped=bool(row["ci95_clipped"]))
     return text if n < 2 else f"{text} (n={n})"
 
 
 @dataclass(frozen=True)
 class ConfigInfo:
-    """What the networks of one configuration were: seeds, checkpoints, classes, training spec.
+    """What the networks of one configuration were: name, seeds, checkpoints, classes, training spec.
 
-    ``spec`` is the training spec without the seed, flattened (``optimizer.lr``).
+    ``spec`` is the training spec without the seed, flattened (``optimizer.lr``); ``name``
+    what distinguishes it within its sweep (:func:`orchestrator.catalog.naming.name_configs`).
     """
 
     sweep: str
     config_id: str
+    name: str
     seeds: tuple[int, ...]
     epochs: int
     checkpoints: tuple[int, ...]
@@ -70,51 +74,42 @@ class ConfigInfo:
     spec: dict[str, object]
 
 
-def _flatten(spec: dict, prefix: str = "") -> dict[str, object]:
-    flat: dict[str, object] = {}
-    for name, value in spec.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{name}."))
-        else:
-            flat[f"{prefix}{name}"] = tuple(value) if isinstance(value, list) else value
-    return flat
-
-
 def config_infos(trials: pa.Table) -> dict[tuple[str, str], ConfigInfo]:
-    """One ``ConfigInfo`` per (sweep, config_id) of the complete trials."""
+    """One ``ConfigInfo`` per (sweep, config_id) of the complete trials, in the one order of
+    configurations."""
     records = with_config_ids(trials).select(
-        ["sweep", "config_id", "seed", "epochs", "checkpoints", "n_classes", "spec_json"]
+        [*TRIAL_COLUMNS, "seed", "checkpoints", "n_classes"]
     ).to_pylist()
     grouped: dict[tuple[str, str], list[dict]] = {}
     for r in records:
         grouped.setdefault((r["sweep"], r["config_id"]), []).append(r)
     infos = {}
-    for (sweep, config_id), rs in grouped.items():
+    for (sweep, config_id), name in names_of_trials(records).items():
+        rs = grouped[(sweep, config_id)]
         classes = [r["n_classes"] for r in rs if r["n_classes"]]
-        spec = json.loads(rs[0]["spec_json"]) if rs[0]["spec_json"] else {}
-        spec.pop("seed", None)
         infos[(sweep, config_id)] = ConfigInfo(
             sweep,
             config_id,
+            name,
             tuple(sorted({r["seed"] for r in rs})),
             rs[0]["epochs"],
             tuple(rs[0]["checkpoints"] or ()),
             1 / classes[0] if classes else None,
-            _flatten(spec),
+            row_training_spec(rs[0]),
         )
     return infos
 
 
-def differing_fields(infos: Sequence[ConfigInfo]) -> list[str]:
-    """The training-spec fields whose values are not the same in all of ``infos``."""
-    names = sorted({name for info in infos for name in info.spec})
-    return [name for name in names if len({repr(info.spec.get(name)) for info in infos}) > 1]
+SLUG_CHARS = 80
+"""How much of sweep, dataset, model and widths a figure's file name keeps (its config id follows)."""
 
 
 def _slug(view: ConfigView) -> str:
+    """The part of a configuration's figure file names after the figure's kind: short enough for any
+    filesystem, unique by its config id."""
     key = view.key
-    raw = f"{key.sweep}-{key.dataset}-{key.model}-{widths_label(key.widths)}-{key.config_id[:8]}"
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", raw)
+    described = f"{key.sweep}-{key.dataset}-{key.model}-{widths_label(key.widths)}"[:SLUG_CHARS]
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{described}-{key.config_id[:8]}")
 
 
 def run_section(contents: StoreContents, infos: dict[tuple[str, str], ConfigInfo]) -> list[Block]:
@@ -135,6 +130,7 @@ def run_section(contents: StoreContents, infos: dict[tuple[str, str], ConfigInfo
         config_rows.append(
             (
                 info.sweep,
+                info.name,
                 info.config_id,
                 str(spec.get("dataset", "?")),
                 str(spec.get("model", "?")),
@@ -148,8 +144,8 @@ def run_section(contents: StoreContents, infos: dict[tuple[str, str], ConfigInfo
         )
     blocks.append(
         TableBlock(
-            ("sweep", "config_id", "dataset", "model", "widths", "epochs", "optimizer", "batch",
-             "checkpoints", "seeds"),
+            ("sweep", "configuration", "config_id", "dataset", "model", "widths", "epochs", "optimizer",
+             "batch", "checkpoints", "seeds"),
             tuple(config_rows),
         )
     )
@@ -157,10 +153,11 @@ def run_section(contents: StoreContents, infos: dict[tuple[str, str], ConfigInfo
     for sweep in dict.fromkeys(info.sweep for info in infos.values()):
         mine = [info for info in infos.values() if info.sweep == sweep]
         if len(mine) > 1:
-            fields = differing_fields(mine)
+            fields = distinguishing_fields(info.spec for info in mine)
             notes.append(
-                f"{sweep} holds {len(mine)} configurations, differing in: {', '.join(fields)}. "
-                "Statistics pool only the seeds of one configuration."
+                f"{sweep} holds {len(mine)} configurations, differing in: {', '.join(fields)}; each is "
+                "named by those values, with the first 8 characters of its config_id. Statistics pool "
+                "only the seeds of one configuration."
             )
     for status in contents.sweeps:
         if status.expected is None:
@@ -189,9 +186,8 @@ def baseline_section(views: list[ConfigView], infos: dict[tuple[str, str], Confi
         rows.append(
             (
                 key.sweep,
-                key.config_id,
+                key.name,
                 key.dataset,
-                widths_label(key.widths),
                 _acc_cell(view.row("none", None, 0)),
                 f"{_acc_cell(view.row('none', None, last))} at epoch {last}",
                 "–" if chance is None else f"{100 * chance:.1f}",
@@ -199,9 +195,8 @@ def baseline_section(views: list[ConfigView], infos: dict[tuple[str, str], Confi
         )
     header = (
         "sweep",
-        "config_id",
+        "configuration",
         "dataset",
-        "widths",
         "initial accuracy (epoch 0)",
         "trained accuracy",
         "chance (1/n_classes)",
@@ -218,7 +213,8 @@ def _notes(view: ConfigView, verdicts: list[LayerVerdict], layer_stats: pd.DataF
     moved = {layer: float(row["mean"]) for layer, row in last_movement(rows).items()}
     settings = criticality_settings(rows)
     critical = per_layer_criticality(rows, settings[0]) if settings else {}
-    notes = layer_notes(verdicts, moved, {layer: float(row["mean"]) for layer, row in critical.items()})
+    scores = {layer: (float(row["geo_mean"]), str(row["censoring"])) for layer, row in critical.items()}
+    notes = layer_notes(verdicts, moved, scores)
     return [Bullets(notes)] if notes else []
 
 
@@ -227,6 +223,7 @@ def config_section(
 ) -> list[Block]:
     last = view.last_epoch
     verdicts = {v.layer: v for v in layer_verdicts(view, info.chance, thresholds)}
+    rerandomized = rerandomize_verdicts(view, info.chance, thresholds)
     table = []
     for layer in view.layers:
         v = verdicts.get(layer)
@@ -249,30 +246,27 @@ def config_section(
         "verdict",
     )
     label, slug = view.key.label, _slug(view)
-    heatmap = figures.plot_heatmap(figures.heatmap_matrix(view), f"Mean test error (%) — {label}")
-    bars = figures.plot_bars(figures.bar_data(view, info.chance), f"Per-layer accuracy — {label}")
+    heatmap = plots.plot_heatmap(figures.heatmap_matrix(view), label)
+    bars = plots.plot_bars(figures.bar_data(view, info.chance), label)
+    summary = summarize(list(verdicts.values()), view.layers, info.chance, thresholds, rerandomized)
     return [
         Heading(2, label),
-        Paragraph(summarize(list(verdicts.values()), view.layers, info.chance, thresholds)),
+        Paragraph(summary),
         *_notes(view, list(verdicts.values()), layer_stats),
         TableBlock(header, tuple(table)),
-        Image(
-            f"heatmap-{slug}.png",
-            f"heatmap of mean test error, {label}",
-            figures.to_png(heatmap),
+        Paragraph(
+            "The heatmap shows test ERROR (100 − accuracy, lower is better), as Zhang et al. do; the "
+            "tables and the bars show accuracy."
         ),
-        Image(
-            f"bars-{slug}.png",
-            f"per-layer accuracy, {label}",
-            figures.to_png(bars),
-        ),
-        *layer_blocks(view, layer_stats, slug),
+        Image(f"heatmap-{slug}.png", f"heatmap of mean test error, {label}", plots.to_png(heatmap)),
+        Image(f"bars-{slug}.png", f"per-layer accuracy, {label}", plots.to_png(bars)),
+        *layer_blocks(view, layer_stats, slug, info.chance),
     ]
 
 
 def compare_section(views: list[ConfigView]) -> list[Block]:
-    shared_context = len({(v.key.sweep, v.key.dataset, v.key.model) for v in views}) == 1
-    widths_unique = len({v.key.widths for v in views}) == len(views)
+    one_sweep = len({v.key.sweep for v in views}) == 1
+    labels = [v.key.name if one_sweep else v.key.label for v in views]
     panels = []
     for kind, epoch, title in (
         ("reinit", 0, "layer reset to its initial weights (reinit@0)"),
@@ -280,17 +274,13 @@ def compare_section(views: list[ConfigView]) -> list[Block]:
     ):
         if not any(view.has(kind) for view in views):
             continue
-        labels = [
-            f"widths {widths_label(v.key.widths)}" if shared_context and widths_unique else v.key.label
-            for v in views
-        ]
         profiles = [
             figures.drop_profile(view, kind, epoch, label) for view, label in zip(views, labels, strict=True)
         ]
         panels.append((title, profiles))
     if not panels:
         return []
-    png = figures.to_png(figures.plot_drop_profiles(panels, "Accuracy drop per layer, by configuration"))
+    png = plots.to_png(plots.plot_drop_profiles(panels, "Accuracy drop per layer, by configuration"))
     return [
         Heading(2, "Configurations compared"),
         Paragraph(
@@ -306,6 +296,10 @@ def reading_notes(thresholds: Thresholds, has_single_seed: bool, layer_stats: pd
         "Accuracies are in percent; a ± value is the half-width of the 95% Student-t interval "
         "over seeds; n is the number of seeds (rerandomize draws are first averaged per seed). "
         "Only seeds of one configuration (the same training spec but for the seed) are pooled.",
+        f"An interval written [low, high]{CLIPPED_MARK} reached past what the quantity can be and is cut "
+        "there: accuracy to 0–100%, a drop to between (trained − 100) and the trained accuracy. A cut "
+        "interval still holds the true mean whenever the uncut one did; its width says the seeds "
+        "disagree a lot (more seeds narrow it). In bar charts, a cut whisker ends in a triangle.",
         "Drop = that seed's trained accuracy minus the swapped network's accuracy, paired by "
         "seed; positive = worse than trained.",
         f"Verdicts, judged on reinit to epoch 0 (rerandomize when reinit was not measured): "
@@ -313,11 +307,12 @@ def reading_notes(thresholds: Thresholds, has_single_seed: bool, layer_stats: pd
         f"points of chance (1/n_classes); robust = the drop's 95% CI lies below "
         f"{100 * thresholds.robust_drop:g} points; sensitive = not critical and the drop's CI lies "
         "above that; unclear = the drop's CI contains it.",
-        "Heatmap: rows are the layer changed (last row: the whole network at that checkpoint), "
-        "columns the checkpoint a layer is reset to; the last checkpoint is the trained network "
-        "itself. Every heatmap uses the same colour scale (0–100% error). The full model's "
-        "rerandomize cell is blank: a fresh draw of every layer is an initial network, shown in "
-        "its epoch-0 cell.",
+        "Heatmap: test error (100 − accuracy), not accuracy. Rows are the layer changed (last row: "
+        "the whole network at that checkpoint), columns the checkpoint a layer is reset to; the last "
+        "checkpoint is the trained network itself. Every heatmap uses the same colour scale, viridis "
+        "from 0% (dark) to 100% error (yellow), readable without telling red from green. The full "
+        "model's rerandomize cell is blank: a fresh draw of every layer is an initial network, shown "
+        "in its epoch-0 cell.",
     ]
     items += layer_reading_notes(layer_stats)
     if has_single_seed:

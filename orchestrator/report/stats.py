@@ -17,11 +17,18 @@ Units and semantics:
   accuracy, positive = worse than trained. The trained accuracy is the
   network's ``none`` row at epoch == ``epochs``, or its trial row's
   ``test_acc`` if that row is absent.
+- Intervals respect the range of what they bound: an accuracy's interval is
+  cut to [0, 1] and a mean drop's to [mean trained - 1, mean trained] (each
+  seed's drop lies in [trained - 1, trained]); ``ci95_clipped`` and
+  ``drop_ci95_clipped`` say where a bound was cut. Cutting never changes
+  whether an interval holds the true mean, which always lies in that range.
+- ``config_name`` names the configuration by what distinguishes it within
+  its sweep (:func:`orchestrator.catalog.naming.name_configs`); rows follow
+  that module's order of configurations.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 
@@ -30,10 +37,11 @@ import pandas as pd
 import pyarrow as pa
 from scipy import stats as st
 
-from trainables.spec import TrialSpec
+from orchestrator.catalog.contents import with_config_ids
+from orchestrator.catalog.naming import TRIAL_COLUMNS, names_of_trials
 
 GROUP_KEYS = ["sweep", "config_id", "kind", "layer", "epoch", "alpha"]
-DESCRIPTIVE = ["dataset", "model", "widths"]
+DESCRIPTIVE = ["dataset", "model", "widths", "config_name", "config_rank"]
 STATS_COLUMNS = [
     "sweep",
     "config_id",
@@ -54,6 +62,9 @@ STATS_COLUMNS = [
     "mean_drop",
     "drop_ci95_low",
     "drop_ci95_high",
+    "config_name",
+    "ci95_clipped",
+    "drop_ci95_clipped",
 ]
 
 STATS_SCHEMA = pa.schema(
@@ -77,6 +88,10 @@ STATS_SCHEMA = pa.schema(
         ("mean_drop", pa.float64()),
         ("drop_ci95_low", pa.float64()),
         ("drop_ci95_high", pa.float64()),
+        # Extensions:
+        ("config_name", pa.string()),  # what distinguishes the configuration within its sweep
+        ("ci95_clipped", pa.bool_()),  # the accuracy interval was cut to [0, 1]
+        ("drop_ci95_clipped", pa.bool_()),  # the drop interval was cut to its possible range
     ]
 )
 """Arrow schema of ``stats.parquet`` (``widths`` stays a list<int32> there)."""
@@ -101,21 +116,21 @@ def widths_label(widths: tuple[int, ...] | list[int]) -> str:
 class ConfigKey:
     """One configuration of one sweep: the unit of a heatmap and a results table.
 
-    ``config_id`` identifies it; ``dataset``, ``model`` and ``widths`` describe it.
+    ``config_id`` identifies it; ``name`` says what distinguishes it within its sweep;
+    ``dataset``, ``model`` and ``widths`` describe it.
     """
 
     sweep: str
     config_id: str
+    name: str
     dataset: str
     model: str
     widths: tuple[int, ...]
 
     @property
     def label(self) -> str:
-        return (
-            f"{self.sweep} · {self.dataset} · {self.model} · widths {widths_label(self.widths)} "
-            f"· config {self.config_id[:8]}"
-        )
+        """``demo: widths 256-128 · 13e20844``: how headings, titles and legends name it."""
+        return f"{self.sweep}: {self.name}"
 
 
 RowKey = tuple[str, str | None, int | None, float | None]
@@ -166,12 +181,13 @@ class ConfigView:
 
 
 def config_views(stats: pd.DataFrame) -> list[ConfigView]:
-    """One view per configuration in a stats table, in its row order."""
+    """One view per configuration in a stats table, in its row order (the one order of
+    configurations)."""
     views = []
     for (sweep, config_id), rows in stats.groupby(["sweep", "config_id"], sort=False):
         first = rows.iloc[0]
         widths = tuple(int(w) for w in first["widths"])
-        key = ConfigKey(sweep, config_id, first["dataset"], first["model"], widths)
+        key = ConfigKey(sweep, config_id, first["config_name"], first["dataset"], first["model"], widths)
         views.append(ConfigView.of(key, rows))
     return views
 
@@ -185,32 +201,30 @@ def t_interval(mean: np.ndarray, std: np.ndarray, n: np.ndarray) -> tuple[np.nda
     return mean - half, mean + half
 
 
-def config_id_of(spec_json: str) -> str:
-    """The configuration id of a stored spec (also of a version-1 spec, whose
-    measurement fields are dropped first)."""
-    return TrialSpec.from_dict(json.loads(spec_json)).config_id
-
-
-def with_config_ids(trials: pa.Table) -> pa.Table:
-    """``trials`` with every ``config_id`` set: trial rows of store version 1 have none,
-    so it is computed from their ``spec_json``."""
-    column = trials.column("config_id")
-    if not column.null_count:
-        return trials
-    specs = trials.column("spec_json").to_pylist()
-    filled = [
-        config_id if config_id is not None else config_id_of(spec_json)
-        for config_id, spec_json in zip(column.to_pylist(), specs, strict=True)
-    ]
-    index = trials.schema.get_field_index("config_id")
-    return trials.set_column(index, "config_id", pa.array(filled, pa.string()))
+def clip_interval(
+    low: np.ndarray, high: np.ndarray, lowest: float | np.ndarray, highest: float | np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``low`` and ``high`` cut to [``lowest``, ``highest``], and where either was cut
+    (False where the interval is NaN)."""
+    low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+    with np.errstate(invalid="ignore"):
+        clipped = (low < lowest) | (high > highest)
+    return np.clip(low, lowest, highest), np.clip(high, lowest, highest), clipped
 
 
 def trials_frame(trials: pa.Table) -> pd.DataFrame:
-    frame = with_config_ids(trials).select(
+    """One row per (trial, sweep) with its configuration's ``config_name`` and ``config_rank``
+    (position in the one order of configurations), ``seed``, ``epochs`` and ``trial_test_acc``."""
+    trials = with_config_ids(trials)
+    names = names_of_trials(trials.select(list(TRIAL_COLUMNS)).to_pylist())
+    rank = {key: position for position, key in enumerate(names)}
+    frame = trials.select(
         ["trial_id", "sweep", "config_id", "dataset", "model", "widths", "seed", "epochs", "test_acc"]
     ).to_pandas()
     frame["widths"] = frame["widths"].map(lambda w: tuple(int(x) for x in w))
+    keys = list(zip(frame["sweep"], frame["config_id"], strict=True))
+    frame["config_name"] = [names[k] for k in keys]
+    frame["config_rank"] = [rank[k] for k in keys]
     return frame.rename(columns={"test_acc": "trial_test_acc"})
 
 
@@ -227,8 +241,8 @@ def compute_stats(trials: pa.Table, swaps: pa.Table) -> pd.DataFrame:
     its trial row is an unfinished trial). ``widths`` is a list of ints per row,
     ``layer`` and ``alpha`` are null (NaN) where the swaps table has null,
     ``epoch`` is a nullable integer. Rows are sorted by sweep, configuration
-    (dataset, model, widths, config_id), kind (none, reinit, rerandomize,
-    transplant, interpolate), layer depth, epoch, alpha.
+    (the one order of :func:`orchestrator.catalog.naming.name_configs`), kind
+    (none, reinit, rerandomize, transplant, interpolate), layer depth, epoch, alpha.
     """
     merged = _swaps_frame(swaps).merge(trials_frame(trials), on="trial_id", how="inner")
     if merged.empty:
@@ -251,15 +265,17 @@ def compute_stats(trials: pa.Table, swaps: pa.Table) -> pd.DataFrame:
         max_acc=("acc", "max"),
         mean_drop=("drop", "mean"),
         std_drop=("drop", "std"),
+        mean_trained=("trained", "mean"),
         **{column: (column, "first") for column in DESCRIPTIVE},
     )
     out = grouped.reset_index()
     n = out["n"].to_numpy()
-    out["ci95_low"], out["ci95_high"] = t_interval(
-        out["mean_acc"].to_numpy(), out["std_acc"].to_numpy(), n
-    )
-    out["drop_ci95_low"], out["drop_ci95_high"] = t_interval(
-        out["mean_drop"].to_numpy(), out["std_drop"].to_numpy(), n
+    low, high = t_interval(out["mean_acc"].to_numpy(), out["std_acc"].to_numpy(), n)
+    out["ci95_low"], out["ci95_high"], out["ci95_clipped"] = clip_interval(low, high, 0.0, 1.0)
+    low, high = t_interval(out["mean_drop"].to_numpy(), out["std_drop"].to_numpy(), n)
+    trained = out["mean_trained"].to_numpy(dtype=float)
+    out["drop_ci95_low"], out["drop_ci95_high"], out["drop_ci95_clipped"] = clip_interval(
+        low, high, trained - 1.0, trained
     )
     out["n"] = out["n"].astype("int64")
     out["epoch"] = out["epoch"].astype(pd.Int32Dtype())
@@ -268,14 +284,13 @@ def compute_stats(trials: pa.Table, swaps: pa.Table) -> pd.DataFrame:
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
     order = frame.assign(
-        _widths=frame["widths"].map(tuple),
         _kind=frame["kind"].map(
             lambda k: KIND_ORDER.index(k) if k in KIND_ORDER else len(KIND_ORDER)
         ),
         _layer=frame["layer"].map(lambda v: layer_sort_key(v) if isinstance(v, str) else ("", -2)),
     )
     order = order.sort_values(
-        ["sweep", "dataset", "model", "_widths", "config_id", "_kind", "kind", "_layer", "epoch", "alpha"],
+        ["sweep", "config_rank", "_kind", "kind", "_layer", "epoch", "alpha"],
         na_position="first",
         kind="stable",
     )

@@ -39,6 +39,22 @@ REACH_TIMEOUT_S = 30.0
 """How long opening a remote store may take before it counts as unreachable."""
 T = TypeVar("T")
 
+PARQUET_WRITE_OPTIONS: dict = {
+    "version": "2.6",
+    "compression": "snappy",
+    "use_dictionary": True,
+    "write_statistics": True,
+    "data_page_version": "1.0",
+    "data_page_size": 1024 * 1024,
+    "row_group_size": 1024 * 1024,
+    "use_compliant_nested_type": True,
+    "store_schema": True,
+    "write_page_index": False,
+    "write_page_checksum": False,
+}
+"""Every Parquet file is written with these settings (pyarrow's defaults, pinned), so the same
+rows give the same bytes whatever a later pyarrow chooses by default."""
+
 
 STORE_VERSION = 2
 """Version 2: a network's id is the hash of its training spec only (DESIGN.md, "Identity")."""
@@ -227,7 +243,7 @@ class Store:
         canonical schema) as ``relpath``."""
         schema = TABLE_SCHEMAS[table]
         buffer = io.BytesIO()
-        pq.write_table(rows.select(schema.names).cast(schema), buffer)
+        pq.write_table(rows.select(schema.names).cast(schema), buffer, **PARQUET_WRITE_OPTIONS)
         self.write_bytes(relpath, buffer.getvalue())
 
     def list_files(self, reldir: str) -> list[str]:

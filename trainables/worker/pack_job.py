@@ -9,6 +9,7 @@ trial is complete.
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 import time
 from dataclasses import dataclass
@@ -78,13 +79,31 @@ def tensor_sha256(tensor: torch.Tensor) -> str:
     return hashlib.sha256(raw.tobytes()).hexdigest()
 
 
+def with_sorted_metadata(data: bytes) -> bytes:
+    """safetensors bytes whose header lists its ``__metadata__`` keys in sorted order.
+
+    safetensors writes that map in hash order, which changes from process to process, so the
+    same tensors would give files of different bytes. The header (8-byte little-endian length,
+    then JSON padded with spaces to a multiple of 8) is written again in a fixed order; tensor
+    entries keep theirs, and their offsets are relative to the data that follows, untouched.
+    """
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    metadata_ = header.pop("__metadata__", None)
+    ordered = ({"__metadata__": dict(sorted(metadata_.items()))} if metadata_ else {}) | header
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + length :]
+
+
 def save_checkpoint(
     store: Store, trial_id: str, epoch: int, state: StateDict, layers: dict[str, str]
 ) -> list[dict]:
-    """Write one epoch's safetensors file; return its weights index rows."""
+    """Write one epoch's safetensors file (metadata ``epoch``, ``trial_id``, in that order);
+    return its weights index rows."""
     tensors = {key: value.detach().cpu().contiguous() for key, value in state.items()}
     metadata_ = {"trial_id": trial_id, "epoch": str(epoch)}
-    data = safetensors.torch.save(tensors, metadata=metadata_)
+    data = with_sorted_metadata(safetensors.torch.save(tensors, metadata=metadata_))
     store.write_bytes(layout.weights_path(trial_id, epoch), data)
     return checkpoint_rows(trial_id, epoch, tensors, layers)
 
