@@ -3,9 +3,10 @@
 A configuration is a training spec without its seed (DESIGN.md, "Identity"). Among the
 configurations of one sweep, each is named by the fields whose values are not the same in all of
 them, read from the specs' dataclass fields (nested blocks dotted, defaults included, so a field
-added to the spec later takes part with no code here). ``widths`` comes last, and a field that
-follows from another one that also differs (``data_mean`` from ``dataset``, ``checkpoints`` from
-``epochs``) is left out. One configuration alone is named by its widths.
+added to the spec later takes part with no code here), then by its ``widths`` (the sweep's own
+axis, always named). A field that follows from another one that also differs (``data_mean`` from
+``dataset``, ``checkpoints`` from ``epochs``) is left out. One configuration alone is named by its
+widths.
 
 The report and ``ls`` name configurations the same way (issue 18's naming); this is the driver's
 copy for the pack plan, to become one function with it.
@@ -22,7 +23,7 @@ from trainables.spec import TrialSpec
 FOLLOWS_FROM = {"data_mean": "dataset", "data_std": "dataset", "checkpoints": "epochs"}
 """A field left out of a name when the field it follows from distinguishes the configuration too."""
 LAST = "widths"
-"""The sweep's own axis, named after the grid's."""
+"""The sweep's own axis: in every label, after the fields that distinguish the configuration."""
 
 
 def flat_fields(spec: Any, prefix: str = "") -> dict[str, Any]:
@@ -58,11 +59,11 @@ def short_name(field: str) -> str:
 
 
 def distinguishing_fields(flats: list[dict[str, Any]]) -> list[str]:
-    """The fields whose values differ among ``flats``, in field order, ``widths`` last."""
+    """The fields whose values differ among ``flats``, in field order, then ``widths``."""
     names = list(dict.fromkeys(name for flat in flats for name in flat))
     differing = [name for name in names if len({repr(flat.get(name)) for flat in flats}) > 1]
-    kept = [name for name in differing if FOLLOWS_FROM.get(name) not in differing]
-    return sorted(kept, key=lambda name: name == LAST)
+    kept = [name for name in differing if FOLLOWS_FROM.get(name) not in differing and name != LAST]
+    return [*kept, LAST]
 
 
 def configuration_labels(specs: Iterable[TrialSpec]) -> dict[str, str]:
@@ -71,7 +72,7 @@ def configuration_labels(specs: Iterable[TrialSpec]) -> dict[str, str]:
     flats: dict[str, dict[str, Any]] = {}
     for spec in specs:
         flats.setdefault(spec.config_id, flat_fields(spec))
-    fields = distinguishing_fields(list(flats.values())) or [LAST]
+    fields = distinguishing_fields(list(flats.values()))
     return {
         config_id: ", ".join(f"{short_name(name)} {format_value(flat.get(name))}" for name in fields)
         for config_id, flat in flats.items()
