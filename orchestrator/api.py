@@ -228,8 +228,12 @@ class StoreReader:
             frame = frame.drop_duplicates("trial_id", keep="first")
         for column in ("widths", "checkpoints"):
             frame[column] = frame[column].map(lambda value: tuple(int(v) for v in value))
-        flat = [flat_fields(TrialSpec.from_dict(json.loads(text))) for text in frame["spec_json"]]
-        fields = list(dict.fromkeys(name for row in flat for name in row))
+        per_config: dict[str, dict[str, Any]] = {}  # the fields but the seed: one configuration's own
+        for config_id, text in zip(frame["config_id"], frame["spec_json"], strict=True):
+            if config_id not in per_config:
+                per_config[config_id] = flat_fields(TrialSpec.from_dict(json.loads(text)))
+        flat = [per_config[config_id] for config_id in frame["config_id"]]
+        fields = list(dict.fromkeys(name for row in per_config.values() for name in row))
         for name in fields:
             if name not in frame.columns:
                 frame[name] = [row.get(name) for row in flat]
