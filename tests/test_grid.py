@@ -14,7 +14,7 @@ from orchestrator.config.grid_axes import grid_keys, measurement_settings
 from orchestrator.config.labels import configuration_labels
 from orchestrator.config.sweep_config import RECORD_V2_KEYS, ConfigError, parse_config
 from orchestrator.run.budget import cpu_budget, machine_memory_bytes, trial_need_bytes
-from orchestrator.run.packing import check_buildable, optimizer_slots
+from orchestrator.run.packing import check_buildable, make_packs, optimizer_slots, pack_shape
 from orchestrator.run.sweep import run_sweep
 from tests.helpers import tiny_raw_config
 from trainables.data.datasets import load_dataset
@@ -196,3 +196,20 @@ def test_a_configuration_its_family_cannot_build_is_named(tinybn, tmp_path):
     named = r"^grid: the configuration batch_size 16, widths 6 does not fit: tinybn: "
     with pytest.raises(ConfigError, match=named):
         check_buildable(gridded, [odd, spec], broken)
+
+
+def test_packs_hold_one_configuration_and_take_its_figures_from_its_spec(tmp_path):
+    raw = tiny_raw_config(tmp_path, widths=[[16, 8]], seeds=4, optimizer={"lr": 0.1}, pack=2,
+                          grid={"optimizer.name": ["sgd", "adam"], "batch_size": [16, 64]})
+    del raw["batch_size"]
+    config = parse_config(raw)
+    specs = expand_grid(config)
+    data = {"synthetic": load_dataset("synthetic")}
+    lines: list[str] = []
+    packs = make_packs(config, specs[::-1], data, slots=2, budget=None, log=lines.append)
+    assert len(packs) == 8 and all(len({spec.config_id for spec in pack}) == 1 for pack in packs)
+    shapes = {pack[0].config_id: pack_shape(pack[0], data["synthetic"]) for pack in packs}
+    figures = {(shape.batch_size, shape.optimizer_slots) for shape in shapes.values()}
+    assert figures == {(16, 0), (64, 0), (16, 2), (64, 2)}  # sgd: no state, adam: 2 tensors per weight
+    assert lines[0] == "batch_size 64, optimizer adam, widths 16-8: 4 networks in 2 trial(s) of 2"
+    assert len(lines) == 4
