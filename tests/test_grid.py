@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import pyarrow.parquet as pq
 import pytest
@@ -213,3 +215,16 @@ def test_packs_hold_one_configuration_and_take_its_figures_from_its_spec(tmp_pat
     assert figures == {(16, 0), (64, 0), (16, 2), (64, 2)}  # sgd: no state, adam: 2 tensors per weight
     assert lines[0] == "batch_size 64, optimizer adam, widths 16-8: 4 networks in 2 trial(s) of 2"
     assert len(lines) == 4
+
+
+def test_a_refused_grid_imports_nothing_heavy(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(lr_grid(tmp_path / "store", [0.1, 0.1])))
+    script = (
+        "import sys\nfrom orchestrator.cli import main\n"
+        f"assert main(['sweep', {str(config)!r}]) == 2\n"
+        "print(sorted(m for m in ('torch', 'ray', 'pyarrow', 'pandas') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]" and "each value may appear once" in result.stderr
