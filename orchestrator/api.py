@@ -78,7 +78,7 @@ class StoreReader:
         from orchestrator.catalog.contents import load_contents
 
         contents = load_contents(self._store, sweep)
-        return self._trial_frame(contents.trials, unique=sweep is None)
+        return self._trial_frame(contents.trials, unique=sweep is None)[0]
 
     def swaps(self, sweep: str | None = None) -> pd.DataFrame:
         """The swap measurements of complete networks, each key once (``trial_id``, ``kind``,
@@ -89,8 +89,7 @@ class StoreReader:
         from orchestrator.catalog.contents import load_contents
 
         contents = load_contents(self._store, sweep)
-        trials = self._trial_frame(contents.trials, unique=sweep is None)
-        return self._joined(contents.swaps, trials)
+        return self._joined(contents.swaps, *self._trial_frame(contents.trials, unique=sweep is None))
 
     def layers(self, sweep: str | None = None) -> pd.DataFrame:
         """Weight movement of complete networks, one row per (trial, stored checkpoint ``epoch``,
@@ -216,9 +215,10 @@ class StoreReader:
             self._arrays[name] = load_dataset(name)
         return self._arrays[name]
 
-    def _trial_frame(self, trials: Any, unique: bool) -> pd.DataFrame:
+    def _trial_frame(self, trials: Any, unique: bool) -> tuple[pd.DataFrame, list[str]]:
         """Trial rows (Arrow) as pandas: config ids filled, lists as tuples, the flattened spec's
-        fields added as columns; one row per network when ``unique``."""
+        fields added as columns; one row per network when ``unique``. With the names of the spec's
+        fields (the seed first)."""
         from orchestrator.config.labels import flat_fields
         from orchestrator.report.stats import with_config_ids
         from trainables.spec import TrialSpec
@@ -237,15 +237,15 @@ class StoreReader:
         for name in fields:
             if name not in frame.columns:
                 frame[name] = [row.get(name) for row in flat]
-        frame.attrs["spec_fields"] = ["seed", *fields]
-        return frame.sort_values(["sweep", "config_id", "seed"], kind="stable").reset_index(drop=True)
+        frame = frame.sort_values(["sweep", "config_id", "seed"], kind="stable").reset_index(drop=True)
+        return frame, ["seed", *fields]
 
-    def _joined(self, rows: Any, trials: pd.DataFrame) -> pd.DataFrame:
-        """Index rows (Arrow) of complete trials joined with their trial's keys and spec fields."""
+    def _joined(self, rows: Any, trials: pd.DataFrame, spec_fields: list[str]) -> pd.DataFrame:
+        """Index rows (Arrow) of complete trials joined with their trial's keys and ``spec_fields``."""
         import pandas as pd
         import pyarrow as pa
 
-        columns = list(dict.fromkeys([*TRIAL_KEYS, *trials.attrs.get("spec_fields", [])]))
+        columns = list(dict.fromkeys([*TRIAL_KEYS, *spec_fields]))
         frame = rows.to_pandas(types_mapper={pa.int32(): pd.Int32Dtype()}.get)
         return frame.merge(trials[["trial_id", *columns]], on="trial_id", how="inner")
 
@@ -253,8 +253,7 @@ class StoreReader:
         from orchestrator.catalog.contents import load_contents
 
         contents = load_contents(self._store, sweep)
-        trials = self._trial_frame(contents.trials, unique=sweep is None)
-        return self._joined(self._store.read_index(table), trials)
+        return self._joined(self._store.read_index(table), *self._trial_frame(contents.trials, sweep is None))
 
     def _swap_key(
         self, kind: str, layer: str | None, epoch: int, alpha: float | None, draw: int | None
