@@ -55,7 +55,8 @@ def in_process(config: SweepConfig, threads: int) -> tuple[float, float, int]:
         store = Store.open(config.store)
         slots = max(1, math.floor(len(os.sched_getaffinity(0)) / config.resources.cpu_per_trial))
         budget = local_budget(config.resources, lambda _: None)
-        packs = make_packs(config, expand_grid(config), arrays, slots, budget, lambda _: None)
+        datasets = {config.dataset: arrays}
+        packs = make_packs(config, expand_grid(config), datasets, slots, budget, lambda _: None)
         for pack in packs:
             run_networks(pack, config.plan, data, store, config.name, Placement.here(CPU))
         return loaded - started, time.perf_counter() - loaded, len(packs)

@@ -165,7 +165,8 @@ def test_auto_packs_group_seeds_of_one_width_config_in_a_multiple_of_the_slots(p
                                                                                sizes):
     config = parse_config(tiny_raw_config("unused", widths=widths, seeds=seeds, pack=pack,
                                           resources={"cpu_per_trial": 1, "gpu_per_trial": 0}))
-    packs = make_packs(config, expand_grid(config), load_dataset("synthetic"), slots, None, lambda _: None)
+    packs = make_packs(config, expand_grid(config), {"synthetic": load_dataset("synthetic")}, slots, None,
+                       lambda _: None)
     assert [len(p) for p in packs] == sizes
     for group in packs:
         assert len({spec.widths for spec in group}) == 1

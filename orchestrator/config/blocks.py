@@ -110,7 +110,7 @@ def parse_optimizer(value: Any) -> OptimizerSpec:
     unknown = set(value) - {"name", "lr", "momentum", "weight_decay"}
     if unknown:
         raise fail("optimizer", sorted(unknown)[0], "keys: name, lr, momentum, weight_decay")
-    name = choice(value, "name", OPTIMIZERS)
+    name = choice(value, "optimizer.name", OPTIMIZERS)
     momentum = number(value, "optimizer.momentum", 0.0, positive=False)
     if momentum >= 1:
         raise fail("optimizer.momentum", momentum, "expected a number in [0, 1)")

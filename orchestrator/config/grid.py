@@ -1,4 +1,4 @@
-"""Expanding a sweep config into trial specs (widths × seeds), derived from the spec's fields."""
+"""Expanding a sweep config into trial specs (grid axes × widths × seeds), derived from the spec's fields."""
 
 from __future__ import annotations
 
@@ -8,15 +8,19 @@ from trainables.spec import TrialSpec, training_fields
 
 
 def expand_grid(config: SweepConfig) -> list[TrialSpec]:
-    """One spec per (width config, seed), width-major so a width's seeds sit together.
+    """One spec per (grid combination, width config, seed): combination-major, then width-major, so
+    that the seeds of one configuration sit together.
 
-    Every training field but the seed and widths comes from the config field of the same
-    name (:func:`trainables.spec.training_fields`); the normalisation from the dataset.
+    Every training field but the seed and widths comes from the combination's config field of the
+    same name (:func:`trainables.spec.training_fields`); the normalisation from the dataset.
     """
-    mean, std = normalization(config.dataset)
-    shared = {name: getattr(config, name) for name in training_fields()}
-    return [
-        TrialSpec(**shared, data_mean=mean, data_std=std, widths=widths, seed=seed)
-        for widths in config.widths
-        for seed in config.seeds
-    ]
+    specs = []
+    for combination in config.configurations:
+        mean, std = normalization(combination.dataset)
+        shared = {name: getattr(combination, name) for name in training_fields()}
+        specs.extend(
+            TrialSpec(**shared, data_mean=mean, data_std=std, widths=widths, seed=seed)
+            for widths in combination.widths
+            for seed in combination.seeds
+        )
+    return specs

@@ -12,6 +12,7 @@ config costs a fraction of a second.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from orchestrator.config.blocks import (
     parse_wandb,
     parse_widths,
 )
+from orchestrator.config.grid_axes import Grid, parse_grid, remove_keys, substitute
 from orchestrator.config.values import ConfigError, choice, echo, fail, integer, number
 from orchestrator.config.yaml_loader import YamlRefused, load_yaml
 from trainables.choices import DATASETS, MODELS, PRECISIONS
@@ -45,6 +47,10 @@ MAX_RETRIES = 2
 
 @dataclass(frozen=True)
 class SweepConfig:
+    """A validated sweep config. With a ``grid``, its training fields hold the values of the grid's
+    first combination and :attr:`configurations` holds one grid-free config per combination: the
+    networks are :func:`orchestrator.config.grid.expand_grid`'s, never these fields alone."""
+
     name: str
     dataset: str
     model: str
@@ -71,6 +77,17 @@ class SweepConfig:
     """The ``interpolate`` grid (fractions of the way from init to trained)."""
     criticality: CriticalitySettings | None = None
     """Module criticality settings; None = not measured."""
+    grid: Grid = Grid()
+    """More axes over training-spec fields (:mod:`orchestrator.config.grid_axes`); empty = none."""
+
+    @functools.cached_property
+    def configurations(self) -> tuple[SweepConfig, ...]:
+        """One config without a grid per combination of the grid's values, the first axis varying
+        slowest (all validated when this config was parsed); this config alone without a grid."""
+        if not self.grid.axes:
+            return (self,)
+        base = {key: value for key, value in self.to_raw().items() if key != "grid"}
+        return tuple(parse_config(substitute(base, values)) for values in self.grid.combinations())
 
     @property
     def plan(self) -> MeasurementPlan:
@@ -94,20 +111,22 @@ class SweepConfig:
             raw["seeds"] = seeds
         if epochs is not None:
             raw["epochs"] = epochs
-            raw["checkpoints"] = [c for c in self.checkpoints if c <= epochs]
+            if "checkpoints" not in self.grid.keys:
+                raw["checkpoints"] = [c for c in self.checkpoints if c <= epochs]
         return parse_config(raw)
 
     def to_raw(self) -> dict[str, Any]:
         """The config as plain YAML/JSON values (round-trips through parse_config), derived from
         the fields: those of :data:`RECORD_V2_KEYS` always, any other only off its default, so
-        that the records of existing sweeps (named by the hash of this) keep their names."""
+        that the records of existing sweeps (named by the hash of this) keep their names. With a
+        grid, its keys are left out of the top level (they hold the first combination's values)."""
         raw: dict[str, Any] = {}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if field.name in RECORD_V2_KEYS or value != field.default:
                 raw[field.name] = raw_value(value)
         raw["pack"] = self.pack or "auto"
-        return raw
+        return remove_keys(raw, self.grid.keys) if self.grid.axes else raw
 
 
 def raw_value(value: Any) -> Any:
@@ -128,7 +147,7 @@ def raw_value(value: Any) -> Any:
 
 TOP_LEVEL_KEYS = tuple(field.name for field in dataclasses.fields(SweepConfig))
 """The keys a config may hold: one per SweepConfig field."""
-RECORD_V2_KEYS = frozenset(TOP_LEVEL_KEYS) - {"checkpoint_seconds"}
+RECORD_V2_KEYS = frozenset(TOP_LEVEL_KEYS) - {"checkpoint_seconds", "grid"}
 """The keys every sweep record written by store version 2 holds."""
 
 def load_config(path: str | Path) -> SweepConfig:
@@ -153,9 +172,18 @@ def load_config(path: str | Path) -> SweepConfig:
 
 
 def parse_config(raw: dict[str, Any]) -> SweepConfig:
+    """The validated config of ``raw`` (plain YAML values); ConfigError (one line) for a bad value."""
     unknown = sorted(set(raw) - set(TOP_LEVEL_KEYS))
     if unknown:
         raise fail(unknown[0], raw[unknown[0]], f"unknown field; fields: {', '.join(TOP_LEVEL_KEYS)}")
+    if raw.get("grid") is None:
+        return parse_fields({key: value for key, value in raw.items() if key != "grid"})
+    grid, first = parse_grid(raw, parse_fields, TOP_LEVEL_KEYS)
+    return dataclasses.replace(first, grid=grid)
+
+
+def parse_fields(raw: dict[str, Any]) -> SweepConfig:
+    """The config of ``raw`` without a grid (``raw`` holds no ``grid`` key)."""
     name = parse_name(raw.get("name"))
     epochs = integer(raw, "epochs", 1)
     store = raw.get("store", f"./runs/{name}")

@@ -53,7 +53,7 @@ def number(raw: dict, field: str, default: float | None, positive: bool) -> floa
 
 
 def choice(raw: dict, field: str, allowed: tuple[str, ...], default: str | None = None) -> str:
-    value = raw.get(field, default)
+    value = raw.get(field.rsplit(".", 1)[-1], default)
     if value not in allowed:
         raise fail(field, value, f"allowed: {', '.join(allowed)}")
     return value

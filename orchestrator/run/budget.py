@@ -80,8 +80,9 @@ def trial_need_bytes(shape: PackShape, pack: int, budget: MemoryBudget) -> int:
     return budget.process_bytes + shape.memory().peak(pack)
 
 
-def check_memory(shape: PackShape, pack: int, budget: MemoryBudget | None) -> None:
-    """ConfigError with both figures (GiB) when a trial of ``pack`` networks cannot fit ``budget``."""
+def check_memory(shape: PackShape, pack: int, budget: MemoryBudget | None, what: str | None = None) -> None:
+    """ConfigError with both figures (GiB) when a trial of ``pack`` networks cannot fit ``budget``;
+    the line starts with ``what`` (the configuration), by default its widths."""
     if budget is None:
         return
     need = trial_need_bytes(shape, pack, budget)
@@ -89,8 +90,9 @@ def check_memory(shape: PackShape, pack: int, budget: MemoryBudget | None) -> No
         return
     memory = "GPU memory" if budget.device == "cuda" else "memory"
     fix = "raise resources.gpu_per_trial, " if budget.device == "cuda" else ""
+    what = what or f"widths {list(shape.widths)}"
     raise ConfigError(
-        f"widths {list(shape.widths)}: a trial of {pack} network(s) needs about {need / GiB:.2f} GiB of "
+        f"{what}: a trial of {pack} network(s) needs about {need / GiB:.2f} GiB of "
         f"{memory} but {budget.source}; {fix}lower pack or batch_size, or use smaller widths"
     )
 

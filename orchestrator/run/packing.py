@@ -1,8 +1,11 @@
 """Planning a sweep's trials on the driver: pack sizes, balanced packs, queues of packs.
 
-A pack is seeds of one width config trained together in one trial
-(``trainables/train/pack.py``); a queue is the packs one Tune trial works
-through, one after the other. Every figure here comes from a
+A pack is seeds of one configuration (one ``config_id``: the same training spec but for the
+seed) trained together in one trial (``trainables/train/pack.py``); a queue is the packs one
+Tune trial works through, one after the other. Every figure of a configuration (its network,
+batch size, epochs, optimizer slots, dataset) comes from its own spec, never from the sweep
+config, whose grid may vary any of them; what the sweep config gives is how to run (``pack``,
+resources). Every figure here comes from a
 :class:`~trainables.train.footprint.PackShape` (measured from the network on the
 meta device); nothing here touches a GPU (GPU memory is read through NVML); the
 memory a trial may use is :mod:`orchestrator.run.budget`'s.
@@ -11,13 +14,15 @@ memory a trial may use is :mod:`orchestrator.run.budget`'s.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+from orchestrator.config.labels import configuration_labels
 from orchestrator.config.sweep_config import SweepConfig
+from orchestrator.config.values import ConfigError
 from orchestrator.run.budget import MemoryBudget, check_memory
 from trainables.data.tensors import DatasetArrays
 from trainables.spec import OptimizerSpec, TrialSpec
-from trainables.train.footprint import PackShape
+from trainables.train.footprint import PackShape, measure_network
 
 CPU_PACK_STEP_FLOPS = 2.0e9
 """On a CPU, pack networks until one step does about this many matmul FLOPs.
@@ -46,19 +51,59 @@ def optimizer_slots(optimizer: OptimizerSpec) -> int:
     return 1 if optimizer.momentum else 0
 
 
-def pack_shape(config: SweepConfig, widths: tuple[int, ...], data: DatasetArrays) -> PackShape:
+def pack_shape(spec: TrialSpec, data: DatasetArrays) -> PackShape:
+    """What sizes a trial of ``spec``'s configuration on ``data`` (its dataset's arrays)."""
     return PackShape(
-        model=config.model, widths=widths, input_shape=data.input_shape, n_classes=data.n_classes,
-        n_train=len(data.y_train), n_test=len(data.y_test), batch_size=config.batch_size,
-        n_checkpoints=len(config.checkpoints), optimizer_slots=optimizer_slots(config.optimizer),
+        model=spec.model, widths=spec.widths, input_shape=data.input_shape, n_classes=data.n_classes,
+        n_train=len(data.y_train), n_test=len(data.y_test), batch_size=spec.batch_size,
+        n_checkpoints=len(spec.checkpoints), optimizer_slots=optimizer_slots(spec.optimizer),
     )
 
 
+def by_configuration(specs: list[TrialSpec]) -> dict[str, list[TrialSpec]]:
+    """``specs`` grouped by ``config_id``, configurations and seeds in their order in ``specs``."""
+    groups: dict[str, list[TrialSpec]] = {}
+    for spec in specs:
+        groups.setdefault(spec.config_id, []).append(spec)
+    return groups
 
-def check_smallest_trials(config: SweepConfig, data: DatasetArrays, budget: MemoryBudget | None) -> None:
-    """Refuse the sweep when even its smallest trials (``pack``, else 1 network) cannot fit ``budget``."""
-    for widths in config.widths:
-        check_memory(pack_shape(config, widths, data), config.pack or 1, budget)
+
+def memory_subject(config: SweepConfig, label: str) -> str | None:
+    """How a memory refusal names a configuration: by its label in a sweep with a grid, else by its
+    widths (None: :func:`~orchestrator.run.budget.check_memory`'s default)."""
+    return f"grid configuration {label}" if config.grid.axes else None
+
+
+def check_buildable(
+    config: SweepConfig, specs: list[TrialSpec], datasets: Mapping[str, DatasetArrays]
+) -> None:
+    """Refuse the sweep (one line naming the configuration) when a configuration's network cannot be
+    built and run on its dataset: its family refuses those widths, or a step fails on the meta device
+    (:func:`~trainables.train.footprint.measure_network`, cached for the packing that follows)."""
+    labels = configuration_labels(specs)
+    for config_id, group in by_configuration(specs).items():
+        spec, data = group[0], datasets[group[0].dataset]
+        try:
+            measure_network(spec.model, spec.widths, data.input_shape, data.n_classes, spec.batch_size)
+        except (ValueError, RuntimeError) as err:
+            subject = (
+                f"grid: the configuration {labels[config_id]} does not fit" if config.grid.axes
+                else f"model {spec.model!r} with widths {list(spec.widths)}"
+            )
+            raise ConfigError(f"{subject}: {err} (on {spec.dataset}, samples of shape "
+                              f"{list(data.input_shape)})") from None
+
+
+def check_smallest_trials(
+    config: SweepConfig, specs: list[TrialSpec], datasets: Mapping[str, DatasetArrays],
+    budget: MemoryBudget | None,
+) -> None:
+    """Refuse the sweep when even the smallest trials (``pack``, else 1 network) of one of the
+    configurations of ``specs`` cannot fit ``budget``; the line names that configuration."""
+    labels = configuration_labels(specs)
+    for config_id, group in by_configuration(specs).items():
+        shape = pack_shape(group[0], datasets[group[0].dataset])
+        check_memory(shape, config.pack or 1, budget, memory_subject(config, labels[config_id]))
 
 
 def largest_pack(shape: PackShape, budget: MemoryBudget | None, threads: int, gpu: bool = False) -> int:
@@ -92,14 +137,14 @@ def _flops_pack(shape: PackShape, threads: int) -> int:
     return max(1, min(MAX_PACK // threads * threads, threads * math.ceil(wanted / threads)))
 
 
-def trials_per_width(
+def trials_per_configuration(
     networks: list[int], largest: list[int], costs: list[float], slots: int, waves: int
 ) -> list[int]:
-    """How many trials (packs) each width config gets: balanced work, a multiple of ``slots`` in all.
+    """How many trials (packs) each configuration gets: balanced work, a multiple of ``slots`` in all.
 
     At least ``ceil(n / largest)`` each; in all the smallest multiple of
     ``slots`` reaching ``waves * slots`` (never more trials than networks).
-    Extra trials go, one at a time, to the config whose trials are now the most
+    Extra trials go, one at a time, to the configuration whose trials are now the most
     work (``cost``: one network's work).
     """
     trials = [math.ceil(n / k) for n, k in zip(networks, largest, strict=True)]
@@ -126,41 +171,44 @@ def split_evenly(specs: list[TrialSpec], parts: int) -> list[list[TrialSpec]]:
 def make_packs(
     config: SweepConfig,
     todo: list[TrialSpec],
-    data: DatasetArrays,
+    datasets: Mapping[str, DatasetArrays],
     slots: int,
     budget: MemoryBudget | None,
     log: Callable[[str], None],
+    labels: Mapping[str, str] | None = None,
 ) -> list[list[TrialSpec]]:
-    """The networks of ``todo`` in packs of consecutive seeds of one width config.
+    """The networks of ``todo`` in packs of consecutive seeds of one configuration (``config_id``).
 
-    ``pack: N`` gives packs of N. ``pack: auto`` gives each width config as few
+    ``pack: N`` gives packs of N. ``pack: auto`` gives each configuration as few
     packs as its largest pack allows (:func:`largest_pack`), then more until the
     number of trials is a multiple of ``slots`` (trials the cluster runs at
-    once) and, with several width configs, at least two per slot, so that no
+    once) and, with several configurations, at least two per slot, so that no
     slot idles while one trial finishes (10 seeds on 4 slots: 3, 3, 2, 2).
+    One line per configuration names it by ``labels`` (``{config_id: label}``, by default
+    :func:`~orchestrator.config.labels.configuration_labels` of ``todo``).
     """
-    groups = [(w, [spec for spec in todo if spec.widths == w]) for w in config.widths]
-    groups = [(widths, specs) for widths, specs in groups if specs]
-    shapes = [pack_shape(config, widths, data) for widths, _ in groups]
+    groups = list(by_configuration(todo).items())
+    labels = labels if labels is not None else configuration_labels(todo)
+    shapes = [pack_shape(specs[0], datasets[specs[0].dataset]) for _, specs in groups]
     threads = max(1, int(config.resources.cpu_per_trial))
     if config.pack:
         counts = [math.ceil(len(specs) / config.pack) for _, specs in groups]
     else:
-        counts = trials_per_width(
+        counts = trials_per_configuration(
             [len(specs) for _, specs in groups],
             [largest_pack(shape, budget, threads, config.resources.gpu_per_trial > 0) for shape in shapes],
-            [float(shape.step_flops) for shape in shapes],
+            [float(pack_cost(specs[:1], shape)) for (_, specs), shape in zip(groups, shapes, strict=True)],
             max(1, slots), waves=1 if len(groups) == 1 else 2,
         )
     packs: list[list[TrialSpec]] = []
-    for (widths, specs), shape, count in zip(groups, shapes, counts, strict=True):
+    for (config_id, specs), shape, count in zip(groups, shapes, counts, strict=True):
         if config.pack:
             group = [specs[i : i + config.pack] for i in range(0, len(specs), config.pack)]
         else:
             group = split_evenly(specs, count)
-        check_memory(shape, len(group[0]), budget)
+        check_memory(shape, len(group[0]), budget, memory_subject(config, labels[config_id]))
         sizes = sorted({len(pack) for pack in group}, reverse=True)
-        log(f"widths {'-'.join(map(str, widths))}: {len(specs)} networks in {len(group)} trial(s) "
+        log(f"{labels[config_id]}: {len(specs)} networks in {len(group)} trial(s) "
             f"of {' or '.join(map(str, sizes))}")
         packs.extend(group)
     return packs
@@ -181,8 +229,7 @@ def make_queues(packs: list[list[TrialSpec]], slots: int, costs: list[float]) ->
     return [[packs[i] for i in sorted(indices)] for indices in members if indices]
 
 
-def pack_cost(config: SweepConfig, pack: list[TrialSpec], data: DatasetArrays) -> float:
-    """A pack's training work in FLOPs (networks x steps x FLOPs per step)."""
-    shape = pack_shape(config, pack[0].widths, data)
-    return len(pack) * config.epochs * math.ceil(shape.n_train / shape.batch_size) * shape.step_flops
-
+def pack_cost(pack: list[TrialSpec], shape: PackShape) -> float:
+    """A pack's training work in FLOPs (networks x steps x FLOPs per step), from its own spec;
+    ``shape`` is the pack's (:func:`pack_shape`)."""
+    return len(pack) * pack[0].epochs * math.ceil(shape.n_train / shape.batch_size) * shape.step_flops

@@ -11,12 +11,20 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from orchestrator.config.labels import configuration_labels
 from orchestrator.config.sweep_config import SweepConfig
 from orchestrator.run.budget import MemoryBudget, cluster_budget, local_budget
 from orchestrator.run.cluster import check_resources_fit, check_store_reachable, trial_slots
 from orchestrator.run.connect import DEFAULT_CONNECT_TIMEOUT_S, connect_ray
 from orchestrator.run.measuring import AnalysisOutcome, run_measurements
-from orchestrator.run.packing import check_smallest_trials, make_packs, make_queues, pack_cost
+from orchestrator.run.packing import (
+    check_buildable,
+    check_smallest_trials,
+    make_packs,
+    make_queues,
+    pack_cost,
+    pack_shape,
+)
 from orchestrator.run.progress import Log, print_line
 from orchestrator.run.sweep_plan import SweepPlan, plan_sweep, record_sweep
 from orchestrator.run.tune_sweep import Queue, train_queues
@@ -55,6 +63,7 @@ def run_sweep(
     wandb_settings = resolve_wandb(config.wandb)  # before Ray starts: a missing API key is one line
     plan = plan_sweep(config)
     log(plan.header)
+    check_buildable(config, plan.todo, plan.datasets)  # a combination its family refuses: before Ray
     budget = local_trial_budget(plan, address, log)  # this machine's memory: refused before Ray starts
     if plan.todo or plan.jobs:
         join_cluster(plan, address, shared_fs, connect_timeout_s)
@@ -75,7 +84,7 @@ def local_trial_budget(plan: SweepPlan, address: str | None, log: Log) -> Memory
     if not plan.todo or address is not None:
         return None
     budget = local_budget(plan.config.resources, log)
-    check_smallest_trials(plan.config, plan.datasets[plan.config.dataset], budget)
+    check_smallest_trials(plan.config, plan.todo, plan.datasets, budget)
     return budget
 
 
@@ -91,13 +100,14 @@ def join_cluster(plan: SweepPlan, address: str | None, shared_fs: bool, connect_
 def plan_queues(plan: SweepPlan, address: str | None, budget: MemoryBudget | None, log: Log) -> list[Queue]:
     """The networks to train in packs, the packs in queues (one per Tune trial) for the
     connected Ray's trial slots; on a cluster, sized for its smallest worker's memory."""
-    config, data = plan.config, plan.datasets[plan.config.dataset]
+    config, datasets = plan.config, plan.datasets
     if address is not None:
         budget = cluster_budget(config.resources, log)
-        check_smallest_trials(config, data, budget)
+        check_smallest_trials(config, plan.todo, datasets, budget)
     slots = trial_slots(config.resources)
-    packs = make_packs(config, plan.todo, data, slots, budget, log)
-    queues = make_queues(packs, slots, [pack_cost(config, pack, data) for pack in packs])
+    packs = make_packs(config, plan.todo, datasets, slots, budget, log, configuration_labels(plan.specs))
+    costs = [pack_cost(pack, pack_shape(pack[0], datasets[pack[0].dataset])) for pack in packs]
+    queues = make_queues(packs, slots, costs)
     if len(queues) < len(packs):
         log(f"{len(packs)} packs in {len(queues)} Tune trials (queues of packs)")
     return queues

@@ -36,16 +36,25 @@ class ProgressCallback(tune.Callback):
     results (see :mod:`trainables.worker.tune_trial`); a Tune trial that fails for good (its
     worker died too often) counts its networks that never came back as failed."""
 
-    def __init__(self, networks: dict[str, int], log: Log) -> None:
+    def __init__(
+        self, networks: dict[str, int], log: Log, configurations: dict[str, str] | None = None
+    ) -> None:
         self.progress = ProgressLog("done", sum(networks.values()), log)
         self.networks = networks
         """Per Tune trial (by label), the networks it trains."""
+        self.configurations = configurations or {}
+        """Per pack (by its first trial id), its configuration's label, named in its lines."""
         self.reported: Counter[str] = Counter()
         """Per Tune trial, the networks it has reported done or failed."""
 
     def _line(self, trials: list, event: str | None) -> None:
         counts = Counter(trial.status for trial in trials if not self._all_reported(trial))
         self.progress.line(event, running=counts["RUNNING"], pending=counts["PENDING"])
+
+    def _named(self, pack: str) -> str:
+        """A pack's first trial id, with its configuration's label where it is known."""
+        label = self.configurations.get(pack)
+        return f"{pack} ({label})" if label else pack
 
     def _all_reported(self, trial) -> bool:
         """A trial whose every network has been reported is done, whatever Tune's status says
@@ -61,10 +70,10 @@ class ProgressCallback(tune.Callback):
             detail = f"test_acc {accuracy:.4f}" if accuracy is not None else "finished"
             if networks > 1:
                 detail += f" (mean of {networks} networks)"
-            self._line(trials, finished(pack, detail))
+            self._line(trials, finished(self._named(pack), detail))
         for pack, networks, error in failures:
             self.progress.failed += networks
-            self._line(trials, failed(pack, error, networks))
+            self._line(trials, failed(self._named(pack), error, networks))
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         lost = self.networks.get(label(trial), 0) - self.reported[label(trial)]

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from ray import tune
 
+from orchestrator.config.labels import configuration_labels
 from orchestrator.config.sweep_config import MAX_RETRIES
 from orchestrator.run.progress import Log
 from orchestrator.run.sweep_plan import SweepPlan
@@ -61,12 +62,20 @@ def networks_per_trial(trials: dict[str, TuneTrialConfig], todo: list[TrialSpec]
     }
 
 
+def pack_labels(plan: SweepPlan, queues: list[Queue]) -> dict[str, str]:
+    """Per pack (by its first trial id, as its progress lines name it), its configuration's label
+    among the sweep's configurations."""
+    labels = configuration_labels(plan.specs)
+    return {pack[0].trial_id: labels[pack[0].config_id] for queue in queues for pack in queue}
+
+
 def train_queues(plan: SweepPlan, queues: list[Queue], wandb: WandbSpec | None, log: Log) -> int:
     """Run every queue as a Tune trial (Ray must be connected); the networks now trained."""
     config, store = plan.config, plan.store
     tune_location, credentials = split_credentials(store.location)
     os.environ.update(credentials)
     trials = trial_configs(plan, queues, wandb)
+    progress = ProgressCallback(networks_per_trial(trials, plan.todo), log, pack_labels(plan, queues))
     resources = {"cpu": config.resources.cpu_per_trial, "gpu": config.resources.gpu_per_trial}
     trainable = tune.with_resources(
         tune.with_parameters(run_tune_trial, datasets=plan.datasets, trials=trials), resources
@@ -94,7 +103,7 @@ def train_queues(plan: SweepPlan, queues: list[Queue], wandb: WandbSpec | None, 
             storage_filesystem=Store.open(tune_location).fs if credentials else store.fs,
             failure_config=tune.FailureConfig(max_failures=MAX_RETRIES),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[ProgressCallback(networks_per_trial(trials, plan.todo), log)],
+            callbacks=[progress],
             verbose=0,
         ),
     )
