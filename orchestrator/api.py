@@ -219,9 +219,8 @@ class StoreReader:
         """Trial rows (Arrow) as pandas: config ids filled, lists as tuples, the flattened spec's
         fields added as columns; one row per network when ``unique``. With the names of the spec's
         fields (the seed first)."""
-        from orchestrator.config.labels import flat_fields
         from orchestrator.report.stats import with_config_ids
-        from trainables.spec import TrialSpec
+        from trainables.spec import TrialSpec, flat_fields
 
         frame = with_config_ids(trials).to_pandas()
         if unique:

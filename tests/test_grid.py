@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 
@@ -10,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from orchestrator.catalog.naming import configuration_labels
 from orchestrator.cli import main
 from orchestrator.config.grid import expand_grid
 from orchestrator.config.grid_axes import grid_keys, measurement_settings
-from orchestrator.config.labels import configuration_labels
 from orchestrator.config.sweep_config import RECORD_V2_KEYS, ConfigError, parse_config
 from orchestrator.run.budget import cpu_budget, machine_memory_bytes, trial_need_bytes
 from orchestrator.run.packing import check_buildable, make_packs, optimizer_slots, pack_shape
@@ -53,8 +54,8 @@ def test_the_networks_are_the_product_of_the_axes_widths_and_seeds(tmp_path):
     assert parse_config(config.to_raw()) == config
     assert "lr" not in config.to_raw()["optimizer"] and "precision" not in config.to_raw()
     labels = configuration_labels(specs)
-    assert labels[specs[0].config_id] == "lr 0.1, precision fp32, widths 16-8"
-    assert labels[specs[-1].config_id] == "lr 0.05, precision bf16, widths 12"
+    assert labels[specs[0].config_id] == f"widths 16-8, lr 0.1, fp32 · {specs[0].config_id[:8]}"
+    assert labels[specs[-1].config_id] == f"widths 12, lr 0.05, bf16 · {specs[-1].config_id[:8]}"
     assert len(expand_grid(config.with_overrides(seeds=3))) == 2 * 2 * 2 * 3
     # a grid of one value is the same networks as that value at the top level
     single = expand_grid(parse_config(lr_grid(tmp_path, [0.1])))
@@ -63,10 +64,12 @@ def test_the_networks_are_the_product_of_the_axes_widths_and_seeds(tmp_path):
 
 def test_one_configuration_is_named_by_its_widths():
     spec = TrialSpec("synthetic", 0.0, 1.0, "mlp", (8, 4), 0, 1, 8, OptimizerSpec("sgd", 0.1), (0, 1))
-    assert configuration_labels([spec, dataclasses.replace(spec, seed=1)]) == {spec.config_id: "widths 8-4"}
+    one = {spec.config_id: f"mlp, widths 8-4 · {spec.config_id[:8]}"}
+    assert configuration_labels([spec, dataclasses.replace(spec, seed=1)]) == one
     adam = dataclasses.replace(spec, optimizer=OptimizerSpec("adam", 0.001), epochs=2, checkpoints=(0, 2))
     labels = configuration_labels([spec, adam])
-    assert labels[adam.config_id] == "epochs 2, optimizer adam, lr 0.001, widths 8-4"
+    assert labels[adam.config_id] == f"adam, lr 0.001, epochs 2 · {adam.config_id[:8]}"
+    assert list(labels) == [adam.config_id, spec.config_id]  # one order: adam before sgd
 
 
 def test_a_grid_sweep_trains_every_configuration_apart_and_one_more_value_only_its_networks(
@@ -78,10 +81,10 @@ def test_a_grid_sweep_trains_every_configuration_apart_and_one_more_value_only_i
     first = run_sweep(parse_config(lr_grid(store, [0.1, 0.05], **common)), log=lines.append)
     assert (first.total, first.completed, first.failed) == (8, 8, 0)
     plan_lines = sorted(line for line in lines if " trial(s) of " in line)
-    assert [line.split(":")[0] for line in plan_lines] == [
-        "lr 0.05, widths 12", "lr 0.05, widths 16-8", "lr 0.1, widths 12", "lr 0.1, widths 16-8"
+    assert [line.split(" · ")[0] for line in plan_lines] == [
+        "widths 12, lr 0.05", "widths 12, lr 0.1", "widths 16-8, lr 0.05", "widths 16-8, lr 0.1"
     ]
-    assert any("(lr 0.1, widths 16-8) test_acc" in line for line in lines), lines
+    assert any(re.search(r"\(widths 16-8, lr 0.1 · [0-9a-f]{8}\) test_acc", line) for line in lines), lines
     trials = Store.open(str(store)).read_index("trials").to_pylist()
     configs = {row["config_id"]: (row["lr"], tuple(row["widths"])) for row in trials}
     assert len(trials) == 8 and len(configs) == 4
@@ -101,8 +104,8 @@ def test_a_grid_sweep_trains_every_configuration_apart_and_one_more_value_only_i
     assert sorted(lr for trial_id, lr in new.items() if trial_id not in {r["trial_id"] for r in trials}) == [
         0.02, 0.02, 0.02, 0.02
     ]
-    assert sorted(line.split(":")[0] for line in lines if " trial(s) of " in line) == [
-        "lr 0.02, widths 12", "lr 0.02, widths 16-8"
+    assert sorted(line.split(" · ")[0] for line in lines if " trial(s) of " in line) == [
+        "widths 12, lr 0.02", "widths 16-8, lr 0.02"
     ]
 
 
@@ -177,8 +180,8 @@ def test_a_combination_too_large_for_memory_is_named_and_nothing_is_written(tmp_
     assert main(["sweep", str(config), "--no-report"]) == 2
     out, err = capsys.readouterr()
     [line] = err.strip().splitlines()
-    prefix = f"layerswap: error: grid configuration optimizer adam, widths {low}-{low}: "
-    assert line.startswith(prefix + "a trial of 1 network(s) needs about "), line
+    assert re.match(r"layerswap: error: grid configuration adam · [0-9a-f]{8}: a trial of 1 network\(s\) "
+                    r"needs about ", line), line
     assert "this machine's memory is" in line
     assert not store.exists()
 
@@ -195,7 +198,7 @@ def test_a_configuration_its_family_cannot_build_is_named(tinybn, tmp_path):
                                           r"does not fill 4 rows \(on synthetic, samples of shape \[18\]\)$"):
         check_buildable(plain, [spec], broken)
     gridded = parse_config(lr_grid(tmp_path, [0.1, 0.05]))
-    named = r"^grid: the configuration batch_size 16, widths 6 does not fit: tinybn: "
+    named = r"^grid: the configuration batch 16 · [0-9a-f]{8} does not fit: tinybn: "
     with pytest.raises(ConfigError, match=named):
         check_buildable(gridded, [odd, spec], broken)
 
@@ -213,7 +216,8 @@ def test_packs_hold_one_configuration_and_take_its_figures_from_its_spec(tmp_pat
     shapes = {pack[0].config_id: pack_shape(pack[0], data["synthetic"]) for pack in packs}
     figures = {(shape.batch_size, shape.optimizer_slots) for shape in shapes.values()}
     assert figures == {(16, 0), (64, 0), (16, 2), (64, 2)}  # sgd: no state, adam: 2 tensors per weight
-    assert lines[0] == "batch_size 64, optimizer adam, widths 16-8: 4 networks in 2 trial(s) of 2"
+    adam_64 = next(s for s in specs if s.optimizer.name == "adam" and s.batch_size == 64)
+    assert lines[0] == f"adam, batch 64 · {adam_64.config_id[:8]}: 4 networks in 2 trial(s) of 2"
     assert len(lines) == 4
 
 

@@ -153,6 +153,20 @@ def _typed(hint: Any, value: Any) -> Any:
     return value
 
 
+def flat_fields(spec: Any, prefix: str = "") -> dict[str, Any]:
+    """A spec dataclass's fields by dotted name (``optimizer.lr``), nested blocks flattened, defaults
+    included, ``seed`` left out; lists and tuples as tuples."""
+    flat: dict[str, Any] = {}
+    for field in dataclasses.fields(spec):
+        value = getattr(spec, field.name)
+        name = f"{prefix}{field.name}"
+        if dataclasses.is_dataclass(value):
+            flat.update(flat_fields(value, f"{name}."))
+        elif name != "seed":
+            flat[name] = tuple(value) if isinstance(value, list | tuple) else value
+    return flat
+
+
 def training_fields() -> tuple[str, ...]:
     """The training-spec fields a sweep config sets for all its networks: every field of
     :class:`TrialSpec` but ``seed`` and ``widths`` (the grid's own axes) and the data

@@ -10,15 +10,19 @@ magnitude, then by id. A sweep of one configuration is named by its model
 and widths.
 
 Pure Python on plain mappings, so that the CLI, ``ls`` and the sweep's plan
-lines can import it without pandas or torch.
+lines (:func:`configuration_labels`) can import it without pandas or torch.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from trainables.spec import V1_MEASUREMENT_FIELDS
+
+if TYPE_CHECKING:
+    from trainables.spec import TrialSpec
 
 SHORT_NAMES = {
     "optimizer.lr": "lr",
@@ -133,6 +137,16 @@ def name_configs(specs: Mapping[str, Mapping[str, object]]) -> dict[str, str]:
         described = ", ".join(parts) if parts else "configuration"
         names[config_id] = f"{described} · {config_id[:HASH_CHARS]}"
     return names
+
+
+def configuration_labels(specs: Iterable[TrialSpec]) -> dict[str, str]:
+    """:func:`name_configs` of the configurations of ``specs`` (the networks of one sweep; seeds of
+    one configuration count once): ``{config_id: name}`` in the one order names are listed in."""
+    flats: dict[str, dict[str, object]] = {}
+    for spec in specs:
+        if spec.config_id not in flats:
+            flats[spec.config_id] = flat_training_spec(spec.to_dict())
+    return name_configs(flats)
 
 
 ROW_SPEC_COLUMNS = ("dataset", "model", "widths", "epochs", "batch_size", "optimizer", "lr")

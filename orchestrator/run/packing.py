@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 
-from orchestrator.config.labels import configuration_labels
+from orchestrator.catalog.naming import configuration_labels
 from orchestrator.config.sweep_config import SweepConfig
 from orchestrator.config.values import ConfigError
 from orchestrator.run.budget import MemoryBudget, check_memory
@@ -185,7 +185,7 @@ def make_packs(
     once) and, with several configurations, at least two per slot, so that no
     slot idles while one trial finishes (10 seeds on 4 slots: 3, 3, 2, 2).
     One line per configuration names it by ``labels`` (``{config_id: label}``, by default
-    :func:`~orchestrator.config.labels.configuration_labels` of ``todo``).
+    :func:`~orchestrator.catalog.naming.configuration_labels` of ``todo``).
     """
     groups = list(by_configuration(todo).items())
     labels = labels if labels is not None else configuration_labels(todo)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from orchestrator.config.labels import configuration_labels
+from orchestrator.catalog.naming import configuration_labels
 from orchestrator.config.sweep_config import SweepConfig
 from orchestrator.run.budget import MemoryBudget, cluster_budget, local_budget
 from orchestrator.run.cluster import check_resources_fit, check_store_reachable, trial_slots

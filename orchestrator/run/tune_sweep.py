@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from ray import tune
 
-from orchestrator.config.labels import configuration_labels
+from orchestrator.catalog.naming import configuration_labels
 from orchestrator.config.sweep_config import MAX_RETRIES
 from orchestrator.run.progress import Log
 from orchestrator.run.sweep_plan import SweepPlan
