@@ -196,7 +196,9 @@ def test_criticality_and_movement_run_on_the_batchnorm_network(tinybn, trained_b
     model, checkpoints = trained_bn.model, trained_bn.checkpoints
     initial, trained = checkpoints[0], checkpoints[2]
     x, y = data.x_train[:256], data.y_train[:256]
-    settings = CriticalitySettings(alphas=3, sigmas=3, sigma_max=0.01, noise_samples=2, subset=256)
+    settings = CriticalitySettings(
+        search="grid", alphas=3, sigmas=3, sigma_max=0.01, noise_samples=2, subset=256
+    )
     reference, results = layer_criticalities(tinybn, model, initial, trained, x, y, 5, settings)
     assert reference == pytest.approx(evaluate(model, trained, x, y).test_loss, rel=1e-6)
     assert [result.layer for result in results] == ["conv", "fc"]
@@ -237,18 +239,25 @@ def test_the_generic_noise_loss_equals_the_mlps_batched_one(trained_mlp, data):
         assert generic(layer, copies, {}) == pytest.approx(fast(layer, copies, {}), rel=1e-6)
 
 
-def test_criticality_through_the_generic_path_finds_the_fast_paths_answer(trained_mlp, data):
+@pytest.mark.parametrize(
+    "settings",
+    [
+        CriticalitySettings(alphas=4, sigmas=4, sigma_max=0.05, noise_samples=3, subset=300, search="grid"),
+        CriticalitySettings(alphas=4, noise_samples=3, subset=300),
+    ],
+    ids=["grid", "bisect"],
+)
+def test_criticality_through_the_generic_path_finds_the_fast_paths_answer(trained_mlp, data, settings):
     model, checkpoints = trained_mlp.model, trained_mlp.checkpoints
     x, y = data.x_train[:300], data.y_train[:300]
-    settings = CriticalitySettings(alphas=4, sigmas=4, sigma_max=0.05, noise_samples=3, subset=300)
     generic = replace(MLP_FAMILY, noise_loss=None)
     initial, trained = checkpoints[0], checkpoints[2]
     fast_loss, fast = layer_criticalities(MLP_FAMILY, model, initial, trained, x, y, 5, settings)
     slow_loss, slow = layer_criticalities(generic, model, initial, trained, x, y, 5, settings)
     assert slow_loss == pytest.approx(fast_loss, rel=1e-6)
     for a, b in zip(fast, slow, strict=True):
-        found = (a.layer, a.alpha_star, a.sigma_star, a.pairs_evaluated)
-        assert found == (b.layer, b.alpha_star, b.sigma_star, b.pairs_evaluated)
+        found = (a.layer, a.alpha_star, a.sigma_star, a.pairs_evaluated, a.censored)
+        assert found == (b.layer, b.alpha_star, b.sigma_star, b.pairs_evaluated, b.censored)
         assert b.sq_dist == a.sq_dist
         assert b.loss_at_star == pytest.approx(a.loss_at_star, rel=1e-6, nan_ok=True)
     assert any(result.pairs_evaluated > 1 for result in fast)  # the search did go through the grid
