@@ -237,6 +237,35 @@ def test_the_generic_noise_loss_equals_the_mlps_batched_one(trained_mlp, data):
         copies = {key: trained[key] + 0.2 * torch.randn((3, *trained[key].shape), generator=generator)
                   for key in layer.parameters}
         assert generic(layer, copies, {}) == pytest.approx(fast(layer, copies, {}), rel=1e-6)
+        assert generic.vmapped(copies, {}) == pytest.approx(generic.one_at_a_time(copies, {}), rel=1e-6)
+    assert generic.unbatchable == set()
+
+
+class Residual(nn.Module):
+    """``out += shortcut(x)``: vmap cannot add batched copies of the shortcut into ``out`` in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body, self.shortcut, self.fc = nn.Linear(20, 8), nn.Linear(20, 8), nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)
+        out += self.shortcut(x)
+        return self.fc(torch.relu(out))
+
+
+def test_the_generic_noise_loss_runs_copies_one_at_a_time_where_vmap_cannot_batch_them(data):
+    torch.manual_seed(0)
+    model = Residual()
+    trained = {key: value.detach() for key, value in model.state_dict().items()}
+    x, y = data.x_train[:200], data.y_train[:200]
+    generic = FunctionalNoiseLoss(model, trained, x, y, SUBSET_BATCH)
+    generator = torch.Generator().manual_seed(1)
+    for layer in generic_layers(model):
+        copies = {key: trained[key] + 0.2 * torch.randn((3, *trained[key].shape), generator=generator)
+                  for key in layer.parameters}
+        assert generic(layer, copies, {}) == pytest.approx(generic.one_at_a_time(copies, {}), rel=1e-6)
+    assert generic.unbatchable == {"shortcut"}  # body is the first layer (no vmap), fc batches
 
 
 @pytest.mark.parametrize(

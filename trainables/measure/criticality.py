@@ -27,7 +27,8 @@ a point's pass/fail does not hinge on a lucky draw its neighbour did not get.
 
 The loss of the K noise samples of one point is the family's fast path where
 it has one (the MLP's runs them in one batched matmul:
-:mod:`trainables.models.mlp_fast`), else :class:`FunctionalNoiseLoss`.
+:mod:`trainables.models.mlp_fast`), else :class:`FunctionalNoiseLoss` (the K
+copies under ``torch.vmap``).
 """
 
 from __future__ import annotations
@@ -89,17 +90,38 @@ def noise_seed(seed: int, layer: str) -> int:
 
 
 class FunctionalNoiseLoss:
-    """The generic noise loss: each of the K copies in turn, through ``functional_call`` in eval mode."""
+    """The generic noise loss, through ``functional_call`` in eval mode, for any family.
+
+    The K copies run under ``torch.vmap`` (:meth:`vmapped`): the layers before the noisy one do
+    not depend on the copies, so they run once for all K. The network's first layer has nothing
+    to share, and there vmap's batched-weight conv was slower than K plain ones, so it runs the
+    copies one at a time (:meth:`one_at_a_time`), as does a layer where vmap cannot batch the
+    network (an in-place op that writes batched values into an unbatched tensor, such as a
+    residual ``out += shortcut`` whose shortcut is the noisy layer). ``benchmarks/noise_loss.py``
+    measures both. Both hold ``batch`` examples x copies in memory at a time.
+    """
 
     def __init__(
         self, model: nn.Module, trained: StateDict, x: torch.Tensor, y: torch.Tensor, batch: int
     ) -> None:
         self.model, self.trained, self.x, self.y, self.batch = model, trained, x, y, batch
+        self.unbatchable: set[str] = set()
+        """Layers where vmap failed: the copies of these run one at a time."""
 
     @torch.no_grad()
     def __call__(self, layer: Layer, copies: StateDict, fixed: StateDict) -> float:
         """Mean over the copies of the mean cross-entropy over the subset (see
         :class:`~trainables.models.family.NoiseLoss`)."""
+        if layer.index > 0 and layer.name not in self.unbatchable:
+            try:
+                return self.vmapped(copies, fixed)
+            except RuntimeError:  # vmap cannot batch the network here: the plain loop can
+                self.unbatchable.add(layer.name)
+        return self.one_at_a_time(copies, fixed)
+
+    @torch.no_grad()
+    def one_at_a_time(self, copies: StateDict, fixed: StateDict) -> float:
+        """The K copies in turn, ``batch`` examples per forward."""
         k = next(iter(copies.values())).shape[0]
         total = torch.zeros((), dtype=torch.float64, device=self.x.device)
         with eval_mode(self.model):
@@ -109,6 +131,25 @@ class FunctionalNoiseLoss:
                     logits = functional_call(self.model, params, (self.x[start : start + self.batch],))
                     yb = self.y[start : start + self.batch]
                     total += F.cross_entropy(logits, yb, reduction="sum").double()
+        return float(total) / (k * self.x.shape[0])
+
+    @torch.no_grad()
+    def vmapped(self, copies: StateDict, fixed: StateDict) -> float:
+        """The K copies under ``torch.vmap``, ``batch / K`` examples per forward."""
+        k = next(iter(copies.values())).shape[0]
+        base = {**self.trained, **fixed}
+
+        def loss(copy: StateDict, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+            logits = functional_call(self.model, {**base, **copy}, (xb,))
+            return F.cross_entropy(logits, yb, reduction="sum")
+
+        losses = torch.vmap(loss, in_dims=(0, None, None))
+        step = max(1, self.batch // k)
+        total = torch.zeros((), dtype=torch.float64, device=self.x.device)
+        with eval_mode(self.model):
+            for start in range(0, self.x.shape[0], step):
+                per_copy = losses(copies, self.x[start : start + step], self.y[start : start + step])
+                total += per_copy.double().sum()
         return float(total) / (k * self.x.shape[0])
 
 
