@@ -236,8 +236,8 @@ def test_stacked_noise_samples_equal_one_at_a_time() -> None:
         ("criticality", {"rtol": 0.9}, "criticality.rtol: 0.9 is not allowed"),
         ("criticality", {"noise": 3}, "criticality.noise: 3 is not allowed"),
         ("criticality", {"search": "dense"}, "criticality.search: 'dense' is not allowed; allowed: bisect"),
-        ("criticality", {"search": "bisect", "sigmas": 5}, "criticality.sigmas: 5 is not allowed; only"),
-        ("criticality", {"sigma_max": 0.1, "precision": 0.1}, "criticality.precision: 0.1 is not allowed"),
+        ("criticality", {"search": "bisect", "sigmas": 5}, "5 is not allowed; only search: grid uses"),
+        ("criticality", {"sigma_max": 0.1, "precision": 0.1}, "0.1 is not allowed; only search: bisect"),
         ("criticality", {"precision": 0}, "criticality.precision: 0 is not allowed; expected a number > 0"),
         ("criticality", {"precision": 2}, "criticality.precision: 2.0 is not allowed; expected a number in"),
         ("criticality", {"rel_sigma_lo": 1.5}, "criticality.rel_sigma_lo: 1.5 is not allowed; expected a"),
@@ -246,6 +246,22 @@ def test_stacked_noise_samples_equal_one_at_a_time() -> None:
 def test_bad_measurement_settings_are_one_line(tmp_path: Path, field: str, value, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         parse_config(tiny_raw_config(tmp_path, **{field: value}))
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ("search: dense", "criticality.search: 'dense' is not allowed; allowed: bisect, grid"),
+        ("{search: bisect, sigma_max: 0.01}", "sigma_max: 0.01 is not allowed; only search: grid uses it"),
+        ("[1, 2]", "'[1, 2]' is not a mapping such as 'search: grid, sigmas: 11'"),
+    ],
+)
+def test_bad_criticality_settings_on_the_command_line_are_one_line(tmp_path, capsys, settings, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(["analyze", str(tmp_path), "--criticality", settings])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and message in err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_config_round_trip_keeps_alphas_and_criticality(tmp_path: Path) -> None:

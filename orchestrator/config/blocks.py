@@ -257,7 +257,7 @@ def parse_criticality(value: Any) -> CriticalitySettings | None:
     search = implied_search(value)
     if search not in CRITICALITY_SEARCHES:
         raise fail("criticality.search", search, f"allowed: {', '.join(CRITICALITY_SEARCHES)}")
-    other, only = ("grid", BISECT_ONLY) if search == "grid" else ("bisect", GRID_ONLY)
+    other, only = ("bisect", BISECT_ONLY) if search == "grid" else ("grid", GRID_ONLY)
     misplaced = [key for key in only if key in value]
     if misplaced:
         raise fail(
