@@ -1,7 +1,7 @@
 """Run every benchmark (or those named) and write their JSON into benchmarks/results/.
 
-    python -m benchmarks [--quick] [--threads N] [NAME ...]   # vs_seed roofline pack_kernels sweep_overhead
-                                                              # sweep_scale api_read
+    python -m benchmarks [--quick] [--threads N] [NAME ...]   # vs_seed roofline pack_kernels noise_loss
+                                                              # sweep_overhead sweep_scale api_read
     python -m benchmarks gpu_check [--smoke]     # alone: imports torch only (no Ray, W&B, orchestrator)
 
 ``--quick`` takes about two minutes on a 2-core machine, the full run under
@@ -16,7 +16,9 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ("vs_seed", "roofline", "pack_kernels", "sweep_overhead", "sweep_scale", "api_read")
+BENCHMARKS = (
+    "vs_seed", "roofline", "pack_kernels", "noise_loss", "sweep_overhead", "sweep_scale", "api_read"
+)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,7 +31,7 @@ from orchestrator.run.interrupts import stop_on_sigterm
 from orchestrator.run.logs import new_log_path
 from trainables.choices import DATASETS
 from trainables.errors import UserError
-from trainables.plan import SWAP_KINDS
+from trainables.plan import SWAP_KINDS, CriticalitySettings
 from trainables.store.uri import redact_secrets
 
 if TYPE_CHECKING:
@@ -81,6 +81,27 @@ def swap_kinds(text: str) -> tuple[str, ...]:
     return tuple(kind for kind in SWAP_KINDS if kind in kinds)
 
 
+def criticality_block(text: str) -> CriticalitySettings:
+    """An argparse type: a criticality block as in a config, a YAML mapping with or without its
+    braces, e.g. ``search: grid, sigma_max: 0.01``."""
+    import yaml
+
+    from orchestrator.config.blocks import parse_criticality
+    from orchestrator.config.yaml_loader import load_yaml
+
+    braced = text if text.strip().startswith("{") else "{" + text + "}"
+    try:
+        value = load_yaml(braced.encode("utf-8", "surrogatepass"))
+    except (yaml.YAMLError, ValueError):  # not YAML, or refused by the guarded loader
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text[:80]!r} is not a mapping such as 'search: grid, sigmas: 11'")
+    try:
+        return parse_criticality(value)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="layerswap", description="Which layers of a trained network matter? Sweeps of layer swaps."
@@ -121,8 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     analyze.add_argument("--draws", type=int, help="rerandomize draws per layer (default: as recorded)")
     analyze.add_argument(
-        "--criticality", action="store_true",
-        help="measure module criticality of every layer (settings as recorded, else the defaults)",
+        "--criticality", nargs="?", const=True, default=False, type=criticality_block, metavar="SETTINGS",
+        help="measure module criticality of every layer: with the settings recorded, else the defaults, "
+        "or with SETTINGS, the config's criticality block (e.g. 'search: grid, sigma_max: 0.01')",
     )
     analyze.add_argument("--address", help="Ray cluster to join (default: start Ray on this machine)")
     analyze.add_argument(

@@ -196,7 +196,9 @@ def test_criticality_and_movement_run_on_the_batchnorm_network(tinybn, trained_b
     model, checkpoints = trained_bn.model, trained_bn.checkpoints
     initial, trained = checkpoints[0], checkpoints[2]
     x, y = data.x_train[:256], data.y_train[:256]
-    settings = CriticalitySettings(alphas=3, sigmas=3, sigma_max=0.01, noise_samples=2, subset=256)
+    settings = CriticalitySettings(
+        search="grid", alphas=3, sigmas=3, sigma_max=0.01, noise_samples=2, subset=256
+    )
     reference, results = layer_criticalities(tinybn, model, initial, trained, x, y, 5, settings)
     assert reference == pytest.approx(evaluate(model, trained, x, y).test_loss, rel=1e-6)
     assert [result.layer for result in results] == ["conv", "fc"]
@@ -235,20 +237,56 @@ def test_the_generic_noise_loss_equals_the_mlps_batched_one(trained_mlp, data):
         copies = {key: trained[key] + 0.2 * torch.randn((3, *trained[key].shape), generator=generator)
                   for key in layer.parameters}
         assert generic(layer, copies, {}) == pytest.approx(fast(layer, copies, {}), rel=1e-6)
+        assert generic.vmapped(copies, {}) == pytest.approx(generic.one_at_a_time(copies, {}), rel=1e-6)
+    assert generic.unbatchable == set()
 
 
-def test_criticality_through_the_generic_path_finds_the_fast_paths_answer(trained_mlp, data):
+class Residual(nn.Module):
+    """``out += shortcut(x)``: vmap cannot add batched copies of the shortcut into ``out`` in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body, self.shortcut, self.fc = nn.Linear(20, 8), nn.Linear(20, 8), nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)
+        out += self.shortcut(x)
+        return self.fc(torch.relu(out))
+
+
+def test_the_generic_noise_loss_runs_copies_one_at_a_time_where_vmap_cannot_batch_them(data):
+    torch.manual_seed(0)
+    model = Residual()
+    trained = {key: value.detach() for key, value in model.state_dict().items()}
+    x, y = data.x_train[:200], data.y_train[:200]
+    generic = FunctionalNoiseLoss(model, trained, x, y, SUBSET_BATCH)
+    generator = torch.Generator().manual_seed(1)
+    for layer in generic_layers(model):
+        copies = {key: trained[key] + 0.2 * torch.randn((3, *trained[key].shape), generator=generator)
+                  for key in layer.parameters}
+        assert generic(layer, copies, {}) == pytest.approx(generic.one_at_a_time(copies, {}), rel=1e-6)
+    assert generic.unbatchable == {"shortcut"}  # body is the first layer (no vmap), fc batches
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        CriticalitySettings(alphas=4, sigmas=4, sigma_max=0.05, noise_samples=3, subset=300, search="grid"),
+        CriticalitySettings(alphas=4, noise_samples=3, subset=300),
+    ],
+    ids=["grid", "bisect"],
+)
+def test_criticality_through_the_generic_path_finds_the_fast_paths_answer(trained_mlp, data, settings):
     model, checkpoints = trained_mlp.model, trained_mlp.checkpoints
     x, y = data.x_train[:300], data.y_train[:300]
-    settings = CriticalitySettings(alphas=4, sigmas=4, sigma_max=0.05, noise_samples=3, subset=300)
     generic = replace(MLP_FAMILY, noise_loss=None)
     initial, trained = checkpoints[0], checkpoints[2]
     fast_loss, fast = layer_criticalities(MLP_FAMILY, model, initial, trained, x, y, 5, settings)
     slow_loss, slow = layer_criticalities(generic, model, initial, trained, x, y, 5, settings)
     assert slow_loss == pytest.approx(fast_loss, rel=1e-6)
     for a, b in zip(fast, slow, strict=True):
-        found = (a.layer, a.alpha_star, a.sigma_star, a.pairs_evaluated)
-        assert found == (b.layer, b.alpha_star, b.sigma_star, b.pairs_evaluated)
+        found = (a.layer, a.alpha_star, a.sigma_star, a.pairs_evaluated, a.censored)
+        assert found == (b.layer, b.alpha_star, b.sigma_star, b.pairs_evaluated, b.censored)
         assert b.sq_dist == a.sq_dist
         assert b.loss_at_star == pytest.approx(a.loss_at_star, rel=1e-6, nan_ok=True)
     assert any(result.pairs_evaluated > 1 for result in fast)  # the search did go through the grid

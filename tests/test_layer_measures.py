@@ -11,11 +11,14 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 import scipy.stats
 import torch
@@ -26,10 +29,11 @@ from orchestrator.config.sweep_config import parse_config
 from orchestrator.config.values import ConfigError
 from orchestrator.run.sweep import run_sweep
 from tests.helpers import tiny_raw_config
-from trainables.measure.criticality import SUBSET_BATCH, layer_criticalities, sigma_grid
+from trainables.measure.criticality import SUBSET_BATCH, criticality_rows, layer_criticalities, sigma_grid
 from trainables.models.mlp import FAMILY, MLP
 from trainables.models.mlp_fast import MLPNoiseLoss
 from trainables.plan import CriticalitySettings, MeasurementPlan, plan_keys, row_key
+from trainables.store import Store
 from trainables.store.schemas import CRITICALITY_SCHEMA, LAYERS_SCHEMA, SWAPS_SCHEMA
 
 
@@ -124,7 +128,13 @@ def test_analyze_criticality_writes_only_criticality_rows_then_nothing(trained_s
     assert len(rows) == 6
     defaults = CriticalitySettings()
     for row in rows:
-        assert (row["n_alpha"], row["n_sigma"], row["noise_samples"], row["rtol"]) == (11, 11, 10, 1.01)
+        assert (row["search"], row["n_alpha"], row["noise_samples"], row["rtol"]) == ("bisect", 11, 10, 1.01)
+        assert (row["n_sigma"], row["sigma_max"]) == (None, None)  # the grid's settings only
+        assert (row["precision"], row["rel_sigma_lo"], row["rel_sigma_hi"]) == (0.05, 1e-6, 1.0)
+        assert row["sigma_lo"] == pytest.approx(1e-6 * row["sigma_hi"], rel=1e-12)
+        assert row["sigma_lo"] <= row["sigma_star"] <= row["sigma_hi"]
+        assert 0 < row["pairs_evaluated"] <= 119  # below the reference grid's 11 x 11
+        assert row["censored"] == (row["sigma_star"] in (row["sigma_lo"], row["sigma_hi"]))
         assert row["subset_size"] == 1024  # the synthetic training set is smaller than the default subset
         assert row["loss_at_star"] <= defaults.rtol * row["trained_loss"]
         assert row["criticality"] == pytest.approx(
@@ -154,7 +164,7 @@ def hand_built() -> tuple[MLP, dict, dict, torch.Tensor, torch.Tensor]:
 
 def test_criticality_of_a_network_whose_answer_is_known() -> None:
     model, initial, trained, x, y = hand_built()
-    settings = CriticalitySettings()
+    settings = CriticalitySettings(search="grid")
     loss, results = layer_criticalities(FAMILY, model, initial, trained, x, y, seed=0, settings=settings)
     assert loss == pytest.approx(math.log1p(math.exp(-5)), rel=1e-5)
     fc1, fc2 = results
@@ -164,6 +174,45 @@ def test_criticality_of_a_network_whose_answer_is_known() -> None:
     assert fc2.sq_dist == pytest.approx(2 * (5 / 3) ** 2)
     assert fc2.criticality == pytest.approx(fc2.sq_dist / smallest**2)
     assert fc2.pairs_evaluated == settings.alphas * settings.sigmas  # the very last pair by score
+    assert (fc2.sigma_lo, fc2.sigma_hi) == (smallest, 1.0)
+    assert (fc1.censored, fc2.censored) == (False, True)  # fc2's boundary lies anywhere below 0.1
+
+
+def test_the_bisection_resolves_what_the_grid_could_not_on_the_same_network() -> None:
+    model, initial, trained, x, y = hand_built()
+    settings = CriticalitySettings()
+    loss, (fc1, fc2) = layer_criticalities(FAMILY, model, initial, trained, x, y, seed=0, settings=settings)
+    assert (fc1.criticality, fc1.alpha_star, fc1.censored) == (0.0, 1.0, False)  # never moved
+    rms = math.sqrt(2 * (5 / 3) ** 2 / 6)  # fc2's trained weight (5/3 on the diagonal) and zero bias
+    assert (fc2.sigma_lo, fc2.sigma_hi) == pytest.approx((1e-6 * rms, rms), rel=1e-6)  # float32 5/3
+    assert fc2.alpha_star == 1.0  # any shrink of the margin costs more than 1%
+    assert fc2.sigma_lo < fc2.sigma_star < fc2.sigma_hi and not fc2.censored
+    assert fc2.criticality == pytest.approx(fc2.sq_dist / fc2.sigma_star**2, rel=1e-12)
+    assert fc2.loss_at_star <= settings.rtol * loss
+    assert fc2.pairs_evaluated <= 119  # 11 alphas: at most 9 + 10 x 11
+
+
+def test_a_layer_that_tolerates_noise_up_to_the_upper_bound_is_censored() -> None:
+    model, initial, trained, x, y = hand_built()
+    settings = CriticalitySettings(rel_sigma_hi=1e-3)  # noise of 1/1000 of fc2's weights leaves the loss
+    _, (fc1, fc2) = layer_criticalities(FAMILY, model, initial, trained, x, y, seed=0, settings=settings)
+    assert (fc2.alpha_star, fc2.sigma_star) == (1.0, fc2.sigma_hi) and fc2.censored
+    assert fc2.criticality == pytest.approx(fc2.sq_dist / fc2.sigma_hi**2, rel=1e-12)  # an upper bound
+    assert (fc1.criticality, fc1.censored) == (0.0, False)
+
+
+def test_a_layer_where_no_alpha_passes_is_censored_with_no_score(tmp_path: Path) -> None:
+    model, initial, trained, x, y = hand_built()
+    settings = CriticalitySettings(rel_sigma_lo=0.5)  # noise of half the weights' size breaks every layer
+    rows = criticality_rows("0123456789abcdef", 0, FAMILY, model, initial, trained, x, y, settings)
+    store = Store.open(str(tmp_path))
+    store.write_table("index/criticality/0123456789abcdef.parquet", "criticality", pa.Table.from_pylist(rows))
+    for row in store.read_index("criticality").to_pylist():
+        assert math.isnan(row["criticality"]) and math.isnan(row["sigma_star"]) and row["censored"] is True
+        assert row["search"] == "bisect" and row["sigma_hi"] == pytest.approx(2 * row["sigma_lo"])
+        # 16 sigmas from 0.5 to 1 x RMS: alpha 1 bisects down to sigma_lo (4 probes), the other 10 alphas
+        # are warm-started there and fail at it (1 each)
+        assert row["pairs_evaluated"] == 4 + 10
 
 
 def test_stacked_noise_samples_equal_one_at_a_time() -> None:
@@ -186,6 +235,12 @@ def test_stacked_noise_samples_equal_one_at_a_time() -> None:
         ("criticality", {"sigmas": 1}, "criticality.sigmas: 1 is not allowed"),
         ("criticality", {"rtol": 0.9}, "criticality.rtol: 0.9 is not allowed"),
         ("criticality", {"noise": 3}, "criticality.noise: 3 is not allowed"),
+        ("criticality", {"search": "dense"}, "criticality.search: 'dense' is not allowed; allowed: bisect"),
+        ("criticality", {"search": "bisect", "sigmas": 5}, "5 is not allowed; only search: grid uses"),
+        ("criticality", {"sigma_max": 0.1, "precision": 0.1}, "0.1 is not allowed; only search: bisect"),
+        ("criticality", {"precision": 0}, "criticality.precision: 0 is not allowed; expected a number > 0"),
+        ("criticality", {"precision": 2}, "criticality.precision: 2.0 is not allowed; expected a number in"),
+        ("criticality", {"rel_sigma_lo": 1.5}, "criticality.rel_sigma_lo: 1.5 is not allowed; expected a"),
     ],
 )
 def test_bad_measurement_settings_are_one_line(tmp_path: Path, field: str, value, message: str) -> None:
@@ -193,12 +248,35 @@ def test_bad_measurement_settings_are_one_line(tmp_path: Path, field: str, value
         parse_config(tiny_raw_config(tmp_path, **{field: value}))
 
 
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ("search: dense", "criticality.search: 'dense' is not allowed; allowed: bisect, grid"),
+        ("{search: bisect, sigma_max: 0.01}", "sigma_max: 0.01 is not allowed; only search: grid uses it"),
+        ("[1, 2]", "'[1, 2]' is not a mapping such as 'search: grid, sigmas: 11'"),
+    ],
+)
+def test_bad_criticality_settings_on_the_command_line_are_one_line(tmp_path, capsys, settings, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(["analyze", str(tmp_path), "--criticality", settings])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and message in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_config_round_trip_keeps_alphas_and_criticality(tmp_path: Path) -> None:
     config = parse_config(tiny_raw_config(tmp_path, alphas=[1, 0.5, 0.1 * 3], criticality={"alphas": 3}))
     assert config.alphas == (0.3, 0.5, 1.0)
-    assert config.criticality == CriticalitySettings(alphas=3)
+    assert config.criticality == CriticalitySettings(alphas=3)  # the bisection
     assert parse_config(config.to_raw()) == config
     assert MeasurementPlan.from_dict(config.to_raw()) == config.plan
+    grid = parse_config(tiny_raw_config(tmp_path, criticality={"search": "grid", "sigma_max": 0.01}))
+    assert grid.criticality == CriticalitySettings(search="grid", sigma_max=0.01)
+    # recorded as grids always were (sweep records keep their names), and read back as the grid
+    assert grid.to_raw()["criticality"] == {
+        "alphas": 11, "sigmas": 11, "sigma_max": 0.01, "noise_samples": 10, "rtol": 1.01, "subset": 10000
+    }
+    assert parse_config(grid.to_raw()) == grid and MeasurementPlan.from_dict(grid.to_raw()) == grid.plan
 
 
 def test_report_aggregates_movement_and_criticality_from_the_index_tables(
@@ -220,6 +298,47 @@ def test_report_aggregates_movement_and_criticality_from_the_index_tables(
     network = stats[stats["quantity"] == "network_criticality"]
     assert network["mean"].iloc[0] == pytest.approx(critical.groupby("trial_id")["criticality"].sum().mean())
     text = (out / "report.md").read_text()
-    assert re.search(r"fc1: \w+.* — moved \d+% from init, criticality [0-9.]+e-?\d+", text)
+    # a score at either end of the sigma range searched is an upper bound, shown as "≤"
+    assert re.search(r"fc1: \w+.* — moved \d+% from init, criticality (≤ )?[0-9.]+e-?\d+", text)
     for figure in ("movement-", "interpolate-", "criticality-"):
         assert figure in text
+
+
+GRID = "search: grid, sigmas: 6, sigma_max: 0.05, noise_samples: 2, subset: 256"
+SEARCH_COLUMNS = ("search", "sigma_lo", "sigma_hi", "censored", "precision", "rel_sigma_lo", "rel_sigma_hi")
+
+
+def test_grid_rows_of_before_and_bisect_rows_of_one_network_coexist_and_are_never_pooled(
+    trained_store: Path, tmp_path: Path, capsys
+) -> None:
+    root = tmp_path / "store"
+    shutil.copytree(trained_store, root, ignore=shutil.ignore_patterns("criticality", "report"))
+    assert main(["analyze", str(root), "--criticality", GRID]) == 0
+    for path in (root / "index" / "criticality").glob("*.parquet"):  # as written before the search existed
+        pq.write_table(pq.read_table(path).drop_columns(list(SEARCH_COLUMNS)), path)
+    before = file_states(root)
+    assert main(["analyze", str(root), "--criticality", GRID]) == 0  # the old rows count as measured
+    assert "0 networks measured (0 new rows)" in capsys.readouterr().out
+    assert main(["analyze", str(root), "--criticality"]) == 0  # the default: the bisection
+    assert "2 networks measured (6 new rows)" in capsys.readouterr().out
+    after = file_states(root)
+    assert {path: after[path] for path in before} == before
+    rows = pd.DataFrame(Store.open(str(root)).read_index("criticality").to_pylist())
+    assert sorted(rows["search"]) == ["bisect"] * 6 + ["grid"] * 6
+    grid = rows[rows["search"] == "grid"]
+    assert (grid["sigma_lo"] == 1e-16 * 0.05).all() and (grid["sigma_hi"] == 0.05).all()
+    at_bound = grid["sigma_star"].isin([1e-16 * 0.05, 0.05]) | grid["criticality"].isna()
+    assert (grid["censored"] == at_bound & (grid["criticality"] != 0)).all()
+    assert main(["verify", str(root)]) == 0
+    assert main(["report", str(root), "--out", str(tmp_path / "report")]) == 0
+    stats = pd.read_parquet(tmp_path / "report" / "layer_stats.parquet")
+    critical = stats[stats["quantity"] == "criticality"]
+    assert sorted(critical["settings"].unique()) == [
+        "11x6 sigma_max=0.05 K=2 rtol=1.01 subset=256",
+        "bisect 11 alphas precision=0.05 sigma=1e-06..1 RMS K=10 rtol=1.01 subset=1024",
+    ]
+    assert len(critical) == 2 * 3 and (critical["n"] == 2).all()  # per settings and layer, both seeds
+    for label, search in zip(sorted(critical["settings"].unique()), ("grid", "bisect"), strict=True):
+        fc1 = rows[(rows["search"] == search) & (rows["layer"] == "fc1")]["criticality"]
+        mean = critical[(critical["settings"] == label) & (critical["layer"] == "fc1")]["mean"].iloc[0]
+        assert mean == pytest.approx(fc1.mean(), rel=1e-12)

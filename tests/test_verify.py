@@ -143,7 +143,7 @@ def test_movement_and_criticality_rows_stored_twice_are_named(store_copy):
     assert problems == {
         (first, f"index/layers/{first}.parquet", f"key ({epoch}, {layer!r}) is measured 2 times"),
         (second, f"index/criticality/{second}.parquet",
-         "key ('fc1', 11, 11, 0.01, 2, 1.05, 256) is measured 2 times"),
+         "key ('fc1', 'grid', 11, 11, 0.01, None, None, None, 2, 1.05, 256) is measured 2 times"),
     }
 
 

@@ -9,7 +9,7 @@ of a network's identity.
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,15 +27,32 @@ SwapKey = tuple[str, str | None, int | None, float | None, int | None]
 """(kind, layer, epoch, alpha, draw) of one swaps row of a trial; None = null."""
 
 
+CRITICALITY_SEARCHES = ("bisect", "grid")
+"""How criticality finds each alpha's noise scale: bisection in log sigma (default), or the
+reference grid of google-research/meta-dataset."""
+
+GRID_ONLY = ("sigmas", "sigma_max")
+BISECT_ONLY = ("precision", "rel_sigma_lo", "rel_sigma_hi")
+"""Settings that mean something for one search only."""
+
+
 @dataclass(frozen=True)
 class CriticalitySettings:
-    """The module-criticality grid (DESIGN.md, "Measurements"; reference defaults).
+    """The module-criticality search (DESIGN.md, "Measurements").
 
-    ``alphas`` points in [0, 1] and ``sigmas`` noise scales
-    ``sigma_max * linspace(1e-16, 1, sigmas)`` (absolute standard deviation of
-    the Gaussian added to every parameter of the layer); a pair passes when the
-    mean loss over ``noise_samples`` draws on the first ``subset`` training
-    examples is at most ``rtol`` times the trained network's loss there.
+    For each of ``alphas`` points in [0, 1], the layer is set to its
+    interpolation plus Gaussian noise of std sigma (absolute, on every trainable
+    parameter of the layer); a point passes when the mean loss over
+    ``noise_samples`` draws on the first ``subset`` training examples is at
+    most ``rtol`` times the trained network's loss there.
+
+    ``search`` says which sigmas are tried. ``bisect``: per alpha, the largest
+    passing sigma by bisection in log sigma between ``rel_sigma_lo`` and
+    ``rel_sigma_hi`` times the RMS of the layer's trained parameters, to a
+    relative ``precision`` (the found sigma is within a factor 1 + precision
+    below the pass/fail boundary). ``grid``: the reference grid of ``sigmas``
+    noise scales ``sigma_max * linspace(1e-16, 1, sigmas)``. Fields the
+    search does not use keep their defaults.
     """
 
     alphas: int = 11
@@ -44,16 +61,88 @@ class CriticalitySettings:
     noise_samples: int = 10
     rtol: float = 1.01
     subset: int = 10_000
+    search: str = "bisect"
+    precision: float = 0.05
+    rel_sigma_lo: float = 1e-6
+    rel_sigma_hi: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The keys this search uses. A grid's dict has no ``search`` key (it is the form every
+        grid was recorded in before the bisection existed, so records keep their names)."""
+        common = {"alphas": self.alphas, "noise_samples": self.noise_samples, "rtol": self.rtol,
+                  "subset": self.subset}
+        if self.search == "grid":
+            return {"alphas": self.alphas, "sigmas": self.sigmas, "sigma_max": self.sigma_max,
+                    **{key: value for key, value in common.items() if key != "alphas"}}
+        return {"search": self.search, **common, "precision": self.precision,
+                "rel_sigma_lo": self.rel_sigma_lo, "rel_sigma_hi": self.rel_sigma_hi}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CriticalitySettings:
+        """Settings from :meth:`to_dict` (or a sweep record's config): without ``search``, a dict
+        naming the grid's ``sigmas`` or ``sigma_max`` is the grid, any other the bisection."""
+        search = implied_search(data)
+        defaults = cls()
+        common = {
+            "alphas": int(data["alphas"]), "noise_samples": int(data["noise_samples"]),
+            "rtol": float(data["rtol"]), "subset": int(data["subset"]), "search": search,
+        }
+        if search == "grid":
+            return cls(sigmas=int(data["sigmas"]), sigma_max=float(data["sigma_max"]), **common)
         return cls(
-            int(data["alphas"]), int(data["sigmas"]), float(data["sigma_max"]),
-            int(data["noise_samples"]), float(data["rtol"]), int(data["subset"]),
+            precision=float(data.get("precision", defaults.precision)),
+            rel_sigma_lo=float(data.get("rel_sigma_lo", defaults.rel_sigma_lo)),
+            rel_sigma_hi=float(data.get("rel_sigma_hi", defaults.rel_sigma_hi)),
+            **common,
         )
+
+    @classmethod
+    def of_row(cls, row: Mapping[str, Any]) -> CriticalitySettings:
+        """The settings a criticality row was measured under (``subset`` = its ``subset_size``);
+        a row without ``search`` (written before the bisection existed) is a grid row."""
+        search = row.get("search")
+        common = {
+            "alphas": int(row["n_alpha"]), "noise_samples": int(row["noise_samples"]),
+            "rtol": float(row["rtol"]), "subset": int(row["subset_size"]),
+        }
+        if not isinstance(search, str) or search == "grid":
+            return cls(sigmas=int(row["n_sigma"]), sigma_max=float(row["sigma_max"]), search="grid", **common)
+        return cls(
+            search=search, precision=float(row["precision"]), rel_sigma_lo=float(row["rel_sigma_lo"]),
+            rel_sigma_hi=float(row["rel_sigma_hi"]), **common,
+        )
+
+    def key(self, subset_size: int) -> tuple:
+        """What tells rows measured under these settings from others, on ``subset_size`` examples:
+        (search, n_alpha, n_sigma, sigma_max, precision, rel_sigma_lo, rel_sigma_hi,
+        noise_samples, rtol, subset_size), None where the search does not use a setting."""
+        grid = self.search == "grid"
+        return (
+            self.search, self.alphas,
+            self.sigmas if grid else None, float(self.sigma_max) if grid else None,
+            None if grid else float(self.precision),
+            None if grid else float(self.rel_sigma_lo), None if grid else float(self.rel_sigma_hi),
+            self.noise_samples, float(self.rtol), subset_size,
+        )
+
+    def label(self) -> str:
+        """E.g. ``11x11 sigma_max=1 K=10 rtol=1.01 subset=10000`` (grid) or ``bisect 11 alphas
+        precision=0.05 sigma=1e-06..1 RMS K=10 rtol=1.01 subset=10000``."""
+        tail = f"K={self.noise_samples} rtol={self.rtol:g} subset={self.subset}"
+        if self.search == "grid":
+            return f"{self.alphas}x{self.sigmas} sigma_max={self.sigma_max:g} {tail}"
+        return (
+            f"{self.search} {self.alphas} alphas precision={self.precision:g} "
+            f"sigma={self.rel_sigma_lo:g}..{self.rel_sigma_hi:g} RMS {tail}"
+        )
+
+
+def implied_search(data: Mapping[str, Any]) -> str:
+    """``data``'s ``search``, else ``grid`` if it names a grid-only setting, else ``bisect``."""
+    search = data.get("search")
+    if search is not None:
+        return search
+    return "grid" if any(key in data for key in GRID_ONLY) else "bisect"
 
 
 def alpha_key(alpha: float | None) -> float | None:

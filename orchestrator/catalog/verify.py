@@ -13,7 +13,8 @@ and checked on its own: a readable Parquet file, columns of the table's
 schema, rows keyed by the trial id in its name (one trial row; weights rows
 pointing at that trial's epoch files; swap rows of a known kind). No key is
 stored twice for one trial: a swap (kind, layer, epoch, alpha, draw), a
-movement row (epoch, layer) or a criticality row (layer and its settings);
+movement row (epoch, layer) or a criticality row (layer, search and its settings; a row
+without ``search`` is a grid row);
 readers keep the first, so a duplicate is a sign of two writers. Trial ids
 are checked to be 16 lowercase hex characters before any becomes a path, so
 a crafted row cannot make verify read outside the store.
@@ -40,13 +41,22 @@ SWAP_KEY = ("kind", "layer", "epoch", "alpha", "draw")
 MEASUREMENT_KEYS = {
     "swaps": SWAP_KEY,
     "layers": ("epoch", "layer"),
-    "criticality": ("layer", "n_alpha", "n_sigma", "sigma_max", "noise_samples", "rtol", "subset_size"),
+    "criticality": (
+        "layer", "search", "n_alpha", "n_sigma", "sigma_max", "precision", "rel_sigma_lo", "rel_sigma_hi",
+        "noise_samples", "rtol", "subset_size",
+    ),
 }
 """Per measurement table, the columns that key one row of a trial."""
+LATER_KEY_COLUMNS = {"search": "grid", "precision": None, "rel_sigma_lo": None, "rel_sigma_hi": None}
+"""Key columns added after files were written without them, and what such a file's rows hold
+(criticality rows without ``search`` are grid rows)."""
 KEY_COLUMNS = {
     "trials": ("trial_id", "spec_json", "checkpoints"),
     "weights": ("trial_id", "epoch", "tensor", "path"),
-    **{table: ("trial_id", *key) for table, key in MEASUREMENT_KEYS.items()},
+    **{
+        table: ("trial_id", *(c for c in key if c not in LATER_KEY_COLUMNS))
+        for table, key in MEASUREMENT_KEYS.items()
+    },
 }
 """Columns verify needs in each table's files."""
 
@@ -121,11 +131,20 @@ def check_measurements(store: Store, table: str, trial_id: str, relpaths: list[s
     for relpath in relpaths:
         rows, found = read_index_file(store, table, trial_id, relpath)
         problems += found
-        keys.update(tuple(row[c] for c in MEASUREMENT_KEYS[table]) for row in rows or [])
+        keys.update(measurement_key(table, row) for row in rows or [])
     return problems + [
         Problem(trial_id, layout.index_path(table, trial_id), f"key {key} is measured {n} times")
         for key, n in sorted(keys.items(), key=str) if n > 1
     ]
+
+
+def measurement_key(table: str, row: dict) -> tuple:
+    """The key of one row of a measurement table (a key column it lacks, or null, as
+    :data:`LATER_KEY_COLUMNS` says)."""
+    return tuple(
+        LATER_KEY_COLUMNS[c] if row.get(c) is None and c in LATER_KEY_COLUMNS else row[c]
+        for c in MEASUREMENT_KEYS[table]
+    )
 
 
 def _index_files(store: Store, table: str) -> dict[str | None, list[str]]:

@@ -16,7 +16,16 @@ from orchestrator.config.values import (
     number,
 )
 from trainables.choices import WANDB_MODES
-from trainables.plan import DEFAULT_ALPHAS, SWAP_KINDS, CriticalitySettings, alpha_key
+from trainables.plan import (
+    BISECT_ONLY,
+    CRITICALITY_SEARCHES,
+    DEFAULT_ALPHAS,
+    GRID_ONLY,
+    SWAP_KINDS,
+    CriticalitySettings,
+    alpha_key,
+    implied_search,
+)
 from trainables.spec import OptimizerSpec
 
 OPTIMIZERS = ("sgd", "adam")
@@ -226,10 +235,15 @@ def parse_alphas(value: Any) -> tuple[float, ...]:
     return tuple(sorted({alpha_key(alpha) for alpha in value}))
 
 
-CRITICALITY_KEYS = ("alphas", "sigmas", "sigma_max", "noise_samples", "rtol", "subset")
+CRITICALITY_KEYS = (
+    "search", "alphas", "noise_samples", "rtol", "subset", *BISECT_ONLY, *GRID_ONLY,
+)
 
 
 def parse_criticality(value: Any) -> CriticalitySettings | None:
+    """The ``criticality`` block: ``search`` (``bisect``, or ``grid`` where the block names
+    ``sigmas`` or ``sigma_max`` and no search), the settings both searches use, and those of the
+    chosen search only (a setting of the other one is refused)."""
     if value is None or value is False:
         return None
     if value is True:
@@ -240,15 +254,38 @@ def parse_criticality(value: Any) -> CriticalitySettings | None:
     unknown = sorted(set(value) - set(CRITICALITY_KEYS))
     if unknown:
         raise fail(f"criticality.{unknown[0]}", value[unknown[0]], allowed)
+    search = implied_search(value)
+    if search not in CRITICALITY_SEARCHES:
+        raise fail("criticality.search", search, f"allowed: {', '.join(CRITICALITY_SEARCHES)}")
+    other, only = ("bisect", BISECT_ONLY) if search == "grid" else ("grid", GRID_ONLY)
+    misplaced = [key for key in only if key in value]
+    if misplaced:
+        raise fail(
+            f"criticality.{misplaced[0]}", value[misplaced[0]],
+            f"only search: {other} uses it (this block's search is {search})",
+        )
     defaults = CriticalitySettings()
     rtol = number(value, "criticality.rtol", defaults.rtol, positive=True)
     if rtol < 1:
         raise fail("criticality.rtol", rtol, "expected a number >= 1 (a loss ratio)")
-    return CriticalitySettings(
-        alphas=integer(value, "criticality.alphas", 2, defaults.alphas),
-        sigmas=integer(value, "criticality.sigmas", 2, defaults.sigmas),
-        sigma_max=number(value, "criticality.sigma_max", defaults.sigma_max, positive=True),
-        noise_samples=integer(value, "criticality.noise_samples", 1, defaults.noise_samples),
-        rtol=rtol,
-        subset=integer(value, "criticality.subset", 1, defaults.subset),
-    )
+    common = {
+        "search": search,
+        "alphas": integer(value, "criticality.alphas", 2, defaults.alphas),
+        "noise_samples": integer(value, "criticality.noise_samples", 1, defaults.noise_samples),
+        "rtol": rtol,
+        "subset": integer(value, "criticality.subset", 1, defaults.subset),
+    }
+    if search == "grid":
+        return CriticalitySettings(
+            sigmas=integer(value, "criticality.sigmas", 2, defaults.sigmas),
+            sigma_max=number(value, "criticality.sigma_max", defaults.sigma_max, positive=True),
+            **common,
+        )
+    precision = number(value, "criticality.precision", defaults.precision, positive=True)
+    if precision > 1:
+        raise fail("criticality.precision", precision, "expected a number in (0, 1] (0.05 = 5%)")
+    lo = number(value, "criticality.rel_sigma_lo", defaults.rel_sigma_lo, positive=True)
+    hi = number(value, "criticality.rel_sigma_hi", defaults.rel_sigma_hi, positive=True)
+    if lo >= hi:
+        raise fail("criticality.rel_sigma_lo", lo, f"expected a number below rel_sigma_hi ({hi:g})")
+    return CriticalitySettings(precision=precision, rel_sigma_lo=lo, rel_sigma_hi=hi, **common)

@@ -4,13 +4,15 @@ A layer's criticality is the smallest ``(alpha/sigma)^2 * ||theta_T - theta_0||^
 over the (alpha, sigma) pairs that pass (DESIGN.md, "Measurements"). The
 search only sees the sigmas it tries, so:
 
-- when the best sigma is the largest one tried (``sigma_star`` equal to the
-  grid's ``sigma_max``, or to ``sigma_hi`` where a bisection recorded its
-  bounds), a larger sigma might pass too and give a smaller score: the score
-  is an upper bound, the true criticality is *at most* this;
-- when no pair passed (criticality NaN), or the best sigma is the smallest a
-  bisection allowed (``sigma_lo``), the true criticality is *at least*
-  whatever the search could show: no value, or a lower bound;
+- a score comes from a sigma that passed, so the true boundary lies at or above
+  it and the true criticality at or below the score; when the best sigma sits at
+  an end of the range searched (the grid's ``sigma_max`` or a bisection's
+  ``sigma_hi`` above, ``sigma_lo`` below: the grid's first sigma, 1e-16 x
+  sigma_max, with nothing between it and the next that fails), nothing bounds
+  the boundary from that side closely: the score is an upper bound, the true
+  criticality is *at most* this;
+- when no pair passed (criticality NaN) the true criticality is *at least*
+  the largest score the search could show: a lower bound;
 - a row whose ``censored`` column says so where no column tells which end is
   censored *at a bound*.
 
@@ -60,9 +62,9 @@ def censoring(rows: pd.DataFrame) -> pd.Series:
     top = _column("sigma_hi").fillna(_column("sigma_max"))
     bottom = _column("sigma_lo")
     at_top = np.isclose(star, top, rtol=_TOP_RTOL, atol=0.0) & top.notna()
-    at_bottom = np.isclose(star, bottom, rtol=_TOP_RTOL, atol=0.0) & bottom.notna() & ~at_top
+    at_bottom = np.isclose(star, bottom, rtol=_TOP_RTOL, atol=0.0) & bottom.notna()
     none_passed = criticality.isna()
-    derived = np.where(none_passed | at_bottom, AT_LEAST, np.where(at_top, AT_MOST, RESOLVED))
+    derived = np.where(none_passed, AT_LEAST, np.where(at_top | at_bottom, AT_MOST, RESOLVED))
     result = pd.Series(derived, index=rows.index, dtype=object)
     if "censored" in rows.columns:
         stated = rows["censored"]

@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 
 from orchestrator.report.censoring import RESOLVED, censoring, combined
 from orchestrator.report.stats import layer_sort_key, t_interval, trials_frame, widths_label
+from trainables.plan import CriticalitySettings
 from trainables.store import Store
 
 MOVEMENT = ("rel_dist_init", "dist_init", "cos_init", "norm", "dist_final")
@@ -85,14 +86,9 @@ def read_measures(store: Store, trial_ids: pa.Array) -> tuple[pa.Table, pa.Table
 
 
 def settings_label(row: pd.Series) -> str:
-    """E.g. ``11x11 sigma_max=1 K=10 rtol=1.01 subset=10000`` (``bisect 11x11 ...`` where a row
-    records its ``search``)."""
-    search = row.get("search")
-    prefix = f"{search} " if isinstance(search, str) and search else ""
-    return (
-        f"{prefix}{int(row['n_alpha'])}x{int(row['n_sigma'])} sigma_max={row['sigma_max']:g} "
-        f"K={int(row['noise_samples'])} rtol={row['rtol']:g} subset={int(row['subset_size'])}"
-    )
+    """E.g. ``11x11 sigma_max=1 K=10 rtol=1.01 subset=10000`` (grid) or ``bisect 11 alphas
+    precision=0.05 sigma=1e-06..1 RMS K=10 rtol=1.01 subset=10000``."""
+    return CriticalitySettings.of_row(row).label()
 
 
 def settings_value(label: str, name: str) -> str | None:

@@ -3,8 +3,8 @@
 Which networks: every complete trial of the store, or of one sweep. Which
 keys: the plans the sweeps' stored configs asked for (their union), or the
 kinds and draws given on the command line; criticality when a config asked
-for it or ``--criticality`` is given (with the recorded settings, else the
-reference defaults). Weight movement is measured for every network that lacks
+for it or ``--criticality`` is given (with the settings it names, else the
+recorded ones, else the defaults). Weight movement is measured for every network that lacks
 it. Only what a network lacks is measured; a second run measures nothing.
 """
 
@@ -28,14 +28,17 @@ from trainables.store import Store, StoreError
 
 def analysis_plan(
     store: Store, sweeps: list[str], swaps: tuple[str, ...] | None, draws: int | None,
-    criticality: bool = False,
+    criticality: bool | CriticalitySettings = False,
 ) -> MeasurementPlan:
     """The plan to measure: ``swaps``/``draws`` where given, else what the sweeps recorded;
-    criticality as recorded, or with the reference defaults if ``criticality`` and none was."""
+    criticality with the settings ``criticality`` gives, else as recorded, else with the defaults
+    if ``criticality`` is True and none was recorded."""
     recorded = [plan for name, plan in recorded_plans(store).items() if name in sweeps]
     plan = functools.reduce(MeasurementPlan.union, recorded) if recorded else MeasurementPlan()
     settings = plan.criticality
-    if criticality and settings is None:
+    if isinstance(criticality, CriticalitySettings):
+        settings = criticality
+    elif criticality and settings is None:
         settings = CriticalitySettings()
     return MeasurementPlan(
         plan.swaps if swaps is None else swaps,
@@ -55,7 +58,7 @@ def analyze_store(
     shared_fs: bool = False,
     log: Log = print_line,
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
-    criticality: bool = False,
+    criticality: bool | CriticalitySettings = False,
 ) -> AnalysisOutcome:
     """Measure what the complete networks of ``store`` (or of ``sweep``) lack."""
     if store.version() is None:

@@ -119,8 +119,5 @@ def describe_measurements(jobs: list[MeasurementJob], plan: MeasurementPlan) -> 
         parts.append("movement")
     settings = next((job.missing.settings for job in jobs if job.missing.criticality_layers), None)
     if settings is not None:
-        parts.append(
-            f"criticality {settings.alphas}x{settings.sigmas} sigma_max={settings.sigma_max:g} "
-            f"K={settings.noise_samples} rtol={settings.rtol:g} subset={settings.subset}"
-        )
+        parts.append(f"criticality {settings.label()}")
     return ", ".join(parts) or "nothing"

@@ -1,37 +1,34 @@
 """Module criticality (Chatterji, Neyshabur & Sedghi, ICLR 2020) of each layer of a trained network.
 
-For layer l with initial and trained parameters theta_0, theta_T, and a grid
-of alpha in [0, 1] and sigma in (0, sigma_max] (:class:`CriticalitySettings`),
-the layer's trainable parameters are set to ``lerp(theta_0, theta_T, alpha) +
-sigma * Z`` with the rest of the network trained (the layer's running
-statistics, if any, interpolated with alpha, no noise). The pair passes when
-the mean cross-entropy over ``noise_samples`` draws of Z, on the first
-``subset`` training examples, evaluated in eval mode, is at most ``rtol``
-times the trained network's loss there. The layer's criticality is the
-minimum over passing pairs of ``(alpha / sigma)^2 * ||theta_T - theta_0||^2``
-(squared Frobenius norm over all its trainable parameters); a network's is
-the sum over its layers. This follows google-research/meta-dataset
-``meta_dataset/analysis/criticality.py`` (alphas ``linspace(0, 1, n)``,
-sigmas ``sigma_max * linspace(1e-16, 1, n)``).
+For layer l with initial and trained parameters theta_0, theta_T, the layer's
+trainable parameters are set to ``lerp(theta_0, theta_T, alpha) + sigma * Z``
+with the rest of the network trained (the layer's running statistics, if any,
+interpolated with alpha, no noise). A point (alpha, sigma) passes when the
+mean cross-entropy over ``noise_samples`` draws of Z, on the first ``subset``
+training examples, evaluated in eval mode, is at most ``rtol`` times the
+trained network's loss there. The layer's criticality is the minimum over
+passing points of ``(alpha / sigma)^2 * ||theta_T - theta_0||^2`` (squared
+Frobenius norm over all its trainable parameters); a network's is the sum over
+its layers. This follows google-research/meta-dataset
+``meta_dataset/analysis/criticality.py``.
 
-Two choices made here, both exact with respect to that definition:
+Which points are tried is the search (:mod:`trainables.measure.sigma_search`):
+``bisect`` (default) finds each alpha's largest passing sigma by bisection in
+log sigma between ``rel_sigma_lo`` and ``rel_sigma_hi`` times the RMS of the
+layer's trained parameters; ``grid`` is the reference grid, alphas
+``linspace(0, 1, n)`` and sigmas ``sigma_max * linspace(1e-16, 1, n)``.
 
-- Pairs are evaluated in increasing order of their score (ties: smaller
-  alpha, then smaller sigma) and the search stops at the first pair that
-  passes: no pair after it can lower the minimum. A layer that is robust
-  stops after a few points; one that passes only at alpha = 1 evaluates
-  nearly the whole grid.
-- Z is drawn once per layer (``noise_samples`` standard-normal copies of
-  each of the layer's parameters, in the layer's order, from one generator
-  seeded by ``noise_seed`` = ``derive_seed("criticality", seed, layer)``) and
-  scaled by each sigma: common random numbers across the grid, so the answer
-  is reproducible and a grid point's pass/fail does not hinge on a lucky draw
-  that the neighbouring point did not get.
+Z is drawn once per layer (``noise_samples`` standard-normal copies of each of
+the layer's parameters, in the layer's order, from one generator seeded by
+``noise_seed`` = ``derive_seed("criticality", seed, layer)``) and scaled by
+each sigma: common random numbers across all points, so the answer is
+reproducible, the loss is smooth in sigma (which the bisection relies on), and
+a point's pass/fail does not hinge on a lucky draw its neighbour did not get.
 
-The loss of the K noise samples of one (alpha, sigma) point is the family's
-fast path where it has one (the MLP's runs them in one batched matmul:
-:mod:`trainables.models.mlp_fast`), else :class:`FunctionalNoiseLoss`, one
-copy at a time through ``functional_call``.
+The loss of the K noise samples of one point is the family's fast path where
+it has one (the MLP's runs them in one batched matmul:
+:mod:`trainables.models.mlp_fast`), else :class:`FunctionalNoiseLoss` (the K
+copies under ``torch.vmap``).
 """
 
 from __future__ import annotations
@@ -46,10 +43,12 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from trainables.measure.evaluation import eval_mode
+from trainables.measure.sigma_search import LossAt, SearchResult, bisect_search, grid_search
 from trainables.measure.swaps import interpolated
 from trainables.models.family import Layer, ModelFamily, NoiseLoss, StateDict
 from trainables.plan import CriticalitySettings
 from trainables.seeding import derive_seed
+from trainables.store.criticality_rows import GRID_FIRST_SIGMA
 
 SUBSET_BATCH = 1024
 """Training examples per forward pass (times ``noise_samples`` copies on the MLP's fast path)."""
@@ -57,7 +56,11 @@ SUBSET_BATCH = 1024
 
 @dataclass(frozen=True)
 class LayerCriticality:
-    """One layer's answer; ``criticality`` and the ``*_star`` fields are NaN when no pair passed."""
+    """One layer's answer; ``criticality`` and the ``*_star`` fields are NaN when no point passed.
+
+    ``sigma_lo``/``sigma_hi``: the smallest and largest sigma the search could try; ``censored``
+    as :func:`~trainables.store.criticality_rows.is_censored` says.
+    """
 
     layer: str
     criticality: float
@@ -67,6 +70,9 @@ class LayerCriticality:
     sq_dist: float
     pairs_evaluated: int
     seconds: float
+    sigma_lo: float
+    sigma_hi: float
+    censored: bool
 
 
 def alpha_grid(settings: CriticalitySettings) -> list[float]:
@@ -74,7 +80,9 @@ def alpha_grid(settings: CriticalitySettings) -> list[float]:
 
 
 def sigma_grid(settings: CriticalitySettings) -> list[float]:
-    return (settings.sigma_max * torch.linspace(1e-16, 1, settings.sigmas, dtype=torch.float64)).tolist()
+    """The reference grid's sigmas (``search: grid``)."""
+    grid = torch.linspace(GRID_FIRST_SIGMA, 1, settings.sigmas, dtype=torch.float64)
+    return (settings.sigma_max * grid).tolist()
 
 
 def noise_seed(seed: int, layer: str) -> int:
@@ -82,17 +90,38 @@ def noise_seed(seed: int, layer: str) -> int:
 
 
 class FunctionalNoiseLoss:
-    """The generic noise loss: each of the K copies in turn, through ``functional_call`` in eval mode."""
+    """The generic noise loss, through ``functional_call`` in eval mode, for any family.
+
+    The K copies run under ``torch.vmap`` (:meth:`vmapped`): the layers before the noisy one do
+    not depend on the copies, so they run once for all K. The network's first layer has nothing
+    to share, and there vmap's batched-weight conv was slower than K plain ones, so it runs the
+    copies one at a time (:meth:`one_at_a_time`), as does a layer where vmap cannot batch the
+    network (an in-place op that writes batched values into an unbatched tensor, such as a
+    residual ``out += shortcut`` whose shortcut is the noisy layer). ``benchmarks/noise_loss.py``
+    measures both. Both hold ``batch`` examples x copies in memory at a time.
+    """
 
     def __init__(
         self, model: nn.Module, trained: StateDict, x: torch.Tensor, y: torch.Tensor, batch: int
     ) -> None:
         self.model, self.trained, self.x, self.y, self.batch = model, trained, x, y, batch
+        self.unbatchable: set[str] = set()
+        """Layers where vmap failed: the copies of these run one at a time."""
 
     @torch.no_grad()
     def __call__(self, layer: Layer, copies: StateDict, fixed: StateDict) -> float:
         """Mean over the copies of the mean cross-entropy over the subset (see
         :class:`~trainables.models.family.NoiseLoss`)."""
+        if layer.index > 0 and layer.name not in self.unbatchable:
+            try:
+                return self.vmapped(copies, fixed)
+            except RuntimeError:  # vmap cannot batch the network here: the plain loop can
+                self.unbatchable.add(layer.name)
+        return self.one_at_a_time(copies, fixed)
+
+    @torch.no_grad()
+    def one_at_a_time(self, copies: StateDict, fixed: StateDict) -> float:
+        """The K copies in turn, ``batch`` examples per forward."""
         k = next(iter(copies.values())).shape[0]
         total = torch.zeros((), dtype=torch.float64, device=self.x.device)
         with eval_mode(self.model):
@@ -102,6 +131,25 @@ class FunctionalNoiseLoss:
                     logits = functional_call(self.model, params, (self.x[start : start + self.batch],))
                     yb = self.y[start : start + self.batch]
                     total += F.cross_entropy(logits, yb, reduction="sum").double()
+        return float(total) / (k * self.x.shape[0])
+
+    @torch.no_grad()
+    def vmapped(self, copies: StateDict, fixed: StateDict) -> float:
+        """The K copies under ``torch.vmap``, ``batch / K`` examples per forward."""
+        k = next(iter(copies.values())).shape[0]
+        base = {**self.trained, **fixed}
+
+        def loss(copy: StateDict, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+            logits = functional_call(self.model, {**base, **copy}, (xb,))
+            return F.cross_entropy(logits, yb, reduction="sum")
+
+        losses = torch.vmap(loss, in_dims=(0, None, None))
+        step = max(1, self.batch // k)
+        total = torch.zeros((), dtype=torch.float64, device=self.x.device)
+        with eval_mode(self.model):
+            for start in range(0, self.x.shape[0], step):
+                per_copy = losses(copies, self.x[start : start + step], self.y[start : start + step])
+                total += per_copy.double().sum()
         return float(total) / (k * self.x.shape[0])
 
 
@@ -118,6 +166,44 @@ def trained_loss(losses: NoiseLoss, layers: Sequence[Layer], trained: StateDict)
     first = layers[0]
     copies = {key: trained[key].unsqueeze(0) for key in first.parameters}
     return losses(first, copies, {key: trained[key] for key in first.buffers})
+
+
+@dataclass(frozen=True)
+class NoisyLayer:
+    """The mean loss of ``layer``'s K noisy copies at (alpha, sigma): its parameters
+    ``lerp(initial, trained, alpha) + sigma * noise`` (the same ``noise`` at every point), its
+    buffers interpolated with alpha."""
+
+    losses: NoiseLoss
+    layer: Layer
+    initial: StateDict
+    trained: StateDict
+    noise: list[torch.Tensor]
+
+    def __call__(self, alpha: float, sigma: float) -> float:
+        initial, trained = self.initial, self.trained
+        copies = {
+            key: torch.lerp(initial[key], trained[key], alpha).unsqueeze(0) + sigma * z
+            for key, z in zip(self.layer.parameters, self.noise, strict=True)
+        }
+        return self.losses(self.layer, copies, interpolated(initial, trained, self.layer.buffers, alpha))
+
+
+def layer_rms(tensors: Sequence[torch.Tensor]) -> float:
+    """The root mean square of every element of ``tensors`` together (the bisection's scale)."""
+    n = sum(t.numel() for t in tensors)
+    return float(sum((t.double() ** 2).sum() for t in tensors) / n) ** 0.5
+
+
+def search_layer(
+    loss_at: LossAt, limit: float, sq_dist: float, scale: float, settings: CriticalitySettings
+) -> SearchResult:
+    """``settings``' search for one layer whose trained parameters have RMS ``scale``."""
+    alphas = alpha_grid(settings)
+    if settings.search == "grid":
+        return grid_search(loss_at, limit, sq_dist, alphas, sigma_grid(settings))
+    lo, hi = settings.rel_sigma_lo * scale, settings.rel_sigma_hi * scale
+    return bisect_search(loss_at, limit, sq_dist, alphas, lo, hi, settings.precision)
 
 
 @torch.no_grad()
@@ -141,8 +227,6 @@ def layer_criticalities(
     by_name = {layer.name: layer for layer in network_layers}
     losses = noise_loss(family, model, trained, x, y)
     reference = trained_loss(losses, network_layers, trained)
-    limit = settings.rtol * reference
-    alphas, sigmas = alpha_grid(settings), sigma_grid(settings)
     results = []
     for name in layers or by_name:
         started = time.perf_counter()
@@ -153,20 +237,16 @@ def layer_criticalities(
         generator = torch.Generator().manual_seed(noise_seed(seed, name))
         k = settings.noise_samples
         noise = [torch.randn((k, *t.shape), generator=generator).to(t.device, t.dtype) for t in end]
-        pairs = sorted(((alpha / sigma) ** 2 * sq_dist, alpha, sigma) for alpha in alphas for sigma in sigmas)
-        found = (float("nan"),) * 4
-        evaluated = 0
-        for score, alpha, sigma in pairs:
-            evaluated += 1
-            copies = {
-                key: torch.lerp(t0, t, alpha).unsqueeze(0) + sigma * z
-                for key, t0, t, z in zip(layer.parameters, start, end, noise, strict=True)
-            }
-            loss = losses(layer, copies, interpolated(initial, trained, layer.buffers, alpha))
-            if loss <= limit:
-                found = (score, alpha, sigma, loss)
-                break
-        results.append(LayerCriticality(name, *found, sq_dist, evaluated, time.perf_counter() - started))
+        loss_at = NoisyLayer(losses, layer, initial, trained, noise)
+        scale = layer_rms(end) or 1.0  # a layer of zeros: bounds relative to 1
+        found = search_layer(loss_at, settings.rtol * reference, sq_dist, scale, settings)
+        results.append(
+            LayerCriticality(
+                name, found.criticality, found.alpha_star, found.sigma_star, found.loss_at_star, sq_dist,
+                found.pairs_evaluated, time.perf_counter() - started, found.sigma_lo, found.sigma_hi,
+                found.censored,
+            )
+        )
     return reference, results
 
 
@@ -186,6 +266,7 @@ def criticality_rows(
     training examples."""
     x, y = x_train[: settings.subset], y_train[: settings.subset]
     reference, results = layer_criticalities(family, model, initial, trained, x, y, seed, settings, layers)
+    grid = settings.search == "grid"
     return [
         {
             "trial_id": trial_id,
@@ -196,8 +277,8 @@ def criticality_rows(
             "loss_at_star": result.loss_at_star,
             "trained_loss": reference,
             "n_alpha": settings.alphas,
-            "n_sigma": settings.sigmas,
-            "sigma_max": settings.sigma_max,
+            "n_sigma": settings.sigmas if grid else None,
+            "sigma_max": settings.sigma_max if grid else None,
             "noise_samples": settings.noise_samples,
             "rtol": settings.rtol,
             "subset_size": x.shape[0],
@@ -205,6 +286,13 @@ def criticality_rows(
             "sq_dist": result.sq_dist,
             "pairs_evaluated": result.pairs_evaluated,
             "seconds": result.seconds,
+            "search": settings.search,
+            "sigma_lo": result.sigma_lo,
+            "sigma_hi": result.sigma_hi,
+            "censored": result.censored,
+            "precision": None if grid else settings.precision,
+            "rel_sigma_lo": None if grid else settings.rel_sigma_lo,
+            "rel_sigma_hi": None if grid else settings.rel_sigma_hi,
         }
         for result in results
     ]

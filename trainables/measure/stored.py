@@ -33,24 +33,20 @@ from trainables.plan import CriticalitySettings, MeasurementPlan, SwapKey, plan_
 from trainables.spec import TrialSpec, canonical_bytes
 from trainables.store import Store, layout
 
-CriticalityKey = tuple[str, int, int, float, int, float, int]
-"""(layer, n_alpha, n_sigma, sigma_max, noise_samples, rtol, subset_size) of a criticality row."""
+CriticalityKey = tuple
+"""(layer, *:meth:`CriticalitySettings.key`) of a criticality row: the layer, the search and every
+setting it uses, and the subset size."""
 
 
 def criticality_key(layer: str, settings: CriticalitySettings, n_train: int) -> CriticalityKey:
     """The key of ``layer``'s criticality row under ``settings`` on a training set of ``n_train``."""
-    return (
-        layer, settings.alphas, settings.sigmas, float(settings.sigma_max), settings.noise_samples,
-        float(settings.rtol), min(settings.subset, n_train),
-    )
+    return (layer, *settings.key(min(settings.subset, n_train)))
 
 
 def criticality_row_key(row: dict) -> CriticalityKey:
-    """The key of a stored criticality row (a dict with the criticality table's columns)."""
-    return (
-        row["layer"], row["n_alpha"], row["n_sigma"], float(row["sigma_max"]), row["noise_samples"],
-        float(row["rtol"]), row["subset_size"],
-    )
+    """The key of a stored criticality row (a dict with the criticality table's columns; one
+    without ``search`` is a grid row)."""
+    return (row["layer"], *CriticalitySettings.of_row(row).key(row["subset_size"]))
 
 
 @dataclass(frozen=True)

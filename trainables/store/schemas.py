@@ -100,8 +100,8 @@ CRITICALITY_SCHEMA = pa.schema(
         ("loss_at_star", pa.float64()),
         ("trained_loss", pa.float64()),
         ("n_alpha", pa.int32()),
-        ("n_sigma", pa.int32()),
-        ("sigma_max", pa.float64()),
+        ("n_sigma", pa.int32()),  # grid only (null on bisect rows)
+        ("sigma_max", pa.float64()),  # grid only
         ("noise_samples", pa.int32()),
         ("rtol", pa.float64()),
         ("subset_size", pa.int64()),
@@ -110,6 +110,14 @@ CRITICALITY_SCHEMA = pa.schema(
         ("sq_dist", pa.float64()),  # ||theta_T - theta_0||^2 of the layer
         ("pairs_evaluated", pa.int32()),  # (alpha, sigma) points evaluated before the answer
         ("seconds", pa.float64()),  # wall time of this layer's search
+        # v3 (null in rows written before: grid rows, read as trainables/store/criticality_rows.py says):
+        ("search", pa.string()),  # bisect | grid
+        ("sigma_lo", pa.float64()),  # the smallest sigma the search could try (absolute)
+        ("sigma_hi", pa.float64()),  # the largest
+        ("censored", pa.bool_()),  # no alpha passed, or sigma_star at a bound with a score > 0
+        ("precision", pa.float64()),  # bisect: sigma_star within a factor 1 + precision; null on grid rows
+        ("rel_sigma_lo", pa.float64()),  # bisect: sigma_lo / RMS of the layer's trained parameters
+        ("rel_sigma_hi", pa.float64()),  # bisect: sigma_hi / that RMS
     ]
 )
 

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from trainables.errors import StoreError
 from trainables.store import layout
+from trainables.store.criticality_rows import complete_legacy_rows
 from trainables.store.schemas import TABLE_SCHEMAS
 from trainables.store.uri import redact_secrets
 
@@ -258,16 +259,18 @@ class Store:
         )
 
     def read_index(self, table: str, filter: ds.Expression | None = None) -> pa.Table:
-        """Read a whole index table (empty if none written yet) with its canonical schema."""
+        """Read a whole index table (empty if none written yet) with its canonical schema
+        (criticality rows written before its search columns completed: :mod:`criticality_rows`)."""
         schema = TABLE_SCHEMAS[table]
         files = [self.path(p) for p in self.list_files(layout.index_dir(table))]
         if not files:
             return schema.empty_table()
         dataset = ds.dataset(files, schema=schema, format="parquet", filesystem=self.fs)
         try:
-            return dataset.to_table(filter=filter)
+            rows = dataset.to_table(filter=filter)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
             raise StoreError(self._schema_problem(table, files) or f"store: {table} index: {err}") from None
+        return complete_legacy_rows(rows) if table == "criticality" else rows
 
     def _schema_problem(self, table: str, files: list[str]) -> str | None:
         expected = TABLE_SCHEMAS[table]
