@@ -80,6 +80,38 @@ def load_contents(store: Store, sweep: str | None = None) -> StoreContents:
     return StoreContents(trials, swaps, statuses, tuple(sorted(unfinished)))
 
 
+def is_diverged(trials: pa.Table) -> pa.Array:
+    """Per trial row, whether its network diverged (``status`` diverged; older rows have no status)."""
+    return pc.fill_null(pc.equal(trials.column("status"), "diverged"), False)
+
+
+def without_diverged(contents: StoreContents) -> StoreContents:
+    """``contents`` without the networks that diverged (statistics pool trained networks only)."""
+    trials = contents.trials.filter(pc.invert(is_diverged(contents.trials)))
+    swaps = contents.swaps.filter(pc.is_in(contents.swaps.column("trial_id"), trials.column("trial_id")))
+    return StoreContents(trials, swaps, contents.sweeps, contents.unfinished)
+
+
+def describe_diverged(trials: pa.Table) -> str | None:
+    """One sentence naming each configuration with networks that diverged and their seeds, e.g.
+    ``2 network(s) diverged (non-finite training loss), left out of every statistic: tiny config
+    1a2b3c4d (mlp 16-8, sgd lr 1e+30) seeds 0 at epoch 1, 1 at epoch 2``; None when none did."""
+    rows = trials.filter(is_diverged(trials)).to_pylist()
+    if not rows:
+        return None
+    configs: dict[tuple, list[str]] = {}
+    for row in sorted(rows, key=lambda r: (r["sweep"], r["config_id"] or "", r["seed"])):
+        label = (row["sweep"], (row["config_id"] or "?")[:8], row["model"],
+                 "-".join(str(w) for w in row["widths"]), row["optimizer"], row["lr"])
+        configs.setdefault(label, []).append(f"{row['seed']} at epoch {row['diverged_epoch']}")
+    parts = [
+        f"{sweep} config {config} ({model} {widths}, {optimizer} lr {lr:g}) seed(s) {', '.join(seeds)}"
+        for (sweep, config, model, widths, optimizer, lr), seeds in configs.items()
+    ]
+    return (f"{len(rows)} network(s) diverged (non-finite training loss; no swaps measured), left out "
+            f"of every statistic: {'; '.join(parts)}")
+
+
 SWAP_KEY_COLUMNS = ["trial_id", "kind", "layer", "epoch", "alpha", "draw"]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.catalog.contents import load_contents
+from orchestrator.catalog.contents import describe_diverged, load_contents
 from orchestrator.text_table import text_table
 from trainables.store import Store
 
@@ -14,7 +14,8 @@ def format_listing(store: Store, sweep: str | None = None) -> str:
     """
     contents = load_contents(store, sweep)
     trials = contents.trials.select(
-        ["sweep", "widths", "seed", "test_acc", "hostname", "node_id", "finished_at"]
+        ["sweep", "widths", "seed", "test_acc", "hostname", "node_id", "finished_at", "status",
+         "diverged_epoch"]
     ).to_pylist()
     trials.sort(key=lambda r: (r["sweep"], list(r["widths"]), r["seed"]))
     rows = [
@@ -22,7 +23,7 @@ def format_listing(store: Store, sweep: str | None = None) -> str:
             r["sweep"],
             "-".join(str(w) for w in r["widths"]),
             str(r["seed"]),
-            f"{100 * r['test_acc']:.2f}%",
+            f"diverged@{r['diverged_epoch']}" if r["status"] == "diverged" else f"{100 * r['test_acc']:.2f}%",
             r["hostname"] or r["node_id"] or "?",
             r["finished_at"].strftime("%Y-%m-%d %H:%M:%S UTC") if r["finished_at"] else "?",
         ]
@@ -41,6 +42,9 @@ def format_listing(store: Store, sweep: str | None = None) -> str:
     ]
     if counts:
         parts.append(text_table(["sweep", "complete", "expected", "missing"], counts))
+    diverged = describe_diverged(contents.trials)
+    if diverged:
+        parts.append(diverged)
     if contents.unfinished:
         parts.append(
             f"{len(contents.unfinished)} trial(s) started but not finished: "

@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from orchestrator.catalog.contents import StoreContents, load_contents
+from orchestrator.catalog.contents import StoreContents, describe_diverged, load_contents, without_diverged
 from orchestrator.report.document import (
     Block,
     Heading,
@@ -132,9 +132,13 @@ def write_report(
     a store without complete trials, a file that does not match its schema, or
     an unknown sweep.
     """
-    contents = load_contents(store, sweep)
+    everything = load_contents(store, sweep)
+    contents = without_diverged(everything)  # statistics pool trained networks only
     measures = read_measures(store, contents.trials.column("trial_id").unique())
     stats, layer_stats, blocks = build_report(contents, store.uri, thresholds or Thresholds(), measures)
+    diverged = describe_diverged(everything.trials)
+    if diverged:
+        blocks.insert(2, Paragraph(diverged + "."))
     files: dict[str, bytes] = {
         "stats.parquet": _parquet_bytes(stats_to_arrow(stats)),
         "stats.csv": stats_to_csv(stats).encode("utf-8"),
