@@ -46,7 +46,9 @@ def test_a_killed_trial_resumes_from_its_last_checkpoint_with_identical_weights(
     outcome = run_sweep(config, log=lines.append)
     assert (outcome.completed, outcome.failed) == (len(seeds), 0)
     assert marker.read_text() == "killed at epoch 3\n"
-    assert any("failed, retrying" in line for line in lines), lines
+    lost = [line for line in lines if "worker lost on " in line]
+    assert len(lost) == 1 and lost[0].endswith(f"; retrying {expand_grid(config)[0].trial_id}"), lines
+    assert not any("Traceback" in line or "ActorDiedError" in line for line in lines), lines
 
     store = Store.open(str(tmp_path / "store"))
     rows = store.read_index("trials").to_pylist()
