@@ -47,9 +47,12 @@ def optimizer_slots(optimizer: OptimizerSpec) -> int:
 
 
 def pack_shape(config: SweepConfig, widths: tuple[int, ...], data: DatasetArrays) -> PackShape:
+    """What sizes a trial of ``widths``; a ``batch_size`` beyond the training set is one batch of all
+    of it per epoch, and sized as such."""
     return PackShape(
         model=config.model, widths=widths, input_shape=data.input_shape, n_classes=data.n_classes,
-        n_train=len(data.y_train), n_test=len(data.y_test), batch_size=config.batch_size,
+        n_train=len(data.y_train), n_test=len(data.y_test),
+        batch_size=min(config.batch_size, len(data.y_train)),
         n_checkpoints=len(config.checkpoints), optimizer_slots=optimizer_slots(config.optimizer),
     )
 
