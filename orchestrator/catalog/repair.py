@@ -60,9 +60,9 @@ class Mended:
     def __str__(self) -> str:
         dropped = f"{self.duplicates} duplicate row(s) and {self.from_damaged} row(s) measured from " \
                   "damaged weights dropped"
-        into = f"into {self.written} ({self.rows} rows)" if self.written else "(no rows left)"
+        kept = f"{self.rows} rows kept in {self.written}" if self.written else "no rows left"
         removed = f"; removed {', '.join(self.removed)}" if self.removed else ""
-        return f"repaired index/{self.table} of trial {self.trial_id}: {dropped}, {into}{removed}"
+        return f"repaired index/{self.table} of trial {self.trial_id}: {dropped}; {kept}{removed}"
 
 
 def needs_of_key(table: str, key: tuple, checkpoints: tuple[int, ...]) -> set[int]:
@@ -134,11 +134,11 @@ def mend(
             else:
                 seen.add(key)
                 keep.append(index)
-        kept_batches.append(rows.take(keep))
+        kept_batches.append(rows.take(pa.array(keep, pa.int64())))
     if duplicates == 0 and from_damaged == 0:
         return None
     if base_rows is not None and len(kept_base) < base_rows.num_rows:
-        store.write_table(base, table, base_rows.take(kept_base))
+        store.write_table(base, table, base_rows.take(pa.array(kept_base, pa.int64())))
     written = None
     later = pa.concat_tables(kept_batches) if kept_batches else None
     if later is not None and later.num_rows:
