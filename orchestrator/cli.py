@@ -186,9 +186,10 @@ def command_sweep(args: argparse.Namespace) -> int:
         config, address=args.address, shared_fs=args.shared_fs, connect_timeout_s=args.connect_timeout
     )
     measured = outcome.measured
+    elsewhere = f"{outcome.elsewhere} trained by another driver, " if outcome.elsewhere else ""
     print(
         f"sweep {config.name}: {outcome.completed} trained, {outcome.skipped} skipped "
-        f"(already trained), {outcome.failed} failed; {measured.networks} measured "
+        f"(already trained), {elsewhere}{outcome.failed} failed; {measured.networks} measured "
         f"({measured.rows} new rows), {measured.failed} failed; in {outcome.wall_seconds:.1f} s"
     )
     print(f"store: {outcome.store_uri}")

@@ -143,6 +143,10 @@ def train_queues(
     return sum(spec.trial_id in now_finished for spec in plan.todo)
 
 
+TUNE_LOGGERS = ("ray.tune", "ray.train", "ray.air")
+"""Where Tune logs (its controller, its storage syncer, its callbacks)."""
+
+
 @contextmanager
 def tune_messages_to(path: Path) -> Iterator[None]:
     """While Tune runs, its log records (a trial's traceback when its worker dies, storage errors)
@@ -150,10 +154,11 @@ def tune_messages_to(path: Path) -> Iterator[None]:
     the progress lines say what happened, in one line each."""
     handler = logging.FileHandler(path, delay=True, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    tune_logger = logging.getLogger("ray.tune")
-    propagate = tune_logger.propagate
-    tune_logger.addHandler(handler)
-    tune_logger.propagate = False
+    loggers = [logging.getLogger(name) for name in TUNE_LOGGERS]
+    propagate = [logger.propagate for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.propagate = False
     print_errors = ray_worker.print_to_stdstream
 
     def to_file(data: dict, ignore_prefix: bool) -> None:  # Ray prints the raylet's messages to stdout
@@ -168,6 +173,7 @@ def tune_messages_to(path: Path) -> Iterator[None]:
         yield
     finally:
         ray_worker.print_to_stdstream = print_errors
-        tune_logger.removeHandler(handler)
-        tune_logger.propagate = propagate
+        for logger, was in zip(loggers, propagate, strict=True):
+            logger.removeHandler(handler)
+            logger.propagate = was
         handler.close()
