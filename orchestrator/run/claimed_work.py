@@ -101,7 +101,7 @@ def wait_for_release(claims: Claims, trial_ids: Iterable[str], log: Log) -> None
     started = last_line = time.monotonic()
     ids = list(trial_ids)
     while True:
-        theirs = {trial_id: holder for trial_id in ids if (holder := claims.holder(trial_id)) is not None}
+        theirs = claims.holders(ids)
         if len(theirs) < len(ids):
             return
         if time.monotonic() - last_line >= HEARTBEAT_SECONDS:

@@ -4,10 +4,12 @@ heartbeat with each running pack's last epoch (the words are :mod:`orchestrator.
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
 import ray
+import ray.cloudpickle as cloudpickle
 from ray import tune
 
 from orchestrator.run.progress import Log, ProgressLog, failed, finished, lost, retrying
@@ -41,15 +43,22 @@ def error_line(trial) -> str:
 
 
 WORKER_DEATHS = (
-    "ActorDiedError", "RayActorError", "WorkerCrashedError", "NodeDiedError", "ActorUnavailableError",
+    ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+    ray.exceptions.OutOfMemoryError,
 )
 """Ray's errors for a trial whose worker process or node died (rather than raised)."""
 
 
 def worker_died(trial) -> bool:
-    """Whether a Tune trial's latest failure was its worker process or node dying."""
-    failures = error_text(trial).split("Failure # ")
-    return any(name in failures[-1] for name in WORKER_DEATHS)
+    """Whether a Tune trial's latest failure was its worker process or node dying: the error Tune
+    has just pickled next to the trial (locally; the store's copy is synced later)."""
+    path = trial.pickled_error_file
+    try:
+        with open(path, "rb") as stream:
+            error = cloudpickle.load(stream)
+    except (OSError, TypeError, ValueError, EOFError, pickle.UnpicklingError, AttributeError, ImportError):
+        return False
+    return isinstance(error, WORKER_DEATHS)
 
 
 class ProgressCallback(tune.Callback):
@@ -90,11 +99,14 @@ class ProgressCallback(tune.Callback):
             self._line(trials, failed(pack, error, networks))
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        held = self._held(trial)
-        self.board.done.remote(label(trial))
-        lost = held[1] if held is not None else 0
+        """A trial failed for good: its pack's networks failed, and when no other trial is left to take
+        them, those of every pack not handed out yet."""
+        alone = not any(other is not trial and other.status in ("RUNNING", "PENDING", "PAUSED")
+                        for other in trials)
+        packs = [self.packs[index] for index in ray.get(self.board.abandon.remote(label(trial), alone))]
+        lost = sum(networks for _, networks in packs)
         self.progress.failed += lost
-        self._line(trials, failed(held[0] if held is not None else label(trial), error_line(trial), lost))
+        self._line(trials, failed(packs[0][0] if packs else label(trial), error_line(trial), lost))
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
         held = self._held(trial)

@@ -68,14 +68,15 @@ def trial_configs(
 
 
 def pack_board(queues: list[Queue], costs: list[float]) -> Any:
-    """The PackBoard actor (on this node, no resources) for ``queues``: each queue's packs by index
+    """The PackBoard actor (no resources) for ``queues``: each queue's packs by index
     into the sweep's packs in queue order, ``costs`` each pack's work."""
     indices: dict[str, list[int]] = {}
     position = 0
     for queue in queues:
         indices[queue[0][0].trial_id] = list(range(position, position + len(queue)))
         position += len(queue)
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    # on the driver's node where it can be (soft: the driver of a Ray client is no node)
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
     board = ray.remote(PackBoard).options(num_cpus=0, scheduling_strategy=here).remote(indices, costs)
     return board
 

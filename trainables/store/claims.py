@@ -33,6 +33,7 @@ import socket
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -44,6 +45,8 @@ LEASE_SECONDS = 90.0
 """How long a driver's lease stays valid after its last refresh."""
 REFRESH_SECONDS = 15.0
 """How often a live driver rewrites its lease."""
+PARALLEL = 16
+"""Claims made, read or released at once (each is a request on an object store)."""
 
 
 @dataclass(frozen=True)
@@ -315,16 +318,13 @@ class Claims:
 
     def take(self, trial_ids: list[str]) -> tuple[list[str], dict[str, Holder]]:
         """Claim each of ``trial_ids``: (those now held by this driver, in order; the others with the
-        live driver that holds each). A claim of a driver that died is taken over."""
-        mine: list[str] = []
-        theirs: dict[str, Holder] = {}
-        for trial_id in trial_ids:
-            holder = self._claim(trial_id)
-            if holder is None:
-                mine.append(trial_id)
-                self.held.add(trial_id)
-            else:
-                theirs[trial_id] = holder
+        live driver that holds each). A claim of a driver that died is taken over. Claims are made
+        :data:`PARALLEL` at a time (on S3 each is a request)."""
+        with ThreadPoolExecutor(PARALLEL, thread_name_prefix="layerswap-claim") as pool:
+            holders = list(pool.map(self._claim, trial_ids))
+        mine = [trial_id for trial_id, holder in zip(trial_ids, holders, strict=True) if holder is None]
+        self.held.update(mine)
+        theirs = {trial_id: holder for trial_id, holder in zip(trial_ids, holders, strict=True) if holder}
         return mine, theirs
 
     def _claim(self, trial_id: str) -> Holder | None:
@@ -356,13 +356,21 @@ class Claims:
             return None
         return holder
 
+    def holders(self, trial_ids: list[str]) -> dict[str, Holder]:
+        """Of ``trial_ids``, those a live driver other than this one holds, with that driver."""
+        with ThreadPoolExecutor(PARALLEL, thread_name_prefix="layerswap-claim") as pool:
+            found = list(pool.map(self.holder, trial_ids))
+        return {trial_id: holder for trial_id, holder in zip(trial_ids, found, strict=True) if holder}
+
     def release(self, trial_ids: list[str]) -> None:
         """Delete this driver's claims on ``trial_ids`` (their work is done or abandoned)."""
-        for trial_id in trial_ids:
-            if trial_id not in self.held:
-                continue
-            self.held.discard(trial_id)
-            found = self.files.read(layout.claim_path(trial_id))
-            holder = Holder.from_bytes(found[0]) if found is not None else None
-            if holder is not None and holder.owner == self.me.owner:
-                self.store.delete(layout.claim_path(trial_id))
+        mine = [trial_id for trial_id in trial_ids if trial_id in self.held]
+        self.held.difference_update(mine)
+        with ThreadPoolExecutor(PARALLEL, thread_name_prefix="layerswap-claim") as pool:
+            list(pool.map(self._release, mine))
+
+    def _release(self, trial_id: str) -> None:
+        found = self.files.read(layout.claim_path(trial_id))
+        holder = Holder.from_bytes(found[0]) if found is not None else None
+        if holder is not None and holder.owner == self.me.owner:
+            self.store.delete(layout.claim_path(trial_id))

@@ -50,6 +50,16 @@ class PackBoard:
         """``label`` finished (or gave up) the pack it held."""
         self.holding.pop(label, None)
 
+    def abandon(self, label: str, everything: bool) -> list[int]:
+        """The packs lost with ``label``, a trial that failed for good: the one it held, and with
+        ``everything`` (no other trial is left to take them) every pack not handed out yet."""
+        lost = [self.holding.pop(label)] if label in self.holding else []
+        if everything:
+            for queue in self.queues.values():
+                lost += queue
+                queue.clear()
+        return lost
+
     def held(self, label: str) -> int | None:
         """The pack ``label`` holds now, if any (a trial whose worker died still holds its pack)."""
         return self.holding.get(label)
