@@ -69,24 +69,34 @@ def run_sweep(
         join_cluster(plan, address, shared_fs, connect_timeout_s)
     queues = plan_queues(plan, address, budget, log) if plan.todo else []
     record_sweep(plan)
-    work = ClaimedOutcome(0, 0, AnalysisOutcome(0, 0, 0, 0.0))
-    if plan.todo or plan.jobs:
-        with Claims(plan.store) as claims:
-            if claims.warning:
-                log(claims.warning)
-            work = work_claimed(
-                plan.store, claims, plan.todo, plan.jobs,
-                train=partial(train_claimed, plan, queues, address, budget, wandb_settings, log),
-                measure=lambda jobs: run_measurements(plan.store, jobs, plan.datasets, config.resources, log),
-                lacking=lambda specs: missing_measurements(plan.store, specs, config.plan, plan.datasets),
-                log=log,
-            )
+    work = train_and_measure(plan, queues, address, budget, wandb_settings, log)
     skipped = len(plan.specs) - len(plan.todo)
     failed = len(plan.todo) - work.trained - work.elsewhere
     return SweepOutcome(
         plan.store.uri, len(plan.specs), skipped, work.trained, failed, time.perf_counter() - started,
         work.measured, work.elsewhere,
     )
+
+
+def train_and_measure(
+    plan: SweepPlan, queues: list[Queue], address: str | None, budget: MemoryBudget | None,
+    wandb_settings: WandbSpec | None, log: Log,
+) -> ClaimedOutcome:
+    """Measure what trained networks lack, then train the rest, each network under this driver's
+    claim; what other drivers hold is waited for at the end (:mod:`orchestrator.run.claimed_work`)."""
+    if not (plan.todo or plan.jobs):
+        return ClaimedOutcome(0, 0, AnalysisOutcome(0, 0, 0, 0.0))
+    config = plan.config
+    with Claims(plan.store) as claims:
+        if claims.warning:
+            log(claims.warning)
+        return work_claimed(
+            plan.store, claims, plan.todo, plan.jobs,
+            train=partial(train_claimed, plan, queues, address, budget, wandb_settings, log),
+            measure=lambda jobs: run_measurements(plan.store, jobs, plan.datasets, config.resources, log),
+            lacking=lambda specs: missing_measurements(plan.store, specs, config.plan, plan.datasets),
+            log=log,
+        )
 
 
 def train_claimed(

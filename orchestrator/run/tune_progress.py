@@ -72,6 +72,8 @@ class ProgressCallback(tune.Callback):
         self.progress = ProgressLog("done", sum(networks for _, networks in packs), log)
         self.packs = packs
         self.board = board
+        self.troubled = False
+        """Whether a trial failed (its worker lost, or an error Tune caught): Tune logged a traceback."""
 
     def _line(self, trials: list, event: str | None) -> None:
         """A progress line; ``running`` and ``pending`` count packs (held by a trial, not handed out yet)."""
@@ -101,6 +103,7 @@ class ProgressCallback(tune.Callback):
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         """A trial failed for good: its pack's networks failed, and when no other trial is left to take
         them, those of every pack not handed out yet."""
+        self.troubled = True
         alone = not any(other is not trial and other.status in ("RUNNING", "PENDING", "PAUSED")
                         for other in trials)
         packs = [self.packs[index] for index in ray.get(self.board.abandon.remote(label(trial), alone))]
@@ -109,6 +112,7 @@ class ProgressCallback(tune.Callback):
         self._line(trials, failed(packs[0][0] if packs else label(trial), error_line(trial), lost))
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
+        self.troubled = True
         held = self._held(trial)
         pack = held[0] if held is not None else label(trial)
         if worker_died(trial):

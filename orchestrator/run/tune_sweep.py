@@ -113,6 +113,7 @@ def train_queues(
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     log_path = new_log_path("tune")
+    progress = ProgressCallback(networks_per_pack(queues, plan.todo), board, log)
     tuner = tune.Tuner(
         trainable,
         param_space={"label": tune.grid_search(list(trials))},
@@ -129,13 +130,13 @@ def train_queues(
             storage_filesystem=Store.open(tune_location).fs if credentials else store.fs,
             failure_config=tune.FailureConfig(max_failures=MAX_RETRIES),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[ProgressCallback(networks_per_pack(queues, plan.todo), board, log)],
+            callbacks=[progress],
             verbose=0,
         ),
     )
     with tune_messages_to(log_path):
         tuner.fit()
-    if log_path.exists():
+    if progress.troubled and log_path.exists():
         log(f"Ray Tune's messages (tracebacks included): {log_path}")
     reason = ray.get(board.stop_reason.remote())
     if reason is not None:
@@ -154,6 +155,7 @@ def tune_messages_to(path: Path) -> Iterator[None]:
     and the raylet's error messages (a worker died) go to the file ``path``, not to the terminal:
     the progress lines say what happened, in one line each."""
     handler = logging.FileHandler(path, delay=True, encoding="utf-8")
+    handler.setLevel(logging.WARNING)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     loggers = [logging.getLogger(name) for name in TUNE_LOGGERS]
     propagate = [logger.propagate for logger in loggers]
