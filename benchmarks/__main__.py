@@ -2,6 +2,7 @@
 
     python -m benchmarks [--quick] [--threads N] [NAME ...]   # vs_seed roofline pack_kernels noise_loss
                                                               # sweep_overhead sweep_scale api_read
+                                                              # read_integrity
     python -m benchmarks gpu_check [--smoke]     # alone: imports torch only (no Ray, W&B, orchestrator)
 
 ``--quick`` takes about two minutes on a 2-core machine, the full run under
@@ -17,7 +18,8 @@ import sys
 import time
 
 BENCHMARKS = (
-    "vs_seed", "roofline", "pack_kernels", "noise_loss", "sweep_overhead", "sweep_scale", "api_read"
+    "vs_seed", "roofline", "pack_kernels", "noise_loss", "sweep_overhead", "sweep_scale", "api_read",
+    "read_integrity",
 )
 
 

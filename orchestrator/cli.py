@@ -194,8 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     preflight.add_argument("--store", help="store path or URI to probe (default: the config's store)")
     preflight.add_argument("--config", help="sweep config: compare its resources per trial with the nodes")
 
-    verify = commands.add_parser("verify", help="check every trial's files against the store's index")
+    verify = commands.add_parser(
+        "verify", help="check every trial's files against the store's index (exit 2 when it finds problems)"
+    )
     verify.add_argument("store", help="store path or URI")
+    verify.add_argument(
+        "--repair", action="store_true",
+        help="collapse keys stored twice into one new file and delete rows measured later from weights "
+        "that do not match their index (then check again)",
+    )
     return parser
 
 
@@ -209,9 +216,10 @@ def command_sweep(args: argparse.Namespace) -> int:
         config, address=args.address, shared_fs=args.shared_fs, connect_timeout_s=args.connect_timeout
     )
     measured = outcome.measured
+    elsewhere = f"{outcome.elsewhere} trained by another driver, " if outcome.elsewhere else ""
     print(
         f"sweep {config.name}: {outcome.completed} trained, {outcome.skipped} skipped "
-        f"(already trained), {outcome.failed} failed; {measured.networks} measured "
+        f"(already trained), {elsewhere}{outcome.failed} failed; {measured.networks} measured "
         f"({measured.rows} new rows), {measured.failed} failed; in {outcome.wall_seconds:.1f} s"
     )
     print(f"store: {outcome.store_uri}")
@@ -220,12 +228,7 @@ def command_sweep(args: argparse.Namespace) -> int:
     store = Store.open(config.store)
     written = [] if args.no_report else refresh_report_line(store)  # what failed is missing from it
     if outcome.failed or measured.failed:
-        print(
-            f"layerswap: error: {outcome.failed + measured.failed} networks failed; "
-            "run the same command again to retry them",
-            file=sys.stderr,
-        )
-        return 1
+        return report_failures(outcome.failed + measured.failed, measured.damaged, outcome.store_uri)
     if written and wandb_settings is not None:
         from orchestrator.wandb.report import attach_report
 
@@ -268,10 +271,24 @@ def command_analyze(args: argparse.Namespace) -> int:
     if not args.no_report:
         refresh_report_line(Store.open(args.store))
     if outcome.failed:
-        print(f"layerswap: error: {outcome.failed} networks failed; run the same command again to retry them",
-              file=sys.stderr)
-        return 1
+        return report_failures(outcome.failed, outcome.damaged, args.store)
     return 0
+
+
+def report_failures(failed: int, damaged: int, store: str) -> int:
+    """The last line of a run in which ``failed`` networks failed, ``damaged`` of them because a weights
+    file does not match its index, and the exit status: 2 when only damaged weights failed (running
+    again cannot mend them), else 1."""
+    parts = []
+    if damaged:
+        parts.append(
+            f"{damaged} network(s) not measured: a weights file does not match index/weights (named "
+            f"above); `layerswap verify {redact_secrets(store)}` lists every damaged file"
+        )
+    if failed > damaged:
+        parts.append(f"{failed - damaged} networks failed; run the same command again to retry them")
+    print(f"layerswap: error: {'; '.join(parts)}", file=sys.stderr)
+    return 1 if failed > damaged else 2
 
 
 def command_report(args: argparse.Namespace) -> int:
@@ -321,14 +338,24 @@ def command_verify(args: argparse.Namespace) -> int:
     from orchestrator.catalog.verify import verify_store
     from trainables.store import Store
 
-    result = verify_store(Store.open(args.store))
+    store = Store.open(args.store)
+    result = verify_store(store)
     for problem in result.problems:
         print(problem)
+    if args.repair and (result.duplicates or result.damaged_epochs):
+        from orchestrator.catalog.repair import repair_store
+
+        for line in repair_store(store, result):
+            print(line)
+        result = verify_store(store)
+        for problem in result.problems:
+            print(f"after repair: {problem}")
     if result.problems:
         trials = len({problem.trial_id for problem in result.problems})
-        print(f"layerswap: error: {len(result.problems)} problem(s) in {trials} of {result.trials} trials",
-              file=sys.stderr)
-        return 1
+        after = " after repair" if args.repair else ""
+        print(f"layerswap: error: {len(result.problems)} problem(s) in {trials} of {result.trials} trials"
+              f"{after}", file=sys.stderr)
+        return 2
     print(f"ok: {result.trials} trials, {result.files} files verified")
     return 0
 

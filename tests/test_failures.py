@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
+import os
 import re
 import signal
 import subprocess
@@ -46,7 +48,9 @@ def test_a_killed_trial_resumes_from_its_last_checkpoint_with_identical_weights(
     outcome = run_sweep(config, log=lines.append)
     assert (outcome.completed, outcome.failed) == (len(seeds), 0)
     assert marker.read_text() == "killed at epoch 3\n"
-    assert any("failed, retrying" in line for line in lines), lines
+    lost = [line for line in lines if "worker lost on " in line]
+    assert len(lost) == 1 and lost[0].endswith(f"; retrying {expand_grid(config)[0].trial_id}"), lines
+    assert not any("Traceback" in line or "ActorDiedError" in line for line in lines), lines
 
     store = Store.open(str(tmp_path / "store"))
     rows = store.read_index("trials").to_pylist()
@@ -140,3 +144,42 @@ def test_a_killed_driver_and_a_rerun_finish_the_sweep_without_duplicates(tmp_pat
     for row in weights:
         tensor = safetensors.torch.load_file(store_path / row["path"])[row["tensor"]]
         assert hashlib.sha256(tensor.numpy().tobytes()).hexdigest() == row["sha256"]
+
+
+def test_a_killed_worker_is_one_line_and_the_sweep_stays_parallel(tmp_path):
+    """Two trial slots, six networks; the first trial's worker is killed after epoch 3. The terminal
+    gets one line for it, the traceback goes to the log file, and after the retry two networks train
+    at once again (before, Tune's actor reuse left one slot dead for the rest of the sweep)."""
+    store = tmp_path / "store"
+    config = tmp_path / "config.yaml"
+    raw = tiny_raw_config(store, widths=[[16]], seeds=6, epochs=300, checkpoints=[0, 300], pack=1,
+                          swaps=["reinit"], resources={"cpu_per_trial": 1, "gpu_per_trial": 0})
+    config.write_text(yaml.safe_dump(raw))
+    marker, logs = tmp_path / "killed", tmp_path / "logs"
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "sweep", str(config), "--no-report"],
+        capture_output=True, text=True, timeout=1200,
+        env={**os.environ, "LAYERSWAP_TEST_CRASH_AT_EPOCH": "3", "LAYERSWAP_LOG_DIR": str(logs),
+             "LAYERSWAP_TEST_CRASH_MARKER": str(marker), "PYTHONUNBUFFERED": "1"},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stderr == ""
+    lost = [line for line in result.stdout.splitlines() if "worker lost on " in line]
+    assert len(lost) == 1, result.stdout
+    assert re.search(r"\| worker lost on \S+; retrying [0-9a-f]{16}$", lost[0]), lost
+    for noise in ("Traceback", "ActorDiedError", "(raylet)", "A worker died"):
+        assert noise not in result.stdout, result.stdout
+    (log,) = logs.glob("tune-*.log")
+    assert "ActorDiedError" in log.read_text() and str(log) in result.stdout
+
+    killed_at = marker.stat().st_mtime
+    rows = Store.open(str(store)).read_index("trials").to_pylist()
+    assert len(rows) == 6
+    spans = sorted(
+        (row["finished_at"].timestamp() - row["train_seconds"] - row["swap_seconds"],
+         row["finished_at"].timestamp())
+        for row in rows
+    )
+    after = [(start, end) for start, end in spans if start > killed_at]
+    overlapping = [(a, b) for a, b in itertools.pairwise(after) if b[0] < a[1] - 1.0]
+    assert overlapping, (killed_at, spans)  # two networks trained at once after the retry

@@ -88,7 +88,7 @@ def test_each_damaged_file_is_named_with_its_trial(store_copy, capsys):
     assert messages[layout.weights_path(second, 0)].startswith("missing")
     assert messages[layout.weights_path(second, 1)].startswith("not a readable safetensors file")
 
-    assert main(["verify", str(root)]) == 1
+    assert main(["verify", str(root)]) == 2  # problems found; 1 is for bugs
     captured = capsys.readouterr()
     assert f"{layout.weights_path(first, 2)} (trial {first}): tensor 'fc" in captured.out
     assert f"{layout.weights_path(second, 0)} (trial {second}): missing" in captured.out
@@ -115,7 +115,9 @@ def test_a_key_measured_twice_is_named_and_read_once(store_copy):
     store.write_table(f"index/swaps/{first}-0badcafe.parquet", "swaps", rows)
     problems = verify_store(store).problems
     assert [(p.trial_id, p.path) for p in problems] == [(first, f"index/swaps/{first}.parquet")] * 2
-    assert all(re.fullmatch(r"key \('(none|reinit)', .*\) is measured 2 times", p.message) for p in problems)
+    files = f"index/swaps/{first}.parquet and index/swaps/{first}-0badcafe.parquet"
+    expected = rf"key \('(none|reinit)', .*\) is measured 2 times, in {files}; --repair keeps one"
+    assert all(re.fullmatch(expected, p.message) for p in problems), problems
     contents = load_contents(store)
     assert contents.swaps.num_rows == store.read_index("swaps").num_rows - 2
 
@@ -141,9 +143,13 @@ def test_movement_and_criticality_rows_stored_twice_are_named(store_copy):
     problems = {(p.trial_id, p.path, p.message) for p in verify_store(store).problems}
     epoch, layer = layers.column("epoch")[0].as_py(), layers.column("layer")[0].as_py()
     assert problems == {
-        (first, f"index/layers/{first}.parquet", f"key ({epoch}, {layer!r}) is measured 2 times"),
-        (second, f"index/criticality/{second}.parquet",
-         "key ('fc1', 'grid', 11, 11, 0.01, None, None, None, 2, 1.05, 256) is measured 2 times"),
+        (first, f"index/layers/{first}.parquet",
+         f"key ({epoch}, {layer!r}) is measured 2 times, in index/layers/{first}.parquet (twice); "
+         "--repair keeps one"),
+        (second, f"index/criticality/{second}-00000001.parquet",
+         "key ('fc1', 'grid', 11, 11, 0.01, None, None, None, 2, 1.05, 256) is measured 2 times, in "
+         f"index/criticality/{second}-00000001.parquet and index/criticality/{second}-00000002.parquet; "
+         "--repair keeps one"),
     }
 
 

@@ -19,3 +19,13 @@ class DataError(UserError):
 
 class StoreError(UserError):
     """A store that cannot be opened, read or trusted; the message says which."""
+
+
+class StoreUnwritable(StoreError):
+    """A write that the store's filesystem refuses for good (no space left, read-only): retrying
+    cannot help; the message names the path and the cause."""
+
+
+class WeightsDamaged(StoreError):
+    """A stored weights file that is missing or does not match its ``index/weights`` rows; the
+    message names the file, its epoch and what differs."""

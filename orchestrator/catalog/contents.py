@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from orchestrator.catalog.naming import TRIAL_COLUMNS, names_of_trials
 from trainables.plan import MeasurementPlan
 from trainables.spec import TrialSpec
 from trainables.store import Store, StoreError, layout
@@ -101,6 +102,37 @@ def with_config_ids(trials: pa.Table) -> pa.Table:
     ]
     index = trials.schema.get_field_index("config_id")
     return trials.set_column(index, "config_id", pa.array(filled, pa.string()))
+def is_diverged(trials: pa.Table) -> pa.Array:
+    """Per trial row, whether its network diverged (``status`` diverged; older rows have no status)."""
+    return pc.fill_null(pc.equal(trials.column("status"), "diverged"), False)
+
+
+def without_diverged(contents: StoreContents) -> StoreContents:
+    """``contents`` without the networks that diverged (statistics pool trained networks only)."""
+    trials = contents.trials.filter(pc.invert(is_diverged(contents.trials)))
+    swaps = contents.swaps.filter(pc.is_in(contents.swaps.column("trial_id"), trials.column("trial_id")))
+    return StoreContents(trials, swaps, contents.sweeps, contents.unfinished)
+
+
+def describe_diverged(trials: pa.Table) -> str | None:
+    """One sentence naming each configuration with networks that diverged and their seeds, e.g.
+    ``2 network(s) diverged (non-finite training loss; no swaps measured), left out of every
+    statistic: tiny lr 1e+30 seed(s) 0 at epoch 1, 1 at epoch 2``; None when none did.
+
+    Configurations are named as ``ls`` and the report name them
+    (:func:`orchestrator.catalog.naming.names_of_trials`)."""
+    rows = trials.filter(is_diverged(trials)).to_pylist()
+    if not rows:
+        return None
+    names = names_of_trials(trials.select(list(TRIAL_COLUMNS)).to_pylist())
+    configs: dict[tuple[str, str], list[str]] = {}
+    for row in sorted(rows, key=lambda r: (r["sweep"], r["config_id"] or "", r["seed"])):
+        key = (row["sweep"], row["config_id"])
+        configs.setdefault(key, []).append(f"{row['seed']} at epoch {row['diverged_epoch']}")
+    parts = [f"{sweep} {names[(sweep, config)]} seed(s) {', '.join(seeds)}"
+             for (sweep, config), seeds in configs.items()]
+    return (f"{len(rows)} network(s) diverged (non-finite training loss; no swaps measured), left out "
+            f"of every statistic: {'; '.join(parts)}")
 
 
 SWAP_KEY_COLUMNS = ["trial_id", "kind", "layer", "epoch", "alpha", "draw"]

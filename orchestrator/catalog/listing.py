@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.catalog.contents import load_contents
+from orchestrator.catalog.contents import describe_diverged, load_contents
 from orchestrator.catalog.naming import TRIAL_COLUMNS, names_of_trials
 from orchestrator.text_table import text_table
 from trainables.store import Store
@@ -19,7 +19,8 @@ def format_listing(store: Store, sweep: str | None = None) -> str:
     names = names_of_trials(contents.trials.select(list(TRIAL_COLUMNS)).to_pylist())
     rank = {key: position for position, key in enumerate(names)}
     trials = contents.trials.select(
-        ["sweep", "config_id", "trial_id", "seed", "test_acc", "hostname", "node_id", "finished_at"]
+        ["sweep", "config_id", "trial_id", "seed", "test_acc", "hostname", "node_id", "finished_at",
+         "status", "diverged_epoch"]
     ).to_pylist()
     trials.sort(key=lambda r: (rank[(r["sweep"], r["config_id"])], r["seed"]))
     rows = [
@@ -28,7 +29,7 @@ def format_listing(store: Store, sweep: str | None = None) -> str:
             names[(r["sweep"], r["config_id"])],
             str(r["seed"]),
             r["trial_id"],
-            f"{100 * r['test_acc']:.2f}%",
+            f"diverged@{r['diverged_epoch']}" if r["status"] == "diverged" else f"{100 * r['test_acc']:.2f}%",
             r["hostname"] or r["node_id"] or "?",
             r["finished_at"].strftime("%Y-%m-%d %H:%M:%S UTC") if r["finished_at"] else "?",
         ]
@@ -47,6 +48,9 @@ def format_listing(store: Store, sweep: str | None = None) -> str:
     ]
     if counts:
         parts.append(text_table(["sweep", "complete", "expected", "missing"], counts))
+    diverged = describe_diverged(contents.trials)
+    if diverged:
+        parts.append(diverged)
     if contents.unfinished:
         parts.append(
             f"{len(contents.unfinished)} trial(s) started but not finished: "

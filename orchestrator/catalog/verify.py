@@ -15,15 +15,21 @@ pointing at that trial's epoch files; swap rows of a known kind). No key is
 stored twice for one trial: a swap (kind, layer, epoch, alpha, draw), a
 movement row (epoch, layer) or a criticality row (layer, search and its settings; a row
 without ``search`` is a grid row);
-readers keep the first, so a duplicate is a sign of two writers. Trial ids
+readers keep the first, so a duplicate is a sign of two writers, and verify
+names the files that hold it. A network that diverged (``status`` diverged)
+has checkpoints only before the epoch it diverged in. Trial ids
 are checked to be 16 lowercase hex characters before any becomes a path, so
 a crafted row cannot make verify read outside the store.
+
+What ``verify --repair`` may mend (duplicates, rows measured later from
+weights that no longer match their index) is :mod:`orchestrator.catalog.repair`'s.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from collections import Counter
+from collections import defaultdict
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -31,10 +37,10 @@ import pyarrow.parquet as pq
 import safetensors.torch
 from safetensors import SafetensorError
 
+from trainables.measure.checked_weights import differences
 from trainables.plan import SWAP_KINDS
 from trainables.store import Store, StoreError, layout
 from trainables.store.schemas import TABLE_SCHEMAS
-from trainables.worker.pack_job import tensor_sha256
 
 KINDS = frozenset({"none", "interpolate", *SWAP_KINDS})
 SWAP_KEY = ("kind", "layer", "epoch", "alpha", "draw")
@@ -74,11 +80,27 @@ class Problem:
 
 
 @dataclass(frozen=True)
+class Duplicate:
+    """A key of one trial's measurement ``table`` stored ``times`` times, in ``files``."""
+
+    trial_id: str
+    table: str
+    key: tuple
+    times: int
+    files: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Verification:
     trials: int
     files: int
     """Files whose content was checked: spec.json and weights files."""
     problems: list[Problem]
+    duplicates: list[Duplicate] = dataclasses.field(default_factory=list)
+    damaged_epochs: dict[str, frozenset[int]] = dataclasses.field(default_factory=dict)
+    """Per trial, the checkpoints whose weights file is missing or does not match index/weights."""
+    checkpoints: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    """Per checked trial, its checkpoint epochs (from its trial row)."""
 
 
 def verify_store(store: Store) -> Verification:
@@ -100,13 +122,19 @@ def verify_store(store: Store) -> Verification:
         elif rows is not None:
             trials.append(rows[0])
     files = 0
+    duplicates: list[Duplicate] = []
+    damaged: dict[str, frozenset[int]] = {}
+    checkpoints: dict[str, tuple[int, ...]] = {}
     for trial in trials:
         trial_id = trial["trial_id"]
+        checkpoints[trial_id] = tuple(trial["checkpoints"] or ())
         problems += check_spec(store, trial_id, trial["spec_json"])
         if layout.index_path("swaps", trial_id) not in index["swaps"].get(trial_id, []):
             problems.append(Problem(trial_id, layout.index_path("swaps", trial_id), "missing"))
         for table in MEASUREMENT_KEYS:
-            problems += check_measurements(store, table, trial_id, index[table].get(trial_id, []))
+            found, repeated = check_measurements(store, table, trial_id, index[table].get(trial_id, []))
+            problems += found
+            duplicates += repeated
         by_path: dict[str, list[dict]] = {}
         for relpath in index["weights"].get(trial_id, []):
             rows, found = read_index_file(store, "weights", trial_id, relpath)
@@ -114,28 +142,54 @@ def verify_store(store: Store) -> Verification:
             for row in rows or []:
                 by_path.setdefault(row["path"], []).append(row)
         epochs = {row["epoch"] for rows in by_path.values() for row in rows}
+        unindexed = sorted(set(stored_checkpoints(trial)) - epochs)
         problems += [
             Problem(trial_id, layout.weights_path(trial_id, epoch), "checkpoint has no rows in index/weights")
-            for epoch in sorted(set(trial["checkpoints"] or ()) - epochs)
+            for epoch in unindexed
         ]
+        bad_epochs = set(unindexed)
         for relpath, rows in sorted(by_path.items()):
-            problems += check_weights_file(store, trial_id, relpath, rows)
+            found = check_weights_file(store, trial_id, relpath, rows)
+            problems += found
+            if found:
+                bad_epochs.add(rows[0]["epoch"])
+        if bad_epochs:
+            damaged[trial_id] = frozenset(bad_epochs)
         files += 1 + len(by_path)
-    return Verification(len(trials), files, problems)
+    return Verification(len(trials), files, problems, duplicates, damaged, checkpoints)
 
 
-def check_measurements(store: Store, table: str, trial_id: str, relpaths: list[str]) -> list[Problem]:
-    """The problems of a trial's files of one measurement table, and each key stored more than once."""
+def stored_checkpoints(trial: dict) -> list[int]:
+    """The checkpoint epochs a trial row says are stored: all of them, or for a network that
+    diverged only those before the epoch it diverged in."""
+    diverged = trial.get("diverged_epoch")
+    return [epoch for epoch in trial["checkpoints"] or () if diverged is None or epoch < diverged]
+
+
+def check_measurements(
+    store: Store, table: str, trial_id: str, relpaths: list[str]
+) -> tuple[list[Problem], list[Duplicate]]:
+    """The problems of a trial's files of one measurement table, and each key stored more than once
+    (a problem naming the files that hold it)."""
     problems: list[Problem] = []
-    keys: Counter = Counter()
-    for relpath in relpaths:
+    holders: dict[tuple, list[str]] = defaultdict(list)
+    base = layout.index_path(table, trial_id)
+    for relpath in sorted(relpaths, key=lambda path: (path != base, path)):  # the trial's own file first
         rows, found = read_index_file(store, table, trial_id, relpath)
         problems += found
-        keys.update(measurement_key(table, row) for row in rows or [])
-    return problems + [
-        Problem(trial_id, layout.index_path(table, trial_id), f"key {key} is measured {n} times")
-        for key, n in sorted(keys.items(), key=str) if n > 1
+        for row in rows or []:
+            holders[measurement_key(table, row)].append(relpath)
+    duplicates = [
+        Duplicate(trial_id, table, key, len(files), tuple(dict.fromkeys(files)))
+        for key, files in sorted(holders.items(), key=lambda item: str(item[0])) if len(files) > 1
     ]
+    for duplicate in duplicates:
+        where = " and ".join(duplicate.files) if len(duplicate.files) > 1 else f"{duplicate.files[0]} (twice)"
+        problems.append(Problem(
+            trial_id, duplicate.files[0],
+            f"key {duplicate.key} is measured {duplicate.times} times, in {where}; --repair keeps one",
+        ))
+    return problems, duplicates
 
 
 def measurement_key(table: str, row: dict) -> tuple:
@@ -227,7 +281,8 @@ def check_spec(store: Store, trial_id: str, spec_json: str | None) -> list[Probl
 
 
 def check_weights_file(store: Store, trial_id: str, relpath: str, rows: list[dict]) -> list[Problem]:
-    """The file at ``relpath`` holds exactly the tensors its index ``rows`` describe."""
+    """The file at ``relpath`` holds exactly the tensors its index ``rows`` describe (each difference
+    a problem: :func:`trainables.measure.checked_weights.differences`, what every reader checks)."""
 
     def problem(message: str) -> Problem:
         return Problem(trial_id, relpath, message)
@@ -241,27 +296,4 @@ def check_weights_file(store: Store, trial_id: str, relpath: str, rows: list[dic
         return [problem(f"missing (index/weights lists {len(rows)} tensors in it)")]
     except SafetensorError as err:
         return [problem(f"not a readable safetensors file ({err})")]
-    problems = []
-    for row in rows:
-        name = row["tensor"]
-        tensor = tensors.get(name)
-        if tensor is None:
-            problems.append(problem(f"tensor {name!r} is in index/weights but not in the file"))
-            continue
-        found = {
-            "shape": list(tensor.shape),
-            "dtype": str(tensor.dtype).removeprefix("torch."),
-            "nbytes": tensor.numel() * tensor.element_size(),
-            "sha256": tensor_sha256(tensor),
-        }
-        for column, value in found.items():
-            if value != row[column]:
-                said = row[column]
-                if column == "sha256":
-                    value, said = f"{value[:12]}…", f"{said[:12]}…"
-                problems.append(problem(f"tensor {name!r}: {column} is {value}, index/weights says {said}"))
-    problems += [
-        problem(f"tensor {name!r} is in the file but not in index/weights")
-        for name in sorted(set(tensors) - {row["tensor"] for row in rows})
-    ]
-    return problems
+    return [problem(message) for message in differences(tensors, rows)]

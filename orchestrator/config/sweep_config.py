@@ -150,13 +150,34 @@ TOP_LEVEL_KEYS = tuple(field.name for field in dataclasses.fields(SweepConfig))
 RECORD_V2_KEYS = frozenset(TOP_LEVEL_KEYS) - {"checkpoint_seconds", "grid"}
 """The keys every sweep record written by store version 2 holds."""
 
+MAX_CONFIG_BYTES = 2**20
+"""A config is read only up to this size (1 MiB); a sweep config is a few hundred bytes."""
+
+
+def read_config_bytes(path: Path) -> bytes:
+    """The config file's bytes, read no further than MAX_CONFIG_BYTES + 1 (so a stream such as
+    /dev/zero is refused at once); ConfigError (one line) if it cannot be read, is larger or is empty."""
+    try:
+        with path.open("rb") as stream:
+            data = stream.read(MAX_CONFIG_BYTES + 1)
+    except OSError as err:
+        raise ConfigError(f"config: cannot read {str(path)!r} ({err.strerror or err})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"config: {str(path)!r} is larger than {MAX_CONFIG_BYTES // 2**20} MiB; a sweep config is a few "
+            "hundred bytes of YAML (is it the right file?)"
+        )
+    if not data.strip():
+        raise ConfigError(
+            f"config: {str(path)!r} is empty; write the sweep's fields in it (see configs/demo.yaml)"
+        )
+    return data
+
+
 def load_config(path: str | Path) -> SweepConfig:
     """Read and validate the sweep config at ``path`` (see :mod:`orchestrator.config.yaml_loader`)."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise ConfigError(f"config: cannot read {str(path)!r} ({err.strerror})") from None
+    data = read_config_bytes(path)
     try:
         raw = load_yaml(data)
     except YamlRefused as err:
@@ -166,6 +187,9 @@ def load_config(path: str | Path) -> SweepConfig:
         line = f" at line {where.line + 1}" if where is not None else ""
         problem = getattr(err, "problem", None) or "invalid YAML"
         raise ConfigError(f"config: {str(path)!r} is not valid YAML{line}: {problem}") from None
+    if raw is None:
+        raise ConfigError(f"config: {str(path)!r} is empty (only comments or blank lines); write the sweep's "
+                          "fields in it (see configs/demo.yaml)")
     if not isinstance(raw, dict):
         raise ConfigError(f"config: {str(path)!r} must be a YAML mapping of fields, got {echo(raw)}")
     return parse_config(raw)

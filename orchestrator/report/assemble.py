@@ -37,7 +37,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from orchestrator.catalog.contents import StoreContents, load_contents
+from orchestrator.catalog.contents import StoreContents, describe_diverged, load_contents, without_diverged
 from orchestrator.report.document import (
     Block,
     Heading,
@@ -174,11 +174,15 @@ def write_report(
         )
     thresholds = thresholds or Thresholds()
     state = index_state(store)  # before reading: a change meanwhile makes the next check rebuild
-    contents = load_contents(store, sweep)
+    everything = load_contents(store, sweep)
+    contents = without_diverged(everything)  # statistics pool trained networks only
     measures = read_measures(store, contents.trials.column("trial_id").unique())
     location = shown_location(store)
     header = _header(location, state, contents, sweep)
     stats, layer_stats, blocks = build_report(contents, store.uri, header, thresholds, measures)
+    diverged = describe_diverged(everything.trials)
+    if diverged:
+        blocks.insert(2, Paragraph(diverged + "."))
     files: dict[str, bytes] = {
         "stats.parquet": _parquet_bytes(stats_to_arrow(stats)),
         "stats.csv": stats_to_csv(stats).encode("utf-8"),

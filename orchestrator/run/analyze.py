@@ -15,6 +15,7 @@ import json
 
 from orchestrator.catalog.contents import load_contents, recorded_plans
 from orchestrator.config.blocks import Resources
+from orchestrator.run.claimed_work import work_claimed
 from orchestrator.run.cluster import check_store_reachable
 from orchestrator.run.connect import DEFAULT_CONNECT_TIMEOUT_S, connect_ray
 from orchestrator.run.measuring import AnalysisOutcome, run_measurements
@@ -24,6 +25,7 @@ from trainables.data.datasets import load_dataset
 from trainables.plan import CriticalitySettings, MeasurementPlan
 from trainables.spec import TrialSpec
 from trainables.store import Store, StoreError
+from trainables.store.claims import Claims
 
 
 def analysis_plan(
@@ -81,7 +83,16 @@ def analyze_store(
         f"analyze: {len(specs)} networks, {describe_jobs(jobs)}; measuring "
         f"{describe_measurements(jobs, plan)}; store {store.uri}"
     )
-    if jobs:
-        connect_ray(address, connect_timeout_s)
-        check_store_reachable(store, shared_fs)
-    return run_measurements(store, jobs, datasets, resources or Resources(), log)
+    if not jobs:
+        return AnalysisOutcome(0, 0, 0, 0.0)
+    connect_ray(address, connect_timeout_s)
+    check_store_reachable(store, shared_fs)
+    with Claims(store) as claims:
+        if claims.warning:
+            log(claims.warning)
+        work = work_claimed(
+            store, claims, [], jobs, train=lambda specs: 0,
+            measure=lambda batch: run_measurements(store, batch, datasets, resources or Resources(), log),
+            lacking=lambda specs: missing_measurements(store, specs, plan, datasets), log=log,
+        )
+    return work.measured

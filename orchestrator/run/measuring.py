@@ -18,6 +18,7 @@ from orchestrator.config.sweep_config import MAX_RETRIES
 from orchestrator.run.missing import MeasurementJob
 from orchestrator.run.progress import HEARTBEAT_SECONDS, Log, ProgressLog, failed, finished, print_line
 from trainables.data.tensors import DatasetArrays
+from trainables.errors import StoreUnwritable, WeightsDamaged
 from trainables.store import Store
 from trainables.worker.measure_task import measure_network_task
 
@@ -29,6 +30,8 @@ class AnalysisOutcome:
     rows: int
     failed: int
     wall_seconds: float
+    damaged: int = 0
+    """Of ``failed``, the networks not measured because a weights file does not match its index."""
 
 
 def run_measurements(
@@ -55,7 +58,7 @@ def run_measurements(
         for job in jobs
     }
     progress = ProgressLog("measured", len(jobs), log)
-    rows = 0
+    rows = damaged = 0
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=HEARTBEAT_SECONDS)
         if not ready:
@@ -70,6 +73,22 @@ def run_measurements(
             event = finished(job.spec.trial_id, f"{written} rows")
         except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError) as err:
             progress.failed += 1
-            event = failed(job.spec.trial_id, str(err).strip().splitlines()[-1])
+            cause = task_failure(err, list(pending))
+            damaged += isinstance(cause, WeightsDamaged)
+            event = failed(job.spec.trial_id, str(cause))
         progress.line(event)
-    return AnalysisOutcome(progress.done, rows, progress.failed, time.monotonic() - started)
+    return AnalysisOutcome(progress.done, rows, progress.failed, time.monotonic() - started, damaged)
+
+
+def task_failure(err: Exception, pending: list[ray.ObjectRef]) -> Exception | str:
+    """What made a measurement task fail: a WeightsDamaged (that network's weights do not match their
+    index) as it was raised, else the error's last line. A store that refuses writes for good (full,
+    read-only) stops every task and is raised here: no other network could be written either."""
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, StoreUnwritable):
+        for ref in pending:
+            ray.cancel(ref)
+        raise StoreUnwritable(str(cause)) from None
+    if isinstance(cause, WeightsDamaged):
+        return cause
+    return str(err).strip().splitlines()[-1]

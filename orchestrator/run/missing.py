@@ -55,6 +55,16 @@ def stored_keys(
     return keys
 
 
+def diverged_trial_ids(store: Store) -> set[str]:
+    """Trial ids whose trial row says the network diverged: there is no trained network to measure."""
+    trials = store.read_index("trials")
+    return {
+        trial_id for trial_id, status in zip(
+            trials.column("trial_id").to_pylist(), trials.column("status").to_pylist(), strict=True
+        ) if status == "diverged"
+    }
+
+
 def with_movement(store: Store) -> set[str]:
     """Trial ids whose weight-movement file (``index/layers/<trial_id>.parquet``) exists."""
     return store.index_trial_ids("layers")
@@ -64,8 +74,11 @@ def missing_measurements(
     store: Store, specs: Iterable[TrialSpec], plan: MeasurementPlan, datasets: dict[str, DatasetArrays]
 ) -> list[MeasurementJob]:
     """For each network of ``specs``, what ``plan`` asks that it does not have yet (if anything):
-    swap keys, its weight-movement file (always wanted), criticality layers (if ``plan`` asks)."""
-    specs = list({spec.trial_id: spec for spec in specs}.values())
+    swap keys, its weight-movement file (always wanted), criticality layers (if ``plan`` asks).
+    A network that diverged lacks nothing: it has nothing to measure."""
+    diverged = diverged_trial_ids(store)
+    unique = {spec.trial_id: spec for spec in specs}
+    specs = [spec for trial_id, spec in unique.items() if trial_id not in diverged]
     ids = [spec.trial_id for spec in specs]
     have: dict[str, set[SwapKey]] = stored_keys(store, "swaps", ids, row_key)
     moved = with_movement(store)

@@ -52,10 +52,12 @@ def optimizer_slots(optimizer: OptimizerSpec) -> int:
 
 
 def pack_shape(spec: TrialSpec, data: DatasetArrays) -> PackShape:
-    """What sizes a trial of ``spec``'s configuration on ``data`` (its dataset's arrays)."""
+    """What sizes a trial of ``spec``'s configuration on ``data`` (its dataset's arrays); a
+    ``batch_size`` beyond the training set is one batch of all of it per epoch, and sized as such."""
     return PackShape(
         model=spec.model, widths=spec.widths, input_shape=data.input_shape, n_classes=data.n_classes,
-        n_train=len(data.y_train), n_test=len(data.y_test), batch_size=spec.batch_size,
+        n_train=len(data.y_train), n_test=len(data.y_test),
+        batch_size=min(spec.batch_size, len(data.y_train)),
         n_checkpoints=len(spec.checkpoints), optimizer_slots=optimizer_slots(spec.optimizer),
     )
 

@@ -53,6 +53,12 @@ def retrying(label: str) -> str:
     return f"{label} failed, retrying"
 
 
+def lost(node: str, label: str) -> str:
+    """What follows the bar when the worker running a unit of work died (killed, out of memory, its
+    node gone) and the work is run again: ``worker lost on <node>; retrying <label>``."""
+    return f"worker lost on {node}; retrying {label}"
+
+
 class ProgressLog:
     """Counts of one kind of work and the lines that report them.
 

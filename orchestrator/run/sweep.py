@@ -8,15 +8,19 @@ packed into trials), :mod:`orchestrator.run.measuring` (Ray tasks) and
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
+from functools import partial
 
 from orchestrator.catalog.naming import configuration_labels
 from orchestrator.config.sweep_config import SweepConfig
 from orchestrator.run.budget import MemoryBudget, cluster_budget, local_budget
+from orchestrator.run.claimed_work import ClaimedOutcome, work_claimed
 from orchestrator.run.cluster import check_resources_fit, check_store_reachable, trial_slots
 from orchestrator.run.connect import DEFAULT_CONNECT_TIMEOUT_S, connect_ray
 from orchestrator.run.measuring import AnalysisOutcome, run_measurements
+from orchestrator.run.missing import missing_measurements
 from orchestrator.run.packing import (
     check_buildable,
     check_smallest_trials,
@@ -29,6 +33,9 @@ from orchestrator.run.progress import Log, print_line
 from orchestrator.run.sweep_plan import SweepPlan, plan_sweep, record_sweep
 from orchestrator.run.tune_sweep import Queue, train_queues
 from orchestrator.wandb.settings import resolve_wandb
+from trainables.spec import TrialSpec
+from trainables.store.claims import Claims
+from trainables.worker.wandb_log import WandbSpec
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,8 @@ class SweepOutcome:
     failed: int
     wall_seconds: float
     measured: AnalysisOutcome = AnalysisOutcome(0, 0, 0, 0.0)
+    elsewhere: int = 0
+    """Networks to train that another driver, writing into the same store at once, trained."""
 
 
 def run_sweep(
@@ -69,13 +78,48 @@ def run_sweep(
         join_cluster(plan, address, shared_fs, connect_timeout_s)
     queues = plan_queues(plan, address, budget, log) if plan.todo else []
     record_sweep(plan)
-    measured = run_measurements(plan.store, plan.jobs, plan.datasets, config.resources, log)
-    completed = train_queues(plan, queues, wandb_settings, log) if queues else 0
+    work = train_and_measure(plan, queues, address, budget, wandb_settings, log)
     skipped = len(plan.specs) - len(plan.todo)
+    failed = len(plan.todo) - work.trained - work.elsewhere
     return SweepOutcome(
-        plan.store.uri, len(plan.specs), skipped, completed, len(plan.todo) - completed,
-        time.perf_counter() - started, measured,
+        plan.store.uri, len(plan.specs), skipped, work.trained, failed, time.perf_counter() - started,
+        work.measured, work.elsewhere,
     )
+
+
+def train_and_measure(
+    plan: SweepPlan, queues: list[Queue], address: str | None, budget: MemoryBudget | None,
+    wandb_settings: WandbSpec | None, log: Log,
+) -> ClaimedOutcome:
+    """Measure what trained networks lack, then train the rest, each network under this driver's
+    claim; what other drivers hold is waited for at the end (:mod:`orchestrator.run.claimed_work`)."""
+    if not (plan.todo or plan.jobs):
+        return ClaimedOutcome(0, 0, AnalysisOutcome(0, 0, 0, 0.0))
+    config = plan.config
+    with Claims(plan.store) as claims:
+        if claims.warning:
+            log(claims.warning)
+        return work_claimed(
+            plan.store, claims, plan.todo, plan.jobs,
+            train=partial(train_claimed, plan, queues, address, budget, wandb_settings, log),
+            measure=lambda jobs: run_measurements(plan.store, jobs, plan.datasets, config.resources, log),
+            lacking=lambda specs: missing_measurements(plan.store, specs, config.plan, plan.datasets),
+            log=log,
+        )
+
+
+def train_claimed(
+    plan: SweepPlan, queues: list[Queue], address: str | None, budget: MemoryBudget | None,
+    wandb_settings: WandbSpec | None, log: Log, specs: list[TrialSpec],
+) -> int:
+    """Train ``specs``, the networks this driver claimed: in ``queues`` when they are all of the plan's,
+    else in queues planned for them alone; the networks trained."""
+    if {spec.trial_id for spec in specs} != {spec.trial_id for spec in plan.todo}:
+        plan = dataclasses.replace(plan, todo=specs)
+        queues = plan_queues(plan, address, budget, log)
+    costs = [pack_cost(pack, pack_shape(pack[0], plan.datasets[pack[0].dataset]))
+             for queue in queues for pack in queue]
+    return train_queues(plan, queues, wandb_settings, log, costs)
 
 
 def local_trial_budget(plan: SweepPlan, address: str | None, log: Log) -> MemoryBudget | None:

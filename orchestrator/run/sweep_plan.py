@@ -44,9 +44,9 @@ def plan_sweep(config: SweepConfig) -> SweepPlan:
     """Open the store (probing that it can be written, refusing a store of another version),
     expand the grid, and find what is trained and what the trained networks lack."""
     store = Store.open(config.store)
+    if store.version() is not None:  # a directory that is no store, or a store of another version:
+        store.require_writable_version("sweep")  # refused before anything is written or Ray starts
     store.check_writable()
-    if store.version() is not None:
-        store.require_writable_version("sweep")  # a store of another version: refused before Ray starts
     specs = expand_grid(config)
     finished = store.completed_trial_ids()
     todo = [spec for spec in specs if spec.trial_id not in finished]

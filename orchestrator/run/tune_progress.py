@@ -4,11 +4,15 @@ heartbeat with each running pack's last epoch (the words are :mod:`orchestrator.
 from __future__ import annotations
 
 import json
-from collections import Counter
+import pickle
+from pathlib import Path
+from typing import Any
 
+import ray
+import ray.cloudpickle as cloudpickle
 from ray import tune
 
-from orchestrator.run.progress import Log, ProgressLog, failed, finished, retrying
+from orchestrator.run.progress import Log, ProgressLog, failed, finished, lost, retrying
 
 
 def label(trial) -> str:
@@ -16,14 +20,21 @@ def label(trial) -> str:
     return trial.config["label"]
 
 
+def error_text(trial) -> str:
+    """The text of a failed Tune trial's error file: the local copy Tune has just written, else the
+    one in the store (synced later)."""
+    try:
+        if trial.error_file and Path(trial.error_file).exists():
+            return Path(trial.error_file).read_text(errors="replace")
+        return str(trial.get_error() or "")
+    except OSError:
+        return ""
+
+
 def error_line(trial) -> str:
     """The exception line of a failed Tune trial's error, its class named without its module
     (``DeviceError: ...``), and the file that holds the traceback."""
-    try:
-        text = trial.get_error() or ""
-    except OSError:
-        text = ""
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    lines = [line.strip() for line in error_text(trial).splitlines() if line.strip()]
     found = next((line for line in reversed(lines) if line.split(":", 1)[0].endswith("Error")), None)
     if found is None:
         return str(trial.error_file)
@@ -31,62 +42,98 @@ def error_line(trial) -> str:
     return f"{name.rsplit('.', 1)[-1]}:{message} (details: {trial.error_file})"
 
 
+WORKER_DEATHS = (
+    ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+    ray.exceptions.OutOfMemoryError,
+)
+"""Ray's errors for a trial whose worker process or node died (rather than raised)."""
+
+
+def worker_died(trial) -> bool:
+    """Whether a Tune trial's latest failure was its worker process or node dying: the error Tune
+    has just pickled next to the trial (locally; the store's copy is synced later)."""
+    path = trial.pickled_error_file
+    try:
+        with open(path, "rb") as stream:
+            error = cloudpickle.load(stream)
+    except (OSError, TypeError, ValueError, EOFError, pickle.UnpicklingError, AttributeError, ImportError):
+        return False
+    return isinstance(error, WORKER_DEATHS)
+
+
 class ProgressCallback(tune.Callback):
     """Counts networks, not Tune trials: Tune trials send ``packs_done`` and ``packs_failed``
-    results (see :mod:`trainables.worker.tune_trial`); a Tune trial that fails for good (its
-    worker died too often) counts its networks that never came back as failed."""
+    results (see :mod:`trainables.worker.tune_trial`), a trial is running until its ``final`` result;
+    a Tune trial that fails for good (its worker died too often) counts the networks of the pack it
+    held as failed. ``packs``: per pack (in the board's order) its label and networks to train;
+    ``board``: the PackBoard actor that says which pack a trial holds; ``configurations``: per pack
+    (by its label) its configuration's label, named in its lines."""
 
     def __init__(
-        self, networks: dict[str, int], log: Log, configurations: dict[str, str] | None = None
+        self, packs: list[tuple[str, int]], board: Any, log: Log, configurations: dict[str, str] | None = None
     ) -> None:
-        self.progress = ProgressLog("done", sum(networks.values()), log)
-        self.networks = networks
-        """Per Tune trial (by label), the networks it trains."""
+        self.progress = ProgressLog("done", sum(networks for _, networks in packs), log)
+        self.packs = packs
+        self.board = board
         self.configurations = configurations or {}
-        """Per pack (by its first trial id), its configuration's label, named in its lines."""
-        self.reported: Counter[str] = Counter()
-        """Per Tune trial, the networks it has reported done or failed."""
+        self.troubled = False
+        """Whether a trial failed (its worker lost, or an error Tune caught): Tune logged a traceback."""
 
     def _line(self, trials: list, event: str | None) -> None:
-        counts = Counter(trial.status for trial in trials if not self._all_reported(trial))
-        self.progress.line(event, running=counts["RUNNING"], pending=counts["PENDING"])
+        """A progress line; ``running`` and ``pending`` count packs (held by a trial, not handed out yet)."""
+        running, pending = ray.get(self.board.counts.remote())
+        self.progress.line(event, running=running, pending=pending)
 
     def _named(self, pack: str) -> str:
-        """A pack's first trial id, with its configuration's label where it is known."""
-        label = self.configurations.get(pack)
-        return f"{pack} ({label})" if label else pack
+        """A pack's label (its first trial id), with its configuration's label where it is known."""
+        configuration = self.configurations.get(pack)
+        return f"{pack} ({configuration})" if configuration else pack
 
-    def _all_reported(self, trial) -> bool:
-        """A trial whose every network has been reported is done, whatever Tune's status says
-        (Tune marks it terminated only after its last result has been handled)."""
-        return self.reported[label(trial)] >= self.networks.get(label(trial), 0)
+    def _held(self, trial) -> tuple[str, int] | None:
+        """(label, networks) of the pack ``trial`` holds on the board, if any."""
+        index = ray.get(self.board.held.remote(label(trial)))
+        return None if index is None else self.packs[index]
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         done = json.loads(result.get("packs_done") or "[]")
         failures = json.loads(result.get("packs_failed") or "[]")
-        self.reported[label(trial)] += sum(networks for _, networks, _ in done + failures)
-        for pack, networks, accuracy in done:
+        for pack, networks, accuracy, diverged in done:
             self.progress.done += networks
             detail = f"test_acc {accuracy:.4f}" if accuracy is not None else "finished"
-            if networks > 1:
-                detail += f" (mean of {networks} networks)"
+            if networks - diverged > 1:
+                detail += f" (mean of {networks - diverged} networks)"
+            if diverged:
+                detail = f"{detail}; {diverged} diverged" if accuracy is not None else f"{diverged} diverged"
             self._line(trials, finished(self._named(pack), detail))
         for pack, networks, error in failures:
             self.progress.failed += networks
             self._line(trials, failed(self._named(pack), error, networks))
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        lost = self.networks.get(label(trial), 0) - self.reported[label(trial)]
+        """A trial failed for good: its pack's networks failed, and when no other trial is left to take
+        them, those of every pack not handed out yet."""
+        self.troubled = True
+        alone = not any(other is not trial and other.status in ("RUNNING", "PENDING", "PAUSED")
+                        for other in trials)
+        packs = [self.packs[index] for index in ray.get(self.board.abandon.remote(label(trial), alone))]
+        lost = sum(networks for _, networks in packs)
         self.progress.failed += lost
-        self.reported[label(trial)] += lost
-        self._line(trials, failed(label(trial), error_line(trial), lost))
+        first = self._named(packs[0][0]) if packs else label(trial)
+        self._line(trials, failed(first, error_line(trial), lost))
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
-        self._line(trials, retrying(label(trial)))
+        self.troubled = True
+        held = self._held(trial)
+        pack = held[0] if held is not None else label(trial)
+        if worker_died(trial):
+            node = (trial.last_result or {}).get("node") or "?"
+            self._line(trials, lost(node, pack))
+        else:
+            self._line(trials, f"{retrying(pack)} ({error_line(trial)})")
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
         if self.progress.heartbeat_due:
-            running = [t for t in trials if t.status == "RUNNING"]
+            running = [t for t in trials if t.status == "RUNNING" and "epoch" in (t.last_result or {})]
             epochs = ", ".join(
                 f"{(t.last_result or {}).get('pack', label(t))[:8]}@{(t.last_result or {}).get('epoch', 0)}"
                 for t in running

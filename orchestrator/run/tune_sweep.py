@@ -8,21 +8,33 @@ without the URI's credentials, which reach it (and the workers) as environment v
 
 from __future__ import annotations
 
+import logging
 import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
+import ray
+import ray._private.worker as ray_worker
 from ray import tune
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from orchestrator.catalog.naming import configuration_labels
 from orchestrator.config.sweep_config import MAX_RETRIES
+from orchestrator.run.logs import new_log_path
 from orchestrator.run.progress import Log
 from orchestrator.run.sweep_plan import SweepPlan
 from orchestrator.run.tune_progress import ProgressCallback, label
 from orchestrator.wandb.settings import on_this_node
+from trainables.errors import StoreUnwritable
 from trainables.spec import TrialSpec
 from trainables.store import Store, layout
 from trainables.store.uri import split_credentials
 from trainables.worker import fault_injection
+from trainables.worker.pack_board import PackBoard
 from trainables.worker.tune_trial import TuneTrialConfig, run_tune_trial
 from trainables.worker.wandb_log import WandbSpec
 
@@ -31,16 +43,19 @@ Queue = list[list[TrialSpec]]
 
 
 def trial_configs(
-    plan: SweepPlan, queues: list[Queue], wandb: WandbSpec | None
+    plan: SweepPlan, queues: list[Queue], wandb: WandbSpec | None, board: Any
 ) -> dict[str, TuneTrialConfig]:
-    """One :class:`TuneTrialConfig` per queue, keyed by its label (its first network's trial id)."""
+    """One :class:`TuneTrialConfig` per queue, keyed by its label (its first network's trial id);
+    each holds every pack of the sweep, and ``board`` (a PackBoard actor) hands them out."""
     config, faults = plan.config, fault_injection.from_environment()
+    packs = tuple(tuple(pack) for queue in queues for pack in queue)
     return {
         queue[0][0].trial_id: TuneTrialConfig(
             label=queue[0][0].trial_id,
             sweep=config.name,
             store=plan.store.location,
-            packs=tuple(tuple(pack) for pack in queue),
+            packs=packs,
+            board=board,
             plan=config.plan,
             threads=max(1, int(config.resources.cpu_per_trial)),
             gpu_share=config.resources.gpu_per_trial,
@@ -53,13 +68,25 @@ def trial_configs(
     }
 
 
-def networks_per_trial(trials: dict[str, TuneTrialConfig], todo: list[TrialSpec]) -> dict[str, int]:
-    """Per Tune trial, the networks it will train (those of its packs still to train)."""
+def pack_board(queues: list[Queue], costs: list[float]) -> Any:
+    """The PackBoard actor (no resources) for ``queues``: each queue's packs by index
+    into the sweep's packs in queue order, ``costs`` each pack's work."""
+    indices: dict[str, list[int]] = {}
+    position = 0
+    for queue in queues:
+        indices[queue[0][0].trial_id] = list(range(position, position + len(queue)))
+        position += len(queue)
+    # on the driver's node where it can be (soft: the driver of a Ray client is no node)
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    board = ray.remote(PackBoard).options(num_cpus=0, scheduling_strategy=here).remote(indices, costs)
+    return board
+
+
+def networks_per_pack(queues: list[Queue], todo: list[TrialSpec]) -> list[tuple[str, int]]:
+    """Per pack, in the sweep's pack order: its label and the networks it will train."""
     wanted = {spec.trial_id for spec in todo}
-    return {
-        name: sum(spec.trial_id in wanted for pack in trial.packs for spec in pack)
-        for name, trial in trials.items()
-    }
+    packs = [pack for queue in queues for pack in queue]
+    return [(pack[0].trial_id, sum(spec.trial_id in wanted for spec in pack)) for pack in packs]
 
 
 def pack_labels(plan: SweepPlan, queues: list[Queue]) -> dict[str, str]:
@@ -69,13 +96,18 @@ def pack_labels(plan: SweepPlan, queues: list[Queue]) -> dict[str, str]:
     return {pack[0].trial_id: labels[pack[0].config_id] for queue in queues for pack in queue}
 
 
-def train_queues(plan: SweepPlan, queues: list[Queue], wandb: WandbSpec | None, log: Log) -> int:
-    """Run every queue as a Tune trial (Ray must be connected); the networks now trained."""
+def train_queues(
+    plan: SweepPlan, queues: list[Queue], wandb: WandbSpec | None, log: Log, costs: list[float] | None = None
+) -> int:
+    """Run every queue as a Tune trial (Ray must be connected), packs handed out by a PackBoard
+    (``costs``: each pack's work, in queue order); the networks now trained. Tune's own messages
+    (a dead worker's traceback) go to a log file. A store that refused every write ends it with
+    StoreUnwritable."""
     config, store = plan.config, plan.store
     tune_location, credentials = split_credentials(store.location)
     os.environ.update(credentials)
-    trials = trial_configs(plan, queues, wandb)
-    progress = ProgressCallback(networks_per_trial(trials, plan.todo), log, pack_labels(plan, queues))
+    board = pack_board(queues, costs or [1.0] * sum(len(queue) for queue in queues))
+    trials = trial_configs(plan, queues, wandb, board)
     resources = {"cpu": config.resources.cpu_per_trial, "gpu": config.resources.gpu_per_trial}
     trainable = tune.with_resources(
         tune.with_parameters(run_tune_trial, datasets=plan.datasets, trials=trials), resources
@@ -88,6 +120,8 @@ def train_queues(plan: SweepPlan, queues: list[Queue], wandb: WandbSpec | None, 
     # (experiment table, TensorBoard hint) stays off the terminal: the progress lines say it.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    log_path = new_log_path("tune")
+    progress = ProgressCallback(networks_per_pack(queues, plan.todo), board, log, pack_labels(plan, queues))
     tuner = tune.Tuner(
         trainable,
         param_space={"label": tune.grid_search(list(trials))},
@@ -98,7 +132,8 @@ def train_queues(plan: SweepPlan, queues: list[Queue], wandb: WandbSpec | None, 
             trial_dirname_creator=label,
         ),
         run_config=tune.RunConfig(
-            name=f"{config.name}-{datetime.now(UTC):%Y%m%d-%H%M%S}",
+            # unique: two drivers starting in the same second must not share an experiment folder
+            name=f"{config.name}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}",
             storage_path=store.path(layout.TUNE_DIR),
             storage_filesystem=Store.open(tune_location).fs if credentials else store.fs,
             failure_config=tune.FailureConfig(max_failures=MAX_RETRIES),
@@ -107,6 +142,49 @@ def train_queues(plan: SweepPlan, queues: list[Queue], wandb: WandbSpec | None, 
             verbose=0,
         ),
     )
-    tuner.fit()
+    with tune_messages_to(log_path):
+        tuner.fit()
+    if progress.troubled and log_path.exists():
+        log(f"Ray Tune's messages (tracebacks included): {log_path}")
+    reason = ray.get(board.stop_reason.remote())
+    if reason is not None:
+        raise StoreUnwritable(reason)
     now_finished = store.completed_trial_ids()
     return sum(spec.trial_id in now_finished for spec in plan.todo)
+
+
+TUNE_LOGGERS = ("ray.tune", "ray.train", "ray.air")
+"""Where Tune logs (its controller, its storage syncer, its callbacks)."""
+
+
+@contextmanager
+def tune_messages_to(path: Path) -> Iterator[None]:
+    """While Tune runs, its log records (a trial's traceback when its worker dies, storage errors)
+    and the raylet's error messages (a worker died) go to the file ``path``, not to the terminal:
+    the progress lines say what happened, in one line each."""
+    handler = logging.FileHandler(path, delay=True, encoding="utf-8")
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    loggers = [logging.getLogger(name) for name in TUNE_LOGGERS]
+    propagate = [logger.propagate for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.propagate = False
+    print_errors = ray_worker.print_to_stdstream
+
+    def to_file(data: dict, ignore_prefix: bool) -> None:  # Ray prints the raylet's messages to stdout
+        if data.get("pid") != "raylet":
+            print_errors(data, ignore_prefix)
+            return
+        with open(path, "a", encoding="utf-8") as out:
+            out.writelines(f"{line}\n" for line in data.get("lines", []))
+
+    ray_worker.print_to_stdstream = to_file
+    try:
+        yield
+    finally:
+        ray_worker.print_to_stdstream = print_errors
+        for logger, was in zip(loggers, propagate, strict=True):
+            logger.removeHandler(handler)
+            logger.propagate = was
+        handler.close()

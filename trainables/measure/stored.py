@@ -19,11 +19,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
-import safetensors.torch
 import torch
 from torch import nn
 
 from trainables.data.tensors import DatasetTensors
+from trainables.measure.checked_weights import load_checked
 from trainables.measure.criticality import criticality_rows
 from trainables.measure.movement import movement_rows
 from trainables.measure.swaps import evaluate_variants, swap_variants
@@ -140,12 +140,19 @@ def network_criticality(
 def load_checkpoints(
     store: Store, spec: TrialSpec, device: torch.device, epochs: Iterable[int] | None = None
 ) -> dict[int, StateDict]:
-    """The stored weights of ``spec``'s checkpoints (all, or ``epochs``) on ``device``."""
-    def load(epoch: int) -> StateDict:
-        stored = safetensors.torch.load(store.read_bytes(layout.weights_path(spec.trial_id, epoch)))
-        return {key: value.to(device) for key, value in stored.items()}
+    """The stored weights of ``spec``'s checkpoints (all, or ``epochs``) on ``device``, each file
+    checked against ``index/weights`` first (:mod:`trainables.measure.checked_weights`: a finished
+    network's damaged or missing file raises WeightsDamaged naming it)."""
+    return load_checked(store, spec, device, epochs)
 
-    return {epoch: load(epoch) for epoch in (spec.checkpoints if epochs is None else epochs)}
+
+def checkpoints_needed(spec: TrialSpec, missing: Missing) -> tuple[int, ...]:
+    """The checkpoint epochs measuring ``missing`` reads: epoch 0 and the last (every swap starts
+    from one of them), the epoch of each key, and every checkpoint for weight movement."""
+    if missing.movement:
+        return tuple(spec.checkpoints)
+    epochs = {0, spec.epochs} | {key[2] for key in missing.keys if key[2] is not None}
+    return tuple(sorted(epochs))
 
 
 def criticality_batch_relpath(trial_id: str, keys: Iterable[CriticalityKey]) -> str:
@@ -165,7 +172,7 @@ def measure_stored(
     if not missing:
         return 0
     model = structure(spec, data.input_shape, data.n_classes)
-    checkpoints = load_checkpoints(store, spec, device)
+    checkpoints = load_checkpoints(store, spec, device, checkpoints_needed(spec, missing))
     written = 0
     relpath = batch_relpath(spec.trial_id, missing.keys)
     if missing.keys and not store.exists(relpath):

@@ -7,6 +7,8 @@ Layout (DESIGN.md, "The store")::
     index/<table>/<trial_id>.parquet                   a trial's rows of one index table
     index/<table>/<trial_id>-<batch>.parquet           rows measured later (swaps, criticality)
     sweeps/<sweep>/<hash>.json                         a sweep's config and expected trial ids
+    claims/<trial_id>.json                             a driver training or measuring that network now
+    claims/drivers/<owner>.json                        that driver's lease (refreshed while it lives)
     wandb/<sweep>/<trial_id>/offline-run-*/            offline W&B runs of other nodes
     report/                                            the store's report
     layerswap.json                                     {"store_version": 2}
@@ -37,6 +39,8 @@ CONTENT_DIRS = ("index", "trials", "sweeps")
 """Folders whose presence, without a marker, makes a location a version-1 store."""
 INDEX_DIR = "index"
 SWEEPS_DIR = "sweeps"
+CLAIMS_DIR = "claims"
+"""Claims of drivers writing now (:mod:`trainables.store.claims`); no reader of results looks here."""
 TUNE_DIR = "tune"
 REPORT_DIR = "report"
 PREFLIGHT_DIR = "_preflight"
@@ -104,6 +108,18 @@ def batch_path(table: str, trial_id: str, keys: bytes) -> str:
 def sweep_record_path(sweep: str, record: bytes) -> str:
     """A sweep's record, named by the first 16 hex characters of the sha256 of its bytes."""
     return f"{SWEEPS_DIR}/{sweep}/{hashlib.sha256(record).hexdigest()[:16]}.json"
+
+
+def claim_path(trial_id: str) -> str:
+    """A driver's claim on a network it trains or measures now."""
+    return f"{CLAIMS_DIR}/{check_trial_id(trial_id)}.json"
+
+
+def lease_path(owner: str) -> str:
+    """The lease of the driver ``owner`` (16 lowercase hex characters, as a trial id)."""
+    if not TRIAL_ID.fullmatch(owner):
+        raise StoreError(f"store: {owner[:40]!r} is not a driver id (16 lowercase hex characters)")
+    return f"{CLAIMS_DIR}/drivers/{owner}.json"
 
 
 def is_sweep_record(relpath: str) -> bool:

@@ -45,6 +45,8 @@ TRIALS_SCHEMA = pa.schema(
         ("train_acc", pa.float64()),  # trained network on the full training set
         ("cuda_version", pa.string()),  # torch's CUDA version on a GPU, null on a CPU
         ("cublas_version", pa.string()),  # the cuBLAS wheel's version on a GPU, null on a CPU or unknown
+        ("status", pa.string()),  # "ok", or "diverged" (non-finite training loss); null in older rows = ok
+        ("diverged_epoch", pa.int32()),  # the epoch whose training loss was non-finite; null unless diverged
     ]
 )
 

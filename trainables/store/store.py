@@ -15,6 +15,7 @@ the store in workers.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -28,7 +29,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from trainables.errors import StoreError
+from trainables.errors import StoreError, StoreUnwritable
 from trainables.store import layout
 from trainables.store.criticality_rows import complete_legacy_rows
 from trainables.store.schemas import TABLE_SCHEMAS
@@ -59,6 +60,25 @@ rows give the same bytes whatever a later pyarrow chooses by default."""
 
 STORE_VERSION = 2
 """Version 2: a network's id is the hash of its training spec only (DESIGN.md, "Identity")."""
+
+_REFUSED_FOR_GOOD = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded (no space left for this user)",
+    errno.EROFS: "read-only file system",
+}
+"""Write errors that no retry can mend, and how the one line names them."""
+
+
+def write_refusal(err: OSError, path: str) -> StoreUnwritable | None:
+    """The one-line StoreUnwritable for a write to ``path`` refused with no space left or a
+    read-only filesystem; None for any other error."""
+    cause = _REFUSED_FOR_GOOD.get(err.errno or 0)
+    if cause is None:
+        return None
+    return StoreUnwritable(
+        f"store: cannot write {redact_secrets(path)}: {cause}; free space there (or make it writable) "
+        "or choose another location, then run the same command again"
+    )
 
 
 @dataclass(frozen=True)
@@ -135,16 +155,28 @@ class Store:
                 out.write(b"layerswap write probe\n")
             self.fs.delete_file(probe)
         except OSError as err:
+            refused = write_refusal(err, self.uri)
+            if refused is not None:
+                raise refused from None
             raise StoreError(
                 f"store: cannot write to {self.uri!r} ({redact_secrets(str(err)).splitlines()[0]}); "
                 "check its permissions (and for an object store the credentials), or choose another --store"
             ) from None
         finally:
+            self._delete_quietly(probe)  # also when its write failed half way (a full disk)
             for directory in created:
                 try:
                     self.fs.delete_dir(directory)
                 except OSError:
                     break  # not empty: something else was written meanwhile
+
+    def _delete_quietly(self, path: str) -> None:
+        """Delete the file at ``path`` (absolute in ``fs``) if it is there; no error if that fails."""
+        try:
+            if self.fs.get_file_info(path).type == pafs.FileType.File:
+                self.fs.delete_file(path)
+        except OSError:
+            pass
 
     def _missing_local_dirs(self) -> list[str]:
         """The root and its ancestors that do not exist yet, deepest first (local stores only)."""
@@ -169,7 +201,24 @@ class Store:
             except (ValueError, KeyError, TypeError) as err:
                 marker = self.path(layout.STORE_MARKER)
                 raise StoreError(f"store: {marker} is not a store marker ({err})") from None
-        return 1 if any(self.exists(name) for name in layout.CONTENT_DIRS) else None
+        if any(self.exists(name) for name in layout.CONTENT_DIRS):
+            return 1
+        foreign = self._visible_entries()
+        if foreign:
+            raise StoreError(
+                f"store: {self.uri!r} is a directory that is not empty ({', '.join(foreign)}) and holds no "
+                f"layerswap store (no {layout.STORE_MARKER}); a new store needs an empty or new directory"
+            )
+        return None
+
+    def _visible_entries(self, limit: int = 3) -> list[str]:
+        """Up to ``limit`` names (sorted) of the root's entries that are not hidden (``_``/``.``)."""
+        if not self.root and self.fs.type_name in _ATOMIC_ON_CLOSE:
+            return []
+        selector = pafs.FileSelector(self.root or "/", allow_not_found=True, recursive=False)
+        names = sorted(info.base_name for info in self.fs.get_file_info(selector)
+                       if not layout.is_hidden(info.base_name))
+        return names[:limit] + (["…"] if len(names) > limit else [])
 
     def require_writable_version(self, command: str) -> None:
         """Before ``command`` (sweep, analyze) writes: create the marker of a new store,
@@ -219,6 +268,15 @@ class Store:
     def write_bytes(self, relpath: str, data: bytes) -> None:
         """Write ``data`` so that ``relpath`` appears whole or not at all."""
         final = self.path(relpath)
+        try:
+            self._write_whole(final, data)
+        except OSError as err:
+            refused = write_refusal(err, final)
+            if refused is not None:
+                raise refused from None
+            raise
+
+    def _write_whole(self, final: str, data: bytes) -> None:
         directory, name = final.rsplit("/", 1)
         self.fs.create_dir(directory, recursive=True)
         if self.fs.type_name in _ATOMIC_ON_CLOSE:
@@ -231,8 +289,19 @@ class Store:
                 out.write(data)
             self.fs.move(temporary, final)
         except BaseException:
-            if self.fs.get_file_info(temporary).type != pafs.FileType.NotFound:
-                self.fs.delete_file(temporary)
+            self._delete_quietly(temporary)
+            raise
+
+    def delete(self, relpath: str) -> None:
+        """Delete the file ``relpath`` (only ``verify --repair`` and released claims delete)."""
+        try:
+            self.fs.delete_file(self.path(relpath))
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            refused = write_refusal(err, self.path(relpath))
+            if refused is not None:
+                raise refused from None
             raise
 
     def write_index(self, table: str, trial_id: str, rows: pa.Table) -> None:

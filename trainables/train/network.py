@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,11 +36,13 @@ class TrainingState:
     model: StateDict
     optimizer: dict
     shuffle_rng: torch.Tensor
+    diverged: tuple[int | None, ...] = ()
+    """A pack's: per network, the epoch its training loss became non-finite (None: it did not)."""
 
     def save(self, path: Path) -> None:
         torch.save(
             {"epoch": self.epoch, "model": self.model, "optimizer": self.optimizer,
-             "shuffle_rng": self.shuffle_rng},
+             "shuffle_rng": self.shuffle_rng, "diverged": self.diverged},
             path,
         )
 
@@ -75,6 +78,9 @@ class TrainedNetwork:
     model: nn.Module
     checkpoints: dict[int, StateDict]
     train_seconds: float
+    diverged_epoch: int | None = None
+    """The epoch whose mean training loss was not finite (training ended there: ``checkpoints`` holds
+    only those before it); None for a network that trained to the end."""
 
 
 def initial_model(spec: TrialSpec, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
@@ -135,7 +141,9 @@ def train_network(
     resume: Resume | None = None,
     graphs: bool = True,
 ) -> TrainedNetwork:
-    """Train for ``spec.epochs`` epochs of minibatch steps over a seeded shuffle.
+    """Train for ``spec.epochs`` epochs of minibatch steps over a seeded shuffle, or until an epoch's
+    mean training loss is not finite (checked at each epoch's end, so steps never wait for the device):
+    then training ends there and ``diverged_epoch`` says when.
 
     The model trains in train mode (set here). The last partial batch is kept
     (as a DataLoader with drop_last=False).
@@ -161,6 +169,7 @@ def train_network(
     )
     n_train = data.x_train.shape[0]
     started = time.perf_counter()
+    diverged = None
     with training_precision(spec.precision):
         for epoch in range(first_epoch, spec.epochs + 1):
             order = torch.randperm(n_train, generator=shuffle).to(device)
@@ -168,13 +177,17 @@ def train_network(
             for start in range(0, n_train, spec.batch_size):
                 batch = order[start : start + spec.batch_size]
                 loss_sum += step(batch) * batch.numel()
+            train_loss = float(loss_sum) / n_train  # the epoch's one wait for the device
+            if not math.isfinite(train_loss):
+                diverged = epoch  # NaN or inf: nothing after this epoch can be trained or saved
+                break
             if epoch in spec.checkpoints:
                 checkpoints[epoch] = snapshot(model)
                 if on_snapshot is not None:
                     on_snapshot(epoch, checkpoints[epoch])
             if on_epoch is not None:
                 state = TrainingState(epoch, model.state_dict(), optimizer.state_dict(), shuffle.get_state())
-                on_epoch(EpochEnd(epoch, float(loss_sum) / n_train, state))
+                on_epoch(EpochEnd(epoch, train_loss, state))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return TrainedNetwork(model, checkpoints, time.perf_counter() - started)
+    return TrainedNetwork(model, checkpoints, time.perf_counter() - started, diverged)

@@ -27,6 +27,7 @@ CPU. ``torch.compile`` of the step was not: 18 s to compile, no gain on a CPU.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -171,6 +172,12 @@ def train_pack(
     :func:`train_network`), and ``train_seconds`` the pack's training wall time
     in this call divided by the number of networks (seconds). ``on_snapshot``,
     ``resume`` and ``graphs`` work as in :func:`train_network`, per network.
+
+    A network whose mean training loss is not finite at an epoch's end (one wait for the device per
+    epoch, none per step) has diverged: its ``diverged_epoch`` is set, none of its later weights is
+    saved, and the pack goes on for the others. Its slice stays in the stacked step (every network's
+    gradient is its own, so its NaNs reach no other network; taking it out would change the others'
+    kernels and their resumable state); when every network has diverged, training ends.
     """
     check_pack(specs)
     first = specs[0]
@@ -189,6 +196,9 @@ def train_pack(
         for shuffle, rng in zip(shuffles, resume.state.shuffle_rng, strict=True):
             shuffle.set_state(rng.clone())  # a view into the stack crashes set_state (torch 2.14)
         first_epoch, checkpoints = resume.state.epoch + 1, [dict(s) for s in resume.snapshots]
+    diverged: list[int | None] = [None] * len(specs)
+    if resume is not None and resume.state.diverged:
+        diverged = list(resume.state.diverged)
     step = training_step(
         partial(pack_step, stack, optimizer, data, precision=first.precision), optimizer, device, graphs
     )
@@ -201,20 +211,28 @@ def train_pack(
             for start in range(0, n_train, first.batch_size):
                 batch = orders[:, start : start + first.batch_size]
                 loss_sums += step(batch) * batch.shape[1]
+            losses = (loss_sums / n_train).tolist()  # the epoch's one wait for the device
+            diverged = [epoch if was is None and not math.isfinite(loss) else was
+                        for was, loss in zip(diverged, losses, strict=True)]
+            if all(was is not None for was in diverged):
+                break
             if epoch in first.checkpoints:
                 for k, network in enumerate(checkpoints):
-                    network[epoch] = stack.state_dict(k)
-                    if on_snapshot is not None:
-                        on_snapshot(k, epoch, network[epoch])
+                    if diverged[k] is None:
+                        network[epoch] = stack.state_dict(k)
+                        if on_snapshot is not None:
+                            on_snapshot(k, epoch, network[epoch])
             if on_epoch is not None:
                 rng = torch.stack([shuffle.get_state() for shuffle in shuffles])
-                state = TrainingState(epoch, stack.stacked_state(), optimizer.state_dict(), rng)
-                on_epoch(PackEpochEnd(epoch, (loss_sums / n_train).tolist(), state, stack))
+                state = TrainingState(
+                    epoch, stack.stacked_state(), optimizer.state_dict(), rng, tuple(diverged)
+                )
+                on_epoch(PackEpochEnd(epoch, losses, state, stack))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = (time.perf_counter() - started) / len(specs)
     results = []
     for k, (model, network) in enumerate(zip(models, checkpoints, strict=True)):
         model.load_state_dict(stack.state_dict(k))
-        results.append(TrainedNetwork(model, network, seconds))
+        results.append(TrainedNetwork(model, network, seconds, diverged[k]))
     return results

@@ -8,7 +8,6 @@ trial is complete.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import socket
 import time
@@ -23,6 +22,7 @@ import safetensors.torch
 import torch
 
 from trainables.data.tensors import DatasetTensors
+from trainables.measure.checked_weights import tensor_sha256
 from trainables.measure.evaluation import evaluate
 from trainables.measure.stored import (
     load_checkpoints,
@@ -37,7 +37,7 @@ from trainables.models.family import StateDict, layer_of_keys
 from trainables.plan import MeasurementPlan
 from trainables.spec import TrialSpec
 from trainables.store import Store, layout
-from trainables.store.schemas import TRIALS_SCHEMA
+from trainables.store.schemas import SWAPS_SCHEMA, TRIALS_SCHEMA
 from trainables.train.cuda_graphs import graphs_enabled
 from trainables.train.device import cuda_columns
 from trainables.train.network import (
@@ -71,12 +71,6 @@ def package_version() -> str:
         return metadata.version("layerswap")
     except metadata.PackageNotFoundError:
         return "unknown"
-
-
-def tensor_sha256(tensor: torch.Tensor) -> str:
-    """sha256 of a tensor's raw bytes in C order (any dtype)."""
-    raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
-    return hashlib.sha256(raw.tobytes()).hexdigest()
 
 
 def with_sorted_metadata(data: bytes) -> bytes:
@@ -231,6 +225,9 @@ def record_network(
     ``pack_size`` is how many networks were trained together with it.
     """
     trial_id = spec.trial_id
+    if network.diverged_epoch is not None:
+        return record_diverged(spec, network, weight_rows, data, store, sweep, placement, pack_size,
+                               resumed_from_epoch)
     swap_started = time.perf_counter()
     keys = wanted_keys(spec, plan, data.input_shape, data.n_classes)
     swap_rows = measure(spec, network.model, network.checkpoints, data, keys)
@@ -243,14 +240,38 @@ def record_network(
     trained = network.checkpoints[spec.epochs]
     train_acc = evaluate(network.model, trained, data.x_train, data.y_train).test_acc
     baseline = {row["epoch"]: row for row in swap_rows if row["kind"] == "none"}
-    trial_row = {
-        "trial_id": trial_id,
+    trial_row = trial_row_of(
+        spec, network, data, sweep, placement, pack_size, resumed_from_epoch,
+        test_acc=baseline[spec.epochs]["test_acc"], test_loss=baseline[spec.epochs]["test_loss"],
+        init_test_acc=baseline[0]["test_acc"], swap_seconds=swap_seconds, train_acc=train_acc,
+    )
+    store.write_index("weights", trial_id, pa.Table.from_pylist(weight_rows))
+    store.write_index("swaps", trial_id, pa.Table.from_pylist(swap_rows))
+    store.write_index("layers", trial_id, pa.Table.from_pylist(movement))
+    if criticality:
+        store.write_index("criticality", trial_id, pa.Table.from_pylist(criticality))
+    store.write_index("trials", trial_id, pa.Table.from_pylist([trial_row]))
+    return NetworkResult(trial_row, swap_rows)
+
+
+def trial_row_of(
+    spec: TrialSpec,
+    network: TrainedNetwork,
+    data: DatasetTensors,
+    sweep: str,
+    placement: Placement,
+    pack_size: int,
+    resumed_from_epoch: int | None,
+    **measured: float | None,
+) -> dict:
+    """A network's trial row: its spec, where and how it was trained, and the ``measured`` columns
+    (test_acc, test_loss, init_test_acc, swap_seconds, train_acc); ``status`` says whether it diverged."""
+    return {
+        "trial_id": spec.trial_id,
         "sweep": sweep,
         **spec_columns(spec),
         "spec_json": spec.canonical_json().decode("utf-8"),
-        "test_acc": baseline[spec.epochs]["test_acc"],
-        "test_loss": baseline[spec.epochs]["test_loss"],
-        "init_test_acc": baseline[0]["test_acc"],
+        **measured,
         "train_seconds": network.train_seconds,
         "device": str(placement.device),
         "node_id": placement.node_id,
@@ -260,18 +281,37 @@ def record_network(
         "package_version": package_version(),
         "finished_at": datetime.now(UTC),
         "n_classes": data.n_classes,
-        "swap_seconds": swap_seconds,
         "resumed_from_epoch": resumed_from_epoch,
         "config_id": spec.config_id,
         "pack_size": pack_size,
         "accelerator": placement.accelerator,
-        "train_acc": train_acc,
         **cuda_columns(placement.device),
+        "status": "ok" if network.diverged_epoch is None else "diverged",
+        "diverged_epoch": network.diverged_epoch,
     }
-    store.write_index("weights", trial_id, pa.Table.from_pylist(weight_rows))
-    store.write_index("swaps", trial_id, pa.Table.from_pylist(swap_rows))
-    store.write_index("layers", trial_id, pa.Table.from_pylist(movement))
-    if criticality:
-        store.write_index("criticality", trial_id, pa.Table.from_pylist(criticality))
-    store.write_index("trials", trial_id, pa.Table.from_pylist([trial_row]))
-    return NetworkResult(trial_row, swap_rows)
+
+
+def record_diverged(
+    spec: TrialSpec,
+    network: TrainedNetwork,
+    weight_rows: list[dict],
+    data: DatasetTensors,
+    store: Store,
+    sweep: str,
+    placement: Placement,
+    pack_size: int,
+    resumed_from_epoch: int | None,
+) -> NetworkResult:
+    """Record a network whose training loss became non-finite: its checkpoints before that epoch
+    (already written), no swaps and no movement (there is no trained network to measure), and a
+    trial row with ``status`` diverged, the epoch, NaN trained accuracies and the epoch-0 accuracy."""
+    initial = evaluate(network.model, network.checkpoints[0], data.x_test, data.y_test)
+    nan = float("nan")
+    trial_row = trial_row_of(
+        spec, network, data, sweep, placement, pack_size, resumed_from_epoch,
+        test_acc=nan, test_loss=nan, init_test_acc=initial.test_acc, swap_seconds=0.0, train_acc=nan,
+    )
+    store.write_index("weights", spec.trial_id, pa.Table.from_pylist(weight_rows))
+    store.write_index("swaps", spec.trial_id, SWAPS_SCHEMA.empty_table())
+    store.write_index("trials", spec.trial_id, pa.Table.from_pylist([trial_row]))
+    return NetworkResult(trial_row, [])

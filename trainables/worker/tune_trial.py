@@ -17,24 +17,35 @@ are skipped (their trial rows are in the store) and the interrupted one resumes
 from its checkpoint with the same weights as an uninterrupted run. A pack that
 raises is retried in place ``retries`` times, then reported failed.
 
+Which pack a trial trains next is the :class:`~trainables.worker.pack_board.PackBoard`'s to say
+(its own queue first, then work left in other trials' queues), so no trial ends while work remains.
+
 Progress goes to the driver as Tune results: ``packs_done`` and
-``packs_failed`` (JSON lists of [label, networks, mean test accuracy or error]),
-sent at most every :data:`REPORT_SECONDS` and at the end.
+``packs_failed`` (JSON lists of [label, networks, mean test accuracy of those that did not diverge
+(null if none), networks that diverged] and [label, networks, error]),
+sent at most every :data:`REPORT_SECONDS` and at the end (``final``), each with the trial's ``node``
+(its host name). A store that refuses writes for good (no space left, read-only) is not retried:
+the trial reports it and stops the board, so every trial ends after its current pack.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import socket
 import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import ray
 import torch
 from ray import tune
 
 from trainables.data.tensors import DatasetArrays, DatasetTensors
+from trainables.errors import StoreUnwritable
 from trainables.models.family import StateDict
 from trainables.plan import MeasurementPlan
 from trainables.spec import TrialSpec
@@ -56,9 +67,10 @@ REPORT_SECONDS = 1.0
 class TuneTrialConfig:
     """Everything one Tune trial needs, built on the driver.
 
-    ``packs``: the queue, each pack networks of one width config trained
-    together; ``plan``: what to measure on each network once trained;
-    ``label``: the trial id of its first network (Tune's trial name);
+    ``packs``: every pack of the sweep, each networks of one width config trained
+    together; ``board``: the :class:`~trainables.worker.pack_board.PackBoard` actor that says which
+    of them this trial trains next; ``plan``: what to measure on each network once trained;
+    ``label``: the trial id of the first network of its own queue (Tune's trial name);
     ``threads``: torch threads (its CPU share); ``gpu_share``: its GPU
     fraction (0: CPU); ``checkpoint_seconds``: at most this long between
     checkpoints of a pack; ``retries``: in-place retries of a pack that raises.
@@ -68,6 +80,8 @@ class TuneTrialConfig:
     sweep: str
     store: str
     packs: tuple[tuple[TrialSpec, ...], ...]
+    board: Any
+    """A Ray actor handle of :class:`~trainables.worker.pack_board.PackBoard`."""
     plan: MeasurementPlan = MeasurementPlan()
     threads: int = 1
     gpu_share: float = 0.0
@@ -106,7 +120,7 @@ class EpochReporter:
                 run.log_epoch(end.epoch, losses[k], network_params(end, k))
         if self.checkpoint_due(end.epoch):
             metrics = {"epoch": end.epoch, "train_loss": statistics.fmean(losses),
-                       "pack": self.specs[0].trial_id}
+                       "pack": self.specs[0].trial_id, "node": socket.gethostname()}
             with tempfile.TemporaryDirectory() as directory:
                 end.state.save(Path(directory) / STATE_FILE)
                 ids = "\n".join(spec.trial_id for spec in self.specs)
@@ -135,11 +149,12 @@ class Progress:
     failed: list[list] = field(default_factory=list)
     last_sent: float = field(default_factory=time.monotonic)
 
-    def send(self, force: bool = False) -> None:
+    def send(self, force: bool = False, final: bool = False) -> None:
         recent = time.monotonic() - self.last_sent < REPORT_SECONDS
-        if not (self.done or self.failed) or (recent and not force):
+        if not (self.done or self.failed or final) or (recent and not force):
             return
-        tune.report({"packs_done": json.dumps(self.done), "packs_failed": json.dumps(self.failed)})
+        tune.report({"packs_done": json.dumps(self.done), "packs_failed": json.dumps(self.failed),
+                     "node": socket.gethostname(), "final": final})  # no "epoch": no pack is running now
         self.done, self.failed, self.last_sent = [], [], time.monotonic()
 
 
@@ -189,6 +204,8 @@ def train_with_retries(
     while True:
         try:
             return train_one_pack(trial, specs, data, store, placement, resume_from, finished), None
+        except StoreUnwritable:
+            raise  # no space left, read-only: a retry cannot help
         except Exception as err:  # noqa: BLE001 - retried, then reported with its message
             attempt += 1
             if attempt > trial.retries:
@@ -209,26 +226,35 @@ def run_tune_trial(
     store = Store.open(trial.store)
     here = Placement.here(torch.device("cpu"))
     placement = Placement.here(trial_device(trial.gpu_share, f"{here.hostname} ({here.node_id[:8]})"))
-    finished = frozenset(store.completed_trial_ids())
     restored = restored_state()
     tensors: dict[str, DatasetTensors] = {}
     progress = Progress()
-    for pack in trial.packs:
-        specs = list(pack)
-        if all(spec.trial_id in finished for spec in specs):
-            continue
+    while (index := ray.get(trial.board.next.remote(trial.label))) is not None:
+        specs = list(trial.packs[index])
         ids = [spec.trial_id for spec in specs]
+        finished = frozenset(store.completed_trial_ids())
+        if all(spec.trial_id in finished for spec in specs):
+            trial.board.done.remote(trial.label)
+            continue
         resume_from = restored[1] if restored is not None and restored[0] == ids else None
         if resume_from is None:
             specs = [spec for spec in specs if spec.trial_id not in finished]
         if specs[0].dataset not in tensors:
             tensors[specs[0].dataset] = datasets[specs[0].dataset].tensors(placement.device)
         data = tensors[specs[0].dataset]
-        accuracies, error = train_with_retries(trial, specs, data, store, placement, resume_from, finished)
+        try:
+            accuracies, error = train_with_retries(
+                trial, specs, data, store, placement, resume_from, finished
+            )
+        except StoreUnwritable as err:
+            accuracies, error = [], f"{type(err).__name__}: {err}"
+            ray.get(trial.board.stop.remote(str(err)))
         if error is None:
-            mean = statistics.fmean(accuracies) if accuracies else None
-            progress.done.append([ids[0], len(accuracies), mean])
+            trained = [accuracy for accuracy in accuracies if math.isfinite(accuracy)]  # NaN: diverged
+            mean = statistics.fmean(trained) if trained else None
+            progress.done.append([ids[0], len(accuracies), mean, len(accuracies) - len(trained)])
         else:
             progress.failed.append([ids[0], len(specs), error])
+        ray.get(trial.board.done.remote(trial.label))
         progress.send()
-    progress.send(force=True)
+    progress.send(force=True, final=True)
