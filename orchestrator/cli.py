@@ -29,6 +29,7 @@ from orchestrator.config.values import ConfigError
 from orchestrator.report.verdicts import DEFAULT_CHANCE_MARGIN, DEFAULT_ROBUST_DROP, Thresholds
 from orchestrator.run.interrupts import stop_on_sigterm
 from orchestrator.run.logs import new_log_path
+from orchestrator.run.phases import Phases
 from trainables.choices import DATASETS
 from trainables.errors import UserError
 from trainables.plan import SWAP_KINDS
@@ -170,22 +171,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def command_sweep(args: argparse.Namespace) -> int:
+    phases = Phases()  # from the command's start
     config = load_config(args.config).with_overrides(args.store, args.seeds, args.epochs, args.wandb)
     from orchestrator.run.sweep import run_sweep  # torch and Ray: only for a valid config
     from orchestrator.wandb.settings import resolve_wandb, sync_hint
 
     wandb_settings = resolve_wandb(config.wandb)
     outcome = run_sweep(
-        config, address=args.address, shared_fs=args.shared_fs, connect_timeout_s=args.connect_timeout
+        config, address=args.address, shared_fs=args.shared_fs, connect_timeout_s=args.connect_timeout,
+        phases=phases, meanwhile=None if args.no_report else import_report,
     )
     measured = outcome.measured
-    print(
+    summary = (
         f"sweep {config.name}: {outcome.completed} trained, {outcome.skipped} skipped "
         f"(already trained), {outcome.failed} failed; {measured.networks} measured "
-        f"({measured.rows} new rows), {measured.failed} failed; in {outcome.wall_seconds:.1f} s"
+        f"({measured.rows} new rows), {measured.failed} failed"
     )
     print(f"store: {outcome.store_uri}")
     if outcome.failed or measured.failed:
+        print(f"{summary}; {phases.line()}")
         print(
             f"layerswap: error: {outcome.failed + measured.failed} networks failed; "
             "run the same command again to retry them",
@@ -207,12 +211,20 @@ def command_sweep(args: argparse.Namespace) -> int:
             from orchestrator.wandb.report import attach_report
 
             attach_report(wandb_settings, config.name, store.fs, written)
+        phases.lap("report")
     if wandb_settings is not None and wandb_settings.mode == "offline":
         print("\n".join(sync_hint(wandb_settings, store, config.name)))
+    print(f"{summary}; {phases.line()}")
     return 0
 
 
+def import_report() -> None:
+    """Import the report's modules (pandas, matplotlib): run while the networks train."""
+    import orchestrator.report.assemble  # noqa: F401
+
+
 def command_analyze(args: argparse.Namespace) -> int:
+    phases = Phases()
     from orchestrator.run.analyze import analyze_store
     from trainables.store import Store
 
@@ -223,10 +235,11 @@ def command_analyze(args: argparse.Namespace) -> int:
         Store.open(args.store), args.sweep, args.swaps, args.draws, resources, args.address, args.shared_fs,
         connect_timeout_s=args.connect_timeout,
         criticality=args.criticality,
+        phases=phases,
     )
     print(
         f"analyze: {outcome.networks} networks measured ({outcome.rows} new rows), "
-        f"{outcome.failed} failed, in {outcome.wall_seconds:.1f} s"
+        f"{outcome.failed} failed, {phases.line()}"
     )
     if outcome.failed:
         print(f"layerswap: error: {outcome.failed} networks failed; run the same command again to retry them",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 
 from orchestrator.catalog.contents import load_contents, recorded_plans
 from orchestrator.config.blocks import Resources
@@ -19,6 +20,7 @@ from orchestrator.run.cluster import check_store_reachable
 from orchestrator.run.connect import DEFAULT_CONNECT_TIMEOUT_S, connect_ray
 from orchestrator.run.measuring import AnalysisOutcome, run_measurements
 from orchestrator.run.missing import describe_jobs, describe_measurements, missing_measurements
+from orchestrator.run.phases import Phases
 from orchestrator.run.progress import Log, print_line
 from trainables.data.datasets import load_dataset
 from trainables.plan import CriticalitySettings, MeasurementPlan
@@ -56,8 +58,11 @@ def analyze_store(
     log: Log = print_line,
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
     criticality: bool = False,
+    phases: Phases | None = None,
 ) -> AnalysisOutcome:
-    """Measure what the complete networks of ``store`` (or of ``sweep``) lack."""
+    """Measure what the complete networks of ``store`` (or of ``sweep``) lack; ``phases`` (optional)
+    gets the laps (:mod:`orchestrator.run.phases`)."""
+    phases = phases if phases is not None else Phases(time.monotonic())
     if store.version() is None:
         raise StoreError(f"{store.uri} is not a layerswap store (no index/trials)")
     store.check_writable()
@@ -78,7 +83,11 @@ def analyze_store(
         f"analyze: {len(specs)} networks, {describe_jobs(jobs)}; measuring "
         f"{describe_measurements(jobs, plan)}; store {store.uri}"
     )
+    phases.lap("plan")
     if jobs:
         connect_ray(address, connect_timeout_s)
         check_store_reachable(store, shared_fs)
-    return run_measurements(store, jobs, datasets, resources or Resources(), log)
+    phases.lap("ray")
+    outcome = run_measurements(store, jobs, datasets, resources or Resources(), log)
+    phases.lap_work(outcome.began, outcome.times)
+    return outcome

@@ -4,23 +4,33 @@ Each step is a module of its own: :mod:`orchestrator.run.sweep_plan` (what the s
 do), :mod:`orchestrator.run.budget` and :mod:`orchestrator.run.packing` (how networks are
 packed into trials), :mod:`orchestrator.run.measuring` (Ray tasks) and
 :mod:`orchestrator.run.tune_sweep` (Tune trials).
+
+Time to the first result: on this machine Ray starts in the background as soon as the
+store is open and something is left to train, while the driver imports torch, reads the
+dataset and plans; this module imports torch and Ray Tune only inside the steps that use them.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from orchestrator.config.sweep_config import SweepConfig
-from orchestrator.run.budget import MemoryBudget, cluster_budget, local_budget
-from orchestrator.run.cluster import check_resources_fit, check_store_reachable, trial_slots
-from orchestrator.run.connect import DEFAULT_CONNECT_TIMEOUT_S, connect_ray
+from orchestrator.run.connect import DEFAULT_CONNECT_TIMEOUT_S, BackgroundRay, connect_ray
 from orchestrator.run.measuring import AnalysisOutcome, run_measurements
-from orchestrator.run.packing import check_smallest_trials, make_packs, make_queues, pack_cost
+from orchestrator.run.phases import Phases
 from orchestrator.run.progress import Log, print_line
-from orchestrator.run.sweep_plan import SweepPlan, plan_sweep, record_sweep
-from orchestrator.run.tune_sweep import Queue, train_queues
+from orchestrator.run.sweep_plan import SweepPlan, open_sweep, plan_sweep, record_sweep
 from orchestrator.wandb.settings import resolve_wandb
+
+if TYPE_CHECKING:
+    import ray
+
+    from orchestrator.run.budget import MemoryBudget
+    from orchestrator.run.tune_sweep import Queue
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,8 @@ def run_sweep(
     shared_fs: bool = False,
     log: Log = print_line,
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    phases: Phases | None = None,
+    meanwhile: Callable[[], object] | None = None,
 ) -> SweepOutcome:
     """Train every network of ``config`` not yet in the store; measure the rest's missing keys.
 
@@ -50,18 +62,43 @@ def run_sweep(
     if ``config``'s plan asks for keys it lacks, only those are measured, from
     its stored weights. The store is opened and its writability probed before
     Ray starts; joining ``address`` gives up after ``connect_timeout_s`` seconds.
+    Anything that refuses the sweep after Ray's start began leaves no Ray behind.
+    ``phases`` (default: a fresh one) gets the laps of this sweep (:mod:`orchestrator.run.phases`);
+    ``meanwhile`` runs in a helper thread while the networks train (the CLI imports the report).
     """
     started = time.perf_counter()
+    phases = phases if phases is not None else Phases(time.monotonic())
     wandb_settings = resolve_wandb(config.wandb)  # before Ray starts: a missing API key is one line
-    plan = plan_sweep(config)
-    log(plan.header)
-    budget = local_trial_budget(plan, address, log)  # this machine's memory: refused before Ray starts
-    if plan.todo or plan.jobs:
-        join_cluster(plan, address, shared_fs, connect_timeout_s)
-    queues = plan_queues(plan, address, budget, log) if plan.todo else []
-    record_sweep(plan)
-    measured = run_measurements(plan.store, plan.jobs, plan.datasets, config.resources, log)
-    completed = train_queues(plan, queues, wandb_settings, log) if queues else 0
+    start = open_sweep(config)
+    background = BackgroundRay(start.credentials) if start.todo and address is None else None
+    try:
+        plan = plan_sweep(start)
+        log(plan.header)
+        budget = local_trial_budget(plan, address, log)  # this machine's memory, while Ray starts
+        if plan.todo:
+            import orchestrator.run.tune_sweep  # noqa: F401 - Ray Tune's imports (1 s), while Ray starts
+        phases.lap("plan")
+        if plan.todo or plan.jobs:
+            join_cluster(plan, address, shared_fs, connect_timeout_s, background)
+        phases.lap("ray")
+        queues = plan_queues(plan, address, budget, log) if plan.todo else []
+        record_sweep(plan)
+    except BaseException:
+        if background is not None:
+            background.cancel()
+        raise
+    datasets = put_datasets(plan) if plan.todo or plan.jobs else {}
+    if meanwhile is not None and (plan.todo or plan.jobs):
+        threading.Thread(target=meanwhile, name="layerswap-meanwhile", daemon=True).start()
+    measured = run_measurements(plan.store, plan.jobs, datasets, config.resources, log)
+    phases.lap_work(measured.began, measured.times)
+    completed = 0
+    if queues:
+        from orchestrator.run.tune_sweep import train_queues
+
+        training = train_queues(plan, queues, wandb_settings, log, datasets)
+        phases.lap_work(training.began, training.times)
+        completed = training.completed
     skipped = len(plan.specs) - len(plan.todo)
     return SweepOutcome(
         plan.store.uri, len(plan.specs), skipped, completed, len(plan.todo) - completed,
@@ -74,23 +111,41 @@ def local_trial_budget(plan: SweepPlan, address: str | None, log: Log) -> Memory
     smallest trials cannot fit it. None when nothing is trained here or the budget is unknown."""
     if not plan.todo or address is not None:
         return None
+    from orchestrator.run.budget import local_budget
+    from orchestrator.run.packing import check_smallest_trials
+
     budget = local_budget(plan.config.resources, log)
     check_smallest_trials(plan.config, plan.datasets[plan.config.dataset], budget)
     return budget
 
 
-def join_cluster(plan: SweepPlan, address: str | None, shared_fs: bool, connect_timeout_s: float) -> None:
-    """Start or join Ray (the store's credentials set in every worker), and check that the store is
-    reachable from every node and, on this machine, that a trial's resources exist."""
-    connect_ray(address, connect_timeout_s, plan.credentials)
+def join_cluster(
+    plan: SweepPlan, address: str | None, shared_fs: bool, connect_timeout_s: float,
+    background: BackgroundRay | None = None,
+) -> None:
+    """Start or join Ray (the store's credentials set in every worker), or wait for the
+    ``background`` start, and check that the store is reachable from every node and, on this
+    machine, that a trial's resources exist."""
+    from orchestrator.run.cluster import check_resources_fit, check_store_reachable
+
+    if background is not None:
+        background.wait()
+    else:
+        connect_ray(address, connect_timeout_s, plan.credentials)
     check_store_reachable(plan.store, shared_fs)
     if address is None:
         check_resources_fit(plan.config.resources)
 
 
-def plan_queues(plan: SweepPlan, address: str | None, budget: MemoryBudget | None, log: Log) -> list[Queue]:
+def plan_queues(
+    plan: SweepPlan, address: str | None, budget: MemoryBudget | None, log: Log
+) -> list[Queue]:
     """The networks to train in packs, the packs in queues (one per Tune trial) for the
     connected Ray's trial slots; on a cluster, sized for its smallest worker's memory."""
+    from orchestrator.run.budget import cluster_budget
+    from orchestrator.run.cluster import trial_slots
+    from orchestrator.run.packing import check_smallest_trials, make_packs, make_queues, pack_cost
+
     config, data = plan.config, plan.datasets[plan.config.dataset]
     if address is not None:
         budget = cluster_budget(config.resources, log)
@@ -101,3 +156,11 @@ def plan_queues(plan: SweepPlan, address: str | None, budget: MemoryBudget | Non
     if len(queues) < len(packs):
         log(f"{len(packs)} packs in {len(queues)} Tune trials (queues of packs)")
     return queues
+
+
+def put_datasets(plan: SweepPlan) -> dict[str, ray.ObjectRef]:
+    """The sweep's datasets in Ray's object store, once for every task and trial (they read the
+    arrays in place)."""
+    import ray
+
+    return {name: ray.put(arrays) for name, arrays in plan.datasets.items()}

@@ -45,6 +45,7 @@ TRIALS_SCHEMA = pa.schema(
         ("train_acc", pa.float64()),  # trained network on the full training set
         ("cuda_version", pa.string()),  # torch's CUDA version on a GPU, null on a CPU
         ("cublas_version", pa.string()),  # the cuBLAS wheel's version on a GPU, null on a CPU or unknown
+        ("write_seconds", pa.float64()),  # writing the network's other files (weights, spec, index rows)
     ]
 )
 

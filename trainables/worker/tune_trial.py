@@ -17,9 +17,16 @@ are skipped (their trial rows are in the store) and the interrupted one resumes
 from its checkpoint with the same weights as an uninterrupted run. A pack that
 raises is retried in place ``retries`` times, then reported failed.
 
+A pack's store files are written by a helper thread (:class:`StoreWriter`)
+while the next pack trains; the pack counts as done once they are all
+written, and a write that failed retries the pack like any other error.
+Before a Tune checkpoint every write submitted so far is finished, so a
+resumed trial finds the checkpoint weights it reads back.
+
 Progress goes to the driver as Tune results: ``packs_done`` and
 ``packs_failed`` (JSON lists of [label, networks, mean test accuracy or error]),
-sent at most every :data:`REPORT_SECONDS` and at the end.
+sent at most every :data:`REPORT_SECONDS` and at the end, with ``work_times``
+(:class:`WorkTimes` as JSON: where this trial's time went).
 """
 
 from __future__ import annotations
@@ -28,9 +35,11 @@ import json
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import ray
 import torch
 from ray import tune
 
@@ -44,7 +53,9 @@ from trainables.train.network import EpochEnd, TrainingState
 from trainables.train.pack import PackEpochEnd
 from trainables.worker.fault_injection import CrashAfterEpoch
 from trainables.worker.pack_job import Placement, run_networks
+from trainables.worker.store_writer import StoreWriter, Written
 from trainables.worker.wandb_log import WandbRun, WandbSpec, close_runs
+from trainables.worker.work_times import WorkTimes
 
 STATE_FILE = "training_state.pt"
 TRIAL_IDS_FILE = "trial_ids"
@@ -90,6 +101,9 @@ class EpochReporter:
     specs: list[TrialSpec]
     config: TuneTrialConfig
     wandb_runs: list[WandbRun | None]
+    writer: StoreWriter | None = None
+    poll: Callable[[], None] | None = None
+    """Called after each epoch (the trial reports a previous pack whose files are now written)."""
     last_checkpoint: float = field(default_factory=time.monotonic)
 
     def checkpoint_due(self, epoch: int) -> bool:
@@ -105,6 +119,8 @@ class EpochReporter:
             if run is not None:
                 run.log_epoch(end.epoch, losses[k], network_params(end, k))
         if self.checkpoint_due(end.epoch):
+            if self.writer is not None:
+                self.writer.wait()  # the checkpoint weights a resumed trial reads back are written
             metrics = {"epoch": end.epoch, "train_loss": statistics.fmean(losses),
                        "pack": self.specs[0].trial_id}
             with tempfile.TemporaryDirectory() as directory:
@@ -113,6 +129,8 @@ class EpochReporter:
                 (Path(directory) / TRIAL_IDS_FILE).write_text(ids)
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
             self.last_checkpoint = time.monotonic()
+        if self.poll is not None:
+            self.poll()
         if self.config.faults is not None:
             self.config.faults.after_epoch(end.epoch)
 
@@ -133,34 +151,49 @@ class Progress:
 
     done: list[list] = field(default_factory=list)
     failed: list[list] = field(default_factory=list)
+    times: WorkTimes = field(default_factory=WorkTimes)
     last_sent: float = field(default_factory=time.monotonic)
 
     def send(self, force: bool = False) -> None:
         recent = time.monotonic() - self.last_sent < REPORT_SECONDS
-        if not (self.done or self.failed) or (recent and not force):
+        if not (self.done or self.failed or force) or (recent and not force):
             return
-        tune.report({"packs_done": json.dumps(self.done), "packs_failed": json.dumps(self.failed)})
+        self.times.mark_end()
+        tune.report({"packs_done": json.dumps(self.done), "packs_failed": json.dumps(self.failed),
+                     "work_times": self.times.to_json()})
         self.done, self.failed, self.last_sent = [], [], time.monotonic()
+
+
+@dataclass(frozen=True)
+class PackPlace:
+    """Where a Tune trial's packs train and write: its store, placement, writer and time counts;
+    ``poll`` runs after each epoch (see :class:`EpochReporter`)."""
+
+    store: Store
+    placement: Placement
+    writer: StoreWriter
+    times: WorkTimes
+    poll: Callable[[], None] | None = None
 
 
 def train_one_pack(
     config: TuneTrialConfig,
     specs: list[TrialSpec],
     data: DatasetTensors,
-    store: Store,
-    placement: Placement,
+    place: PackPlace,
     resume_from: TrainingState | None,
     finished: frozenset[str],
-) -> list[float]:
-    """Train and record one pack; the test accuracies of the networks it recorded."""
+) -> tuple[list[float], list[Written]]:
+    """Train and measure one pack; the test accuracies of the networks it records and their writes."""
     wandb_runs = [
-        WandbRun(config.wandb, spec, config.sweep, data, store, placement.node_id)
+        WandbRun(config.wandb, spec, config.sweep, data, place.store, place.placement.node_id)
         if config.wandb is not None and spec.trial_id not in finished else None
         for spec in specs
     ]
-    reporter = EpochReporter(specs, config, wandb_runs)
+    reporter = EpochReporter(specs, config, wandb_runs, place.writer, place.poll)
     results = run_networks(
-        specs, config.plan, data, store, config.sweep, placement, reporter, resume_from, finished
+        specs, config.plan, data, place.store, config.sweep, place.placement, reporter, resume_from, finished,
+        place.writer, place.times,
     )
     runs = {spec.trial_id: run for spec, run in zip(specs, wandb_runs, strict=True) if run is not None}
     for result in results:
@@ -168,67 +201,152 @@ def train_one_pack(
             runs[result.trial_row["trial_id"]].finish(result.swap_rows, result.trial_row)
     if runs:
         close_runs(list(runs.values()))
-    return [result.trial_row["test_acc"] for result in results]
+    return [result.trial_row["test_acc"] for result in results], [result.written for result in results]
+
+
+@dataclass(frozen=True)
+class PackAttempt:
+    """A pack trained and measured (or failed for good: ``error``), its writes perhaps still running."""
+
+    specs: list[TrialSpec]
+    accuracies: list[float]
+    written: list[Written]
+    error: str | None = None
+    attempt: int = 0
+    """Attempts that failed before this one."""
+
+    @property
+    def written_ok(self) -> bool:
+        """Every write of the pack is done and none failed."""
+        futures = [future for handle in self.written for future in handle.futures]
+        return all(future.done() and future.exception() is None for future in futures)
 
 
 def train_with_retries(
     trial: TuneTrialConfig,
     specs: list[TrialSpec],
     data: DatasetTensors,
-    store: Store,
-    placement: Placement,
+    place: PackPlace,
     resume_from: TrainingState | None,
     finished: frozenset[str],
-) -> tuple[list[float], str | None]:
-    """(test accuracies of the networks recorded, None), or the error line after ``trial.retries`` retries.
+    attempt: int = 0,
+) -> PackAttempt:
+    """Train and measure a pack, retried in place up to ``trial.retries`` times (``attempt`` failed
+    already); its writes may still be running (:func:`settle`).
 
     ``finished``: networks already in the store. A retry starts the pack
     afresh, without the networks a failed attempt recorded.
     """
-    attempt = 0
     while True:
         try:
-            return train_one_pack(trial, specs, data, store, placement, resume_from, finished), None
+            accuracies, written = train_one_pack(trial, specs, data, place, resume_from, finished)
+            return PackAttempt(specs, accuracies, written, attempt=attempt)
         except Exception as err:  # noqa: BLE001 - retried, then reported with its message
             attempt += 1
             if attempt > trial.retries:
-                return [], f"{type(err).__name__}: {err}".splitlines()[0]
-        finished = frozenset(store.completed_trial_ids())
+                return PackAttempt(specs, [], [], f"{type(err).__name__}: {err}".splitlines()[0], attempt)
+        place.writer.wait()  # what the failed attempt recorded is in the store before it is read
+        finished = frozenset(place.store.completed_trial_ids())
         resume_from, specs = None, [spec for spec in specs if spec.trial_id not in finished]
         if not specs:
-            return [], None
+            return PackAttempt(specs, [], [], attempt=attempt)
+
+
+def settle(trial: TuneTrialConfig, pack: PackAttempt, data: DatasetTensors, place: PackPlace) -> PackAttempt:
+    """Wait for a pack's writes; when one failed, retry the pack's unrecorded networks (an attempt
+    more), until they are written or the retries are spent."""
+    while pack.error is None:
+        try:
+            place.writer.settle(pack.written)
+            return pack
+        except Exception as err:  # noqa: BLE001 - a failed write fails the attempt
+            if pack.attempt + 1 > trial.retries:
+                return replace(pack, error=f"{type(err).__name__}: {err}".splitlines()[0])
+        place.writer.wait()
+        finished = frozenset(place.store.completed_trial_ids())
+        specs = [spec for spec in pack.specs if spec.trial_id not in finished]
+        if not specs:
+            return replace(pack, written=[])
+        pack = train_with_retries(trial, specs, data, place, None, finished, pack.attempt + 1)
+    return pack
+
+
+def dataset_arrays(datasets: dict[str, DatasetArrays | ray.ObjectRef], name: str) -> DatasetArrays:
+    """A dataset by name, from Ray's object store when the driver put it there once for every
+    trial and task (its arrays then read in place, not copied)."""
+    value = datasets[name]
+    return ray.get(value) if isinstance(value, ray.ObjectRef) else value
+
+
+class TrialQueue:
+    """One Tune trial working through its queue of packs, each pack's files written while the next
+    one trains; a pack is reported done once its files are all written."""
+
+    def __init__(self, trial: TuneTrialConfig, datasets: dict[str, DatasetArrays | ray.ObjectRef]) -> None:
+        self.trial = trial
+        self.datasets = datasets
+        store = Store.open(trial.store)
+        here = Placement.here(torch.device("cpu"))
+        placement = Placement.here(trial_device(trial.gpu_share, f"{here.hostname} ({here.node_id[:8]})"))
+        self.progress = Progress()
+        times = self.progress.times
+        self.place = PackPlace(store, placement, StoreWriter(store, times=times), times, self.poll)
+        self.tensors: dict[str, DatasetTensors] = {}
+        self.pending: tuple[list[str], PackAttempt, DatasetTensors] | None = None
+        """The last pack trained: its queued trial ids, its attempt, its data."""
+
+    def data(self, name: str) -> DatasetTensors:
+        if name not in self.tensors:
+            self.tensors[name] = dataset_arrays(self.datasets, name).tensors(self.place.placement.device)
+        return self.tensors[name]
+
+    def run(self) -> None:
+        finished = frozenset(self.place.store.completed_trial_ids())
+        restored = restored_state()
+        try:
+            for pack in self.trial.packs:
+                specs = list(pack)
+                if all(spec.trial_id in finished for spec in specs):
+                    continue
+                ids = [spec.trial_id for spec in specs]
+                resume_from = restored[1] if restored is not None and restored[0] == ids else None
+                if resume_from is None:
+                    specs = [spec for spec in specs if spec.trial_id not in finished]
+                data = self.data(specs[0].dataset)
+                self.progress.times.mark_ready()
+                attempt = train_with_retries(self.trial, specs, data, self.place, resume_from, finished)
+                self.settle_pending()
+                self.pending = (ids, attempt, data)
+            self.settle_pending()
+        finally:
+            self.place.writer.close()
+        self.progress.send(force=True)
+
+    def poll(self) -> None:
+        """Report the previous pack at once if its files are written (a failed write waits for
+        :meth:`settle_pending`, which retries it)."""
+        if self.pending is not None and self.pending[1].error is None and self.pending[1].written_ok:
+            self.settle_pending()
+
+    def settle_pending(self) -> None:
+        if self.pending is None:
+            return
+        ids, attempt, data = self.pending
+        self.pending = None
+        pack = settle(self.trial, attempt, data, self.place)
+        if pack.error is None:
+            mean = statistics.fmean(pack.accuracies) if pack.accuracies else None
+            self.progress.done.append([ids[0], len(pack.accuracies), mean])
+        else:
+            self.progress.failed.append([ids[0], len(pack.specs), pack.error])
+        self.progress.send()
 
 
 def run_tune_trial(
-    config: dict, datasets: dict[str, DatasetArrays], trials: dict[str, TuneTrialConfig]
+    config: dict, datasets: dict[str, DatasetArrays | ray.ObjectRef], trials: dict[str, TuneTrialConfig]
 ) -> None:
     """Tune's entry point: ``config["label"]`` names this trial's :class:`TuneTrialConfig`."""
     trial = trials[config["label"]]
     make_deterministic()
     torch.set_num_threads(max(1, trial.threads))
-    store = Store.open(trial.store)
-    here = Placement.here(torch.device("cpu"))
-    placement = Placement.here(trial_device(trial.gpu_share, f"{here.hostname} ({here.node_id[:8]})"))
-    finished = frozenset(store.completed_trial_ids())
-    restored = restored_state()
-    tensors: dict[str, DatasetTensors] = {}
-    progress = Progress()
-    for pack in trial.packs:
-        specs = list(pack)
-        if all(spec.trial_id in finished for spec in specs):
-            continue
-        ids = [spec.trial_id for spec in specs]
-        resume_from = restored[1] if restored is not None and restored[0] == ids else None
-        if resume_from is None:
-            specs = [spec for spec in specs if spec.trial_id not in finished]
-        if specs[0].dataset not in tensors:
-            tensors[specs[0].dataset] = datasets[specs[0].dataset].tensors(placement.device)
-        data = tensors[specs[0].dataset]
-        accuracies, error = train_with_retries(trial, specs, data, store, placement, resume_from, finished)
-        if error is None:
-            mean = statistics.fmean(accuracies) if accuracies else None
-            progress.done.append([ids[0], len(accuracies), mean])
-        else:
-            progress.failed.append([ids[0], len(specs), error])
-        progress.send()
-    progress.send(force=True)
+    TrialQueue(trial, datasets).run()
