@@ -64,7 +64,8 @@ def test_a_sweep_refused_while_ray_starts_leaves_no_ray_and_one_line(tmp_path):
 def test_the_last_lines_of_sweep_and_analyze_say_where_their_time_went(tmp_path):
     store = tmp_path / "store"
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(tiny_raw_config(store, widths=[[8]], seeds=1, epochs=1)))
+    raw = tiny_raw_config(store, widths=[[8]], seeds=1, epochs=1, checkpoints=[0, 1])
+    config.write_text(yaml.safe_dump(raw))
     result, wall, pid = cli("sweep", str(config))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
