@@ -189,6 +189,7 @@ def command_sweep(args: argparse.Namespace) -> int:
     )
     print(f"store: {outcome.store_uri}")
     if outcome.failed or measured.failed:
+        stop_ray(outcome.connected_here, phases)
         print(f"{summary}; {phases.line()}")
         print(
             f"layerswap: error: {outcome.failed + measured.failed} networks failed; "
@@ -214,6 +215,7 @@ def command_sweep(args: argparse.Namespace) -> int:
         phases.lap("report")
     if wandb_settings is not None and wandb_settings.mode == "offline":
         print("\n".join(sync_hint(wandb_settings, store, config.name)))
+    stop_ray(outcome.connected_here, phases)
     print(f"{summary}; {phases.line()}")
     return 0
 
@@ -221,6 +223,15 @@ def command_sweep(args: argparse.Namespace) -> int:
 def import_report() -> None:
     """Import the report's modules (pandas, matplotlib): run while the networks train."""
     import orchestrator.report.assemble  # noqa: F401
+
+
+def stop_ray(connected_here: bool, phases: Phases) -> None:
+    """Leave the Ray this command started or joined, before its last line (its time counts as ray)."""
+    if connected_here:
+        from orchestrator.run.connect import disconnect_ray
+
+        disconnect_ray()
+        phases.lap("ray")
 
 
 def command_analyze(args: argparse.Namespace) -> int:
@@ -237,6 +248,7 @@ def command_analyze(args: argparse.Namespace) -> int:
         criticality=args.criticality,
         phases=phases,
     )
+    stop_ray(outcome.connected_here, phases)
     print(
         f"analyze: {outcome.networks} networks measured ({outcome.rows} new rows), "
         f"{outcome.failed} failed, {phases.line()}"

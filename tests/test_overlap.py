@@ -75,7 +75,7 @@ def test_the_last_lines_of_sweep_and_analyze_say_where_their_time_went(tmp_path)
     assert {"plan", "workers", "training", "measuring", "report"} <= set(phases), lines[-1]
     assert set(phases) <= {"plan", "ray", "workers", "training", "measuring", "writing", "report", "the rest"}
     assert sum(phases.values()) == pytest.approx(total, abs=0.05 * len(phases) + 0.01)
-    assert total <= wall  # from the process's start; the rest of the wall time is Ray's shutdown
+    assert 0.5 * wall < total <= wall  # from the process's start to its last line; Ray already stopped
     assert ray_processes_of(pid) == []
 
     result, wall, _ = cli("analyze", str(store), "--swaps", "rerandomize", "--draws", "2")

@@ -10,6 +10,7 @@ it. Only what a network lacks is measured; a second run measures nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import time
@@ -84,10 +85,10 @@ def analyze_store(
         f"{describe_measurements(jobs, plan)}; store {store.uri}"
     )
     phases.lap("plan")
+    connected = connect_ray(address, connect_timeout_s) if jobs else False
     if jobs:
-        connect_ray(address, connect_timeout_s)
         check_store_reachable(store, shared_fs)
     phases.lap("ray")
     outcome = run_measurements(store, jobs, datasets, resources or Resources(), log)
     phases.lap_work(outcome.began, outcome.times)
-    return outcome
+    return dataclasses.replace(outcome, connected_here=connected)

@@ -38,13 +38,14 @@ class ClusterError(UserError):
 
 def connect_ray(
     address: str | None, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S, env_vars: dict[str, str] | None = None
-) -> None:
-    """Join ``address`` within ``timeout_s`` seconds, or start Ray on this machine (all its CPUs and GPUs).
+) -> bool:
+    """Join ``address`` within ``timeout_s`` seconds, or start Ray on this machine (all its CPUs and GPUs);
+    False when this process was connected already (a test's Ray, a notebook's: used as it is).
 
     ``env_vars`` are set in every worker of this job (Ray's runtime_env, kept in memory).
     """
     if ray.is_initialized():
-        return
+        return False
     if address:
         logging.getLogger(_TOKEN_NOTICE_LOGGER).setLevel(logging.ERROR)
         _check_port(address, timeout_s)
@@ -52,6 +53,14 @@ def connect_ray(
     else:
         start_local_ray(env_vars)
     stop_on_sigterm()  # ray.init replaced the CLI's handler with its own
+    return True
+
+
+def disconnect_ray() -> None:
+    """Leave Ray, stopping the processes of a Ray this process started (as its exit would, but
+    without the half second Ray's exit hook sleeps first)."""
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 def start_local_ray(env_vars: dict[str, str] | None = None) -> None:

@@ -36,6 +36,8 @@ class AnalysisOutcome:
     """When the tasks were submitted (Unix time; 0: none were)."""
     times: list[WorkTimes] = field(default_factory=list)
     """What each task reported of its time."""
+    connected_here: bool = False
+    """``layerswap analyze`` started or joined Ray (it was not running in this process before)."""
 
 
 def run_measurements(

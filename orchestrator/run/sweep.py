@@ -45,6 +45,8 @@ class SweepOutcome:
     failed: int
     wall_seconds: float
     measured: AnalysisOutcome = AnalysisOutcome(0, 0, 0, 0.0)
+    connected_here: bool = False
+    """This call started or joined Ray (it was not running in this process before)."""
 
 
 def run_sweep(
@@ -78,8 +80,9 @@ def run_sweep(
         if plan.todo:
             import orchestrator.run.tune_sweep  # noqa: F401 - Ray Tune's imports (1 s), while Ray starts
         phases.lap("plan")
+        connected = False
         if plan.todo or plan.jobs:
-            join_cluster(plan, address, shared_fs, connect_timeout_s, background)
+            connected = join_cluster(plan, address, shared_fs, connect_timeout_s, background)
         phases.lap("ray")
         queues = plan_queues(plan, address, budget, log) if plan.todo else []
         record_sweep(plan)
@@ -102,7 +105,7 @@ def run_sweep(
     skipped = len(plan.specs) - len(plan.todo)
     return SweepOutcome(
         plan.store.uri, len(plan.specs), skipped, completed, len(plan.todo) - completed,
-        time.perf_counter() - started, measured,
+        time.perf_counter() - started, measured, connected,
     )
 
 
@@ -122,19 +125,21 @@ def local_trial_budget(plan: SweepPlan, address: str | None, log: Log) -> Memory
 def join_cluster(
     plan: SweepPlan, address: str | None, shared_fs: bool, connect_timeout_s: float,
     background: BackgroundRay | None = None,
-) -> None:
+) -> bool:
     """Start or join Ray (the store's credentials set in every worker), or wait for the
     ``background`` start, and check that the store is reachable from every node and, on this
-    machine, that a trial's resources exist."""
+    machine, that a trial's resources exist. False when Ray was running in this process already."""
     from orchestrator.run.cluster import check_resources_fit, check_store_reachable
 
     if background is not None:
         background.wait()
+        connected = background.started_here
     else:
-        connect_ray(address, connect_timeout_s, plan.credentials)
+        connected = connect_ray(address, connect_timeout_s, plan.credentials)
     check_store_reachable(plan.store, shared_fs)
     if address is None:
         check_resources_fit(plan.config.resources)
+    return connected
 
 
 def plan_queues(
