@@ -214,12 +214,22 @@ class PackAttempt:
     error: str | None = None
     attempt: int = 0
     """Attempts that failed before this one."""
+    earlier: tuple[float, ...] = ()
+    """Test accuracies of networks that earlier attempts recorded."""
 
     @property
     def written_ok(self) -> bool:
         """Every write of the pack is done and none failed."""
-        futures = [future for handle in self.written for future in handle.futures]
-        return all(future.done() and future.exception() is None for future in futures)
+        return all(written_ok(handle) for handle in self.written)
+
+    @property
+    def recorded(self) -> list[float]:
+        """Test accuracies of every network of the pack now recorded (once :func:`settle` returned)."""
+        return [*self.earlier, *self.accuracies]
+
+
+def written_ok(handle: Written) -> bool:
+    return all(future.done() and future.exception() is None for future in handle.futures)
 
 
 def train_with_retries(
@@ -254,20 +264,25 @@ def train_with_retries(
 
 def settle(trial: TuneTrialConfig, pack: PackAttempt, data: DatasetTensors, place: PackPlace) -> PackAttempt:
     """Wait for a pack's writes; when one failed, retry the pack's unrecorded networks (an attempt
-    more), until they are written or the retries are spent."""
+    more), until they are written or the retries are spent. The result's :attr:`~PackAttempt.recorded`
+    are the networks now in the store."""
     while pack.error is None:
         try:
             place.writer.settle(pack.written)
             return pack
         except Exception as err:  # noqa: BLE001 - a failed write fails the attempt
-            if pack.attempt + 1 > trial.retries:
-                return replace(pack, error=f"{type(err).__name__}: {err}".splitlines()[0])
+            error = f"{type(err).__name__}: {err}".splitlines()[0]
         place.writer.wait()
+        kept = [acc for acc, handle in zip(pack.accuracies, pack.written, strict=True) if written_ok(handle)]
+        if pack.attempt + 1 > trial.retries:
+            return replace(pack, accuracies=kept, written=[], error=error)
         finished = frozenset(place.store.completed_trial_ids())
         specs = [spec for spec in pack.specs if spec.trial_id not in finished]
+        earlier = (*pack.earlier, *kept)
         if not specs:
-            return replace(pack, written=[])
-        pack = train_with_retries(trial, specs, data, place, None, finished, pack.attempt + 1)
+            return PackAttempt([], [], [], attempt=pack.attempt + 1, earlier=earlier)
+        retried = train_with_retries(trial, specs, data, place, None, finished, pack.attempt + 1)
+        pack = replace(retried, earlier=earlier)
     return pack
 
 
@@ -334,11 +349,13 @@ class TrialQueue:
         ids, attempt, data = self.pending
         self.pending = None
         pack = settle(self.trial, attempt, data, self.place)
-        if pack.error is None:
-            mean = statistics.fmean(pack.accuracies) if pack.accuracies else None
-            self.progress.done.append([ids[0], len(pack.accuracies), mean])
-        else:
-            self.progress.failed.append([ids[0], len(pack.specs), pack.error])
+        recorded = pack.recorded
+        if pack.error is None or recorded:
+            mean = statistics.fmean(recorded) if recorded else None
+            self.progress.done.append([ids[0], len(recorded), mean])
+        if pack.error is not None:
+            in_store = self.place.store.completed_trial_ids()  # the store says which ones are missing
+            self.progress.failed.append([ids[0], sum(i not in in_store for i in ids), pack.error])
         self.progress.send()
 
 
