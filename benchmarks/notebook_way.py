@@ -10,7 +10,8 @@ layerswap's ``swap_variants``: only the loops are the notebook's.
 Run as a script it is one whole notebook job, end to end in one process (what
 ``python -m benchmarks first_result`` times against a layerswap sweep)::
 
-    python -m benchmarks.notebook_way --seeds 4 --epochs 2 --widths 256,128,64,32
+    python -m benchmarks.notebook_way --seeds 4 --epochs 2 --widths 256,128,64,32 \
+        --swaps reinit,rerandomize,transplant
 
 It imports torch, torchvision and the few trainables it needs: no Ray, no orchestrator.
 """
@@ -35,6 +36,8 @@ from trainables.spec import OptimizerSpec, TrialSpec
 from trainables.train.network import initial_model
 
 SEED_TEST_BATCH = 1000
+NOTEBOOK_SWAPS = ("reinit", "rerandomize", "transplant")
+"""The swap kinds the seed notebook measured (``interpolate`` is layerswap's own)."""
 
 
 def seed_loaders(batch_size: int) -> tuple[DataLoader, DataLoader]:
@@ -94,13 +97,13 @@ def seed_style_train(spec: TrialSpec, loader: DataLoader) -> tuple[nn.Module, di
     return model, checkpoints
 
 
-def notebook_job(seeds: int, epochs: int, widths: tuple[int, ...], batch_size: int = 256,
-                 lr: float = 0.01) -> list[float]:
+def notebook_job(seeds: int, epochs: int, widths: tuple[int, ...], swaps: tuple[str, ...] = NOTEBOOK_SWAPS,
+                 batch_size: int = 256, lr: float = 0.01) -> list[float]:
     """Train ``seeds`` MLPs of ``widths`` on MNIST for ``epochs`` epochs (checkpoint every epoch)
-    and evaluate every swap of every kind on each; their trained test accuracies."""
+    and evaluate every swap of the kinds ``swaps`` on each; their trained test accuracies."""
     mean, std = normalization("mnist")
     train_loader, test_loader = seed_loaders(batch_size)
-    plan = MeasurementPlan(SWAP_KINDS)
+    plan = MeasurementPlan(swaps)
     accuracies = []
     for seed in range(seeds):
         spec = TrialSpec(
@@ -123,8 +126,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--widths", default="256,128,64,32", help="hidden widths, comma-separated")
+    parser.add_argument("--swaps", default=",".join(NOTEBOOK_SWAPS),
+                        help=f"swap kinds, comma-separated, of {', '.join(SWAP_KINDS)}")
     args = parser.parse_args(argv)
-    notebook_job(args.seeds, args.epochs, tuple(int(w) for w in args.widths.split(",")))
+    swaps = tuple(kind for kind in SWAP_KINDS if kind in args.swaps.split(","))
+    notebook_job(args.seeds, args.epochs, tuple(int(w) for w in args.widths.split(",")), swaps)
 
 
 if __name__ == "__main__":
