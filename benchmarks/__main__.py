@@ -2,7 +2,7 @@
 
     python -m benchmarks [--quick] [--threads N] [NAME ...]   # vs_seed roofline pack_kernels noise_loss
                                                               # sweep_overhead sweep_scale api_read
-                                                              # read_integrity
+                                                              # read_integrity first_result
     python -m benchmarks gpu_check [--smoke]     # alone: imports torch only (no Ray, W&B, orchestrator)
 
 ``--quick`` takes about two minutes on a 2-core machine, the full run under
@@ -19,7 +19,7 @@ import time
 
 BENCHMARKS = (
     "vs_seed", "roofline", "pack_kernels", "noise_loss", "sweep_overhead", "sweep_scale", "api_read",
-    "read_integrity",
+    "read_integrity", "first_result",
 )
 
 

@@ -29,7 +29,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-import torchvision
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
@@ -52,15 +51,14 @@ from benchmarks.common import (
     synchronize,
     table,
 )
-from trainables.data.datasets import default_data_root, normalization, prepare_dataset
+from benchmarks.notebook_way import SEED_TEST_BATCH, seed_loaders, seed_style_swaps
+from trainables.data.datasets import prepare_dataset
 from trainables.data.tensors import DatasetTensors
 from trainables.measure.swaps import SwapVariant, evaluate_variants, swap_variants
 from trainables.models import registry
 from trainables.models.family import StateDict
 from trainables.spec import TrialSpec
 from trainables.train.network import initial_model, snapshot
-
-SEED_TEST_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -83,21 +81,6 @@ class Side:
 
 
 # --- the seed notebook's loop ---------------------------------------------------------
-
-
-def seed_loaders(batch_size: int) -> tuple[DataLoader, DataLoader]:
-    """torchvision MNIST from the layerswap data root, transformed per sample as in the notebook."""
-    mean, std = normalization("mnist")
-    transform = torchvision.transforms.Compose(
-        [torchvision.transforms.ToTensor(), torchvision.transforms.Normalize((mean,), (std,))]
-    )
-    root = str(default_data_root())
-    train = torchvision.datasets.MNIST(root, train=True, download=False, transform=transform)
-    test = torchvision.datasets.MNIST(root, train=False, download=False, transform=transform)
-    return (
-        DataLoader(train, batch_size=batch_size, shuffle=True, num_workers=0),
-        DataLoader(test, batch_size=SEED_TEST_BATCH, shuffle=False, num_workers=0),
-    )
 
 
 def seed_style_steps(model: nn.Module, loader: DataLoader, lr: float, steps: int) -> tuple[float, int]:
@@ -128,31 +111,6 @@ def seed_style_steps(model: nn.Module, loader: DataLoader, lr: float, steps: int
     samples = run(steps)
     synchronize(where)
     return time.perf_counter() - started, samples
-
-
-@torch.no_grad()
-def seed_style_evaluate(model: nn.Module, loader: DataLoader) -> tuple[float, float]:
-    """Test accuracy and mean loss through the test DataLoader, as the notebook evaluates."""
-    where = next(model.parameters()).device
-    model.eval()
-    correct, loss_sum, n = 0, 0.0, 0
-    for images, labels in loader:
-        images, labels = images.to(where), labels.to(where)
-        logits = model(images)
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
-        correct += (logits.argmax(dim=1) == labels).sum().item()
-        n += len(labels)
-    return correct / n, loss_sum / n
-
-
-def seed_style_swaps(model: nn.Module, variants: list[SwapVariant], loader: DataLoader) -> float:
-    """Seconds to evaluate ``variants``, each on a deep copy of the model holding its weights."""
-    started = time.perf_counter()
-    for variant in variants:
-        swapped = copy.deepcopy(model)
-        swapped.load_state_dict(variant.params)
-        seed_style_evaluate(swapped, loader)
-    return time.perf_counter() - started
 
 
 # --- layerswap ------------------------------------------------------------------------

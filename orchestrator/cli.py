@@ -29,6 +29,7 @@ from orchestrator.config.values import ConfigError
 from orchestrator.report.verdicts import DEFAULT_CHANCE_MARGIN, DEFAULT_ROBUST_DROP, Thresholds
 from orchestrator.run.interrupts import stop_on_sigterm
 from orchestrator.run.logs import new_log_path
+from orchestrator.run.phases import Phases
 from trainables.choices import DATASETS
 from trainables.errors import UserError
 from trainables.plan import SWAP_KINDS, CriticalitySettings
@@ -207,27 +208,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def command_sweep(args: argparse.Namespace) -> int:
+    phases = Phases()  # from the command's start
     config = load_config(args.config).with_overrides(args.store, args.seeds, args.epochs, args.wandb)
     from orchestrator.run.sweep import run_sweep  # torch and Ray: only for a valid config
     from orchestrator.wandb.settings import resolve_wandb, sync_hint
 
     wandb_settings = resolve_wandb(config.wandb)
     outcome = run_sweep(
-        config, address=args.address, shared_fs=args.shared_fs, connect_timeout_s=args.connect_timeout
+        config, address=args.address, shared_fs=args.shared_fs, connect_timeout_s=args.connect_timeout,
+        phases=phases, meanwhile=None if args.no_report else import_report,
     )
     measured = outcome.measured
     elsewhere = f"{outcome.elsewhere} trained by another driver, " if outcome.elsewhere else ""
-    print(
+    summary = (
         f"sweep {config.name}: {outcome.completed} trained, {outcome.skipped} skipped "
         f"(already trained), {elsewhere}{outcome.failed} failed; {measured.networks} measured "
-        f"({measured.rows} new rows), {measured.failed} failed; in {outcome.wall_seconds:.1f} s"
+        f"({measured.rows} new rows), {measured.failed} failed"
     )
     print(f"store: {outcome.store_uri}")
     from trainables.store import Store
 
     store = Store.open(config.store)
-    written = [] if args.no_report else refresh_report_line(store)  # what failed is missing from it
+    written = [] if args.no_report else refresh_report_line(store, phases)  # what failed is missing from it
     if outcome.failed or measured.failed:
+        stop_ray(outcome.connected_here, phases)
+        print(f"{summary}; {phases.line()}")
         return report_failures(outcome.failed + measured.failed, measured.damaged, outcome.store_uri)
     if written and wandb_settings is not None:
         from orchestrator.wandb.report import attach_report
@@ -235,11 +240,14 @@ def command_sweep(args: argparse.Namespace) -> int:
         attach_report(wandb_settings, config.name, store.fs, written)
     if wandb_settings is not None and wandb_settings.mode == "offline":
         print("\n".join(sync_hint(wandb_settings, store, config.name)))
+    stop_ray(outcome.connected_here, phases)
+    print(f"{summary}; {phases.line()}")
     return 0
 
 
-def refresh_report_line(store: Store) -> list[str]:
-    """Rebuild STORE/report unless it is current, print one ``report:`` line; the paths written."""
+def refresh_report_line(store: Store, phases: Phases) -> list[str]:
+    """Rebuild STORE/report unless it is current, print one ``report:`` line (its time counts as
+    report); the paths written."""
     from orchestrator.report.assemble import ReportError, refresh_report
 
     try:
@@ -247,12 +255,29 @@ def refresh_report_line(store: Store) -> list[str]:
     except ReportError as err:
         print(f"report: not written ({err})")
         return []
+    finally:
+        phases.lap("report")
     current = "" if refreshed.written else " (up to date: built from the store's index as it is now)"
     print(f"report: {refreshed.location}{current}")
     return refreshed.written
 
 
+def import_report() -> None:
+    """Import the report's modules (pandas, matplotlib): run while the networks train."""
+    import orchestrator.report.assemble  # noqa: F401
+
+
+def stop_ray(connected_here: bool, phases: Phases) -> None:
+    """Leave the Ray this command started or joined, before its last line (its time counts as ray)."""
+    if connected_here:
+        from orchestrator.run.connect import disconnect_ray
+
+        disconnect_ray()
+        phases.lap("ray")
+
+
 def command_analyze(args: argparse.Namespace) -> int:
+    phases = Phases()
     from orchestrator.run.analyze import analyze_store
     from trainables.store import Store
 
@@ -263,13 +288,15 @@ def command_analyze(args: argparse.Namespace) -> int:
         Store.open(args.store), args.sweep, args.swaps, args.draws, resources, args.address, args.shared_fs,
         connect_timeout_s=args.connect_timeout,
         criticality=args.criticality,
-    )
-    print(
-        f"analyze: {outcome.networks} networks measured ({outcome.rows} new rows), "
-        f"{outcome.failed} failed, in {outcome.wall_seconds:.1f} s"
+        phases=phases,
     )
     if not args.no_report:
-        refresh_report_line(Store.open(args.store))
+        refresh_report_line(Store.open(args.store), phases)
+    stop_ray(outcome.connected_here, phases)
+    print(
+        f"analyze: {outcome.networks} networks measured ({outcome.rows} new rows), "
+        f"{outcome.failed} failed, {phases.line()}"
+    )
     if outcome.failed:
         return report_failures(outcome.failed, outcome.damaged, args.store)
     return 0

@@ -24,3 +24,18 @@ def tiny_raw_config(store: Path, **overrides) -> dict:
     }
     raw.update(overrides)
     return raw
+
+
+def ray_processes_of(pid: int) -> list[str]:
+    """Command lines of live processes of a Ray session started by process ``pid`` (Ray names
+    its session directory ``session_<date>_<time>_<pid>``)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if f"_{pid}/" in cmdline or f"_{pid} " in cmdline:
+            if "session_" in cmdline:
+                found.append(cmdline)
+    return found

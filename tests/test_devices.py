@@ -42,7 +42,7 @@ def test_a_trial_given_a_gpu_share_without_cuda_fails_with_one_line(local_ray, t
     assert not (tmp_path / "store" / "index" / "trials").exists()
 
 
-def test_cpu_trials_larger_than_this_machine_are_refused_before_ray_starts(tmp_path):
+def test_cpu_trials_larger_than_this_machine_are_refused_before_anything_trains(tmp_path):
     ram = machine_memory_bytes()
     width = math.ceil(math.sqrt(2 * ram / 4 / 5))  # 5 float32 copies of ~width^2 weights: twice the RAM
     raw = tiny_raw_config(tmp_path / "store", widths=[[width, width]], seeds=1, epochs=2,
@@ -54,7 +54,7 @@ def test_cpu_trials_larger_than_this_machine_are_refused_before_ray_starts(tmp_p
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 2
-    [line] = result.stderr.strip().splitlines()  # nothing from Ray: it never started
+    [line] = result.stderr.strip().splitlines()  # nothing from Ray (started meanwhile, then shut down)
     prefix = f"layerswap: error: widths [{width}, {width}]: a trial of 1 network(s) needs about "
     assert line.startswith(prefix), line
     assert f"GiB of memory but this machine's memory is {ram / 2**30:.2f} GiB; " in line

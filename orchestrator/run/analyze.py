@@ -10,8 +10,10 @@ it. Only what a network lacks is measured; a second run measures nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
+import time
 
 from orchestrator.catalog.contents import load_contents, recorded_plans
 from orchestrator.config.blocks import Resources
@@ -19,7 +21,13 @@ from orchestrator.run.claimed_work import work_claimed
 from orchestrator.run.cluster import check_store_reachable
 from orchestrator.run.connect import DEFAULT_CONNECT_TIMEOUT_S, connect_ray
 from orchestrator.run.measuring import AnalysisOutcome, run_measurements
-from orchestrator.run.missing import describe_jobs, describe_measurements, missing_measurements
+from orchestrator.run.missing import (
+    MeasurementJob,
+    describe_jobs,
+    describe_measurements,
+    missing_measurements,
+)
+from orchestrator.run.phases import Phases
 from orchestrator.run.progress import Log, print_line
 from trainables.data.datasets import load_dataset
 from trainables.plan import CriticalitySettings, MeasurementPlan
@@ -61,8 +69,11 @@ def analyze_store(
     log: Log = print_line,
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
     criticality: bool | CriticalitySettings = False,
+    phases: Phases | None = None,
 ) -> AnalysisOutcome:
-    """Measure what the complete networks of ``store`` (or of ``sweep``) lack."""
+    """Measure what the complete networks of ``store`` (or of ``sweep``) lack; ``phases`` (optional)
+    gets the laps (:mod:`orchestrator.run.phases`)."""
+    phases = phases if phases is not None else Phases(time.monotonic())
     if store.version() is None:
         raise StoreError(f"{store.uri} is not a layerswap store (no index/trials)")
     store.check_writable()
@@ -83,16 +94,23 @@ def analyze_store(
         f"analyze: {len(specs)} networks, {describe_jobs(jobs)}; measuring "
         f"{describe_measurements(jobs, plan)}; store {store.uri}"
     )
+    phases.lap("plan")
     if not jobs:
         return AnalysisOutcome(0, 0, 0, 0.0)
-    connect_ray(address, connect_timeout_s)
+    connected = connect_ray(address, connect_timeout_s)
     check_store_reachable(store, shared_fs)
+    phases.lap("ray")
+
+    def measure(batch: list[MeasurementJob]) -> AnalysisOutcome:
+        outcome = run_measurements(store, batch, datasets, resources or Resources(), log)
+        phases.lap_work(outcome.began, outcome.times)
+        return outcome
+
     with Claims(store) as claims:
         if claims.warning:
             log(claims.warning)
         work = work_claimed(
-            store, claims, [], jobs, train=lambda specs: 0,
-            measure=lambda batch: run_measurements(store, batch, datasets, resources or Resources(), log),
+            store, claims, [], jobs, train=lambda specs: 0, measure=measure,
             lacking=lambda specs: missing_measurements(store, specs, plan, datasets), log=log,
         )
-    return work.measured
+    return dataclasses.replace(work.measured, connected_here=connected)

@@ -35,9 +35,13 @@ class ClaimedOutcome:
 
 
 def combined(first: AnalysisOutcome, second: AnalysisOutcome) -> AnalysisOutcome:
+    """Two rounds of measurement as one: counts and seconds added, tasks' times joined, ``began`` the
+    earlier round's."""
+    began = min((b for b in (first.began, second.began) if b), default=0.0)
     return AnalysisOutcome(
         first.networks + second.networks, first.rows + second.rows, first.failed + second.failed,
-        first.wall_seconds + second.wall_seconds, first.damaged + second.damaged,
+        first.wall_seconds + second.wall_seconds, first.damaged + second.damaged, began,
+        first.times + second.times,
     )
 
 

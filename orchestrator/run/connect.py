@@ -5,6 +5,10 @@ retries its GCS connection) and ignore SIGTERM; here it is refused with one
 line after ``timeout_s``. Ray's start-up chatter (the token-authentication
 notice, INFO lines) is kept off the user's terminal; warnings and errors
 still show.
+
+Starting Ray on this machine takes seconds of waiting for its processes, so a
+sweep starts it in the background (:class:`BackgroundRay`) while it imports
+torch, reads the dataset and plans, and undoes it when the plan is refused.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import socket
 import sys
 import threading
+import time
 
 import ray
 
@@ -33,23 +38,96 @@ class ClusterError(UserError):
 
 def connect_ray(
     address: str | None, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S, env_vars: dict[str, str] | None = None
-) -> None:
-    """Join ``address`` within ``timeout_s`` seconds, or start Ray on this machine (all its CPUs and GPUs).
+) -> bool:
+    """Join ``address`` within ``timeout_s`` seconds, or start Ray on this machine (all its CPUs and GPUs);
+    False when this process was connected already (a test's Ray, a notebook's: used as it is).
 
     ``env_vars`` are set in every worker of this job (Ray's runtime_env, kept in memory).
     """
-    runtime_env = {"env_vars": env_vars} if env_vars else None
     if ray.is_initialized():
-        return
-    logging.getLogger(_TOKEN_NOTICE_LOGGER).setLevel(logging.ERROR)
+        return False
     if address:
+        logging.getLogger(_TOKEN_NOTICE_LOGGER).setLevel(logging.ERROR)
         _check_port(address, timeout_s)
-        _join(address, timeout_s, runtime_env)
+        _join(address, timeout_s, {"env_vars": env_vars} if env_vars else None)
     else:
+        start_local_ray(env_vars)
+    stop_on_sigterm()  # ray.init replaced the CLI's handler with its own
+    return True
+
+
+def disconnect_ray() -> None:
+    """Leave Ray, stopping the processes of a Ray this process started (as its exit would, but
+    without the half second Ray's exit hook sleeps first)."""
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def start_local_ray(env_vars: dict[str, str] | None = None) -> None:
+    """Start Ray on this machine (all its CPUs and GPUs), quietly; from any thread."""
+    logging.getLogger(_TOKEN_NOTICE_LOGGER).setLevel(logging.ERROR)
+    worker_log = logging.getLogger("ray._private.worker")
+    worker_log.addFilter(_not_main_thread_notice)
+    try:
         # Trial output stays in Tune's trial logs; the driver prints one line per event.
         ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-                 runtime_env=runtime_env)
-    stop_on_sigterm()  # ray.init replaced the CLI's handler with its own
+                 runtime_env={"env_vars": env_vars} if env_vars else None)
+    finally:
+        worker_log.removeFilter(_not_main_thread_notice)
+
+
+class BackgroundRay:
+    """Ray started on this machine in a helper thread, while the driver goes on planning.
+
+    :meth:`wait` returns once Ray is up (raising what the start raised);
+    :meth:`cancel`, for a sweep refused meanwhile, waits for the start to end
+    and shuts down the Ray it started, so a refusal leaves no Ray behind. A
+    Ray already running in this process (a test's, a notebook's) is used as it is.
+
+    The helper thread lives as long as the process: Ray's processes die with the
+    thread that started them (``PR_SET_PDEATHSIG``), not only with the process.
+    """
+
+    def __init__(self, env_vars: dict[str, str] | None = None) -> None:
+        self.started_here = not ray.is_initialized()
+        self.began = time.monotonic()
+        self.up_after: float | None = None
+        """Seconds from the start to Ray being up (None until then)."""
+        self._error: BaseException | None = None
+        self._up = threading.Event()
+        self._release = threading.Event()
+        if self.started_here:
+            threading.Thread(target=self._start, args=(env_vars,), name="layerswap-ray", daemon=True).start()
+        else:
+            self._up.set()
+
+    def _start(self, env_vars: dict[str, str] | None) -> None:
+        try:
+            start_local_ray(env_vars)
+        except BaseException as err:  # handed to the thread that waits
+            self._error = err
+        finally:
+            self.up_after = time.monotonic() - self.began
+            self._up.set()
+        self._release.wait()
+
+    def wait(self) -> float:
+        """Block until Ray is up; the seconds waited here (what the overlap did not hide)."""
+        waited = time.monotonic()
+        self._up.wait()
+        if self.started_here:
+            stop_on_sigterm()
+        if self._error is not None:
+            raise self._error
+        return time.monotonic() - waited
+
+    def cancel(self) -> None:
+        """Undo the start: wait for it to end, then shut down the Ray it started."""
+        if self.started_here:
+            self._up.wait()
+            if ray.is_initialized():
+                ray.shutdown()
+            self._release.set()
 
 
 def _what_to_check(address: str) -> str:

@@ -9,18 +9,21 @@ new file per table it adds to; what each network lacks is
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import ray
 
 from orchestrator.config.blocks import Resources
 from orchestrator.config.sweep_config import MAX_RETRIES
-from orchestrator.run.missing import MeasurementJob
 from orchestrator.run.progress import HEARTBEAT_SECONDS, Log, ProgressLog, failed, finished, print_line
 from trainables.data.tensors import DatasetArrays
 from trainables.errors import StoreUnwritable, WeightsDamaged
 from trainables.store import Store
-from trainables.worker.measure_task import measure_network_task
+from trainables.worker.work_times import WorkTimes
+
+if TYPE_CHECKING:
+    from orchestrator.run.missing import MeasurementJob  # imports torch
 
 
 @dataclass(frozen=True)
@@ -32,20 +35,29 @@ class AnalysisOutcome:
     wall_seconds: float
     damaged: int = 0
     """Of ``failed``, the networks not measured because a weights file does not match its index."""
+    began: float = 0.0
+    """When the tasks were submitted (Unix time; 0: none were)."""
+    times: list[WorkTimes] = field(default_factory=list)
+    """What each task reported of its time."""
+    connected_here: bool = False
+    """``layerswap analyze`` started or joined Ray (it was not running in this process before)."""
 
 
 def run_measurements(
     store: Store,
     jobs: list[MeasurementJob],
-    datasets: dict[str, DatasetArrays],
+    datasets: dict[str, DatasetArrays | ray.ObjectRef],
     resources: Resources,
     log: Log = print_line,
 ) -> AnalysisOutcome:
-    """Run one Ray task per job (Ray must be connected); a line per network as it finishes."""
-    started = time.monotonic()
+    """Run one Ray task per job (Ray must be connected); a line per network as it finishes.
+    ``datasets`` may be in Ray's object store already (put once for a whole sweep)."""
+    started, began = time.monotonic(), time.time()
     if not jobs:
         return AnalysisOutcome(0, 0, 0, 0.0)
-    data_refs = {name: ray.put(datasets[name]) for name in {job.spec.dataset for job in jobs}}
+    from trainables.worker.measure_task import measure_network_task  # imports torch
+
+    data_refs = {name: in_object_store(datasets[name]) for name in {job.spec.dataset for job in jobs}}
     task = ray.remote(measure_network_task).options(
         num_cpus=resources.cpu_per_trial, num_gpus=resources.gpu_per_trial, max_retries=MAX_RETRIES
     )
@@ -59,6 +71,7 @@ def run_measurements(
     }
     progress = ProgressLog("measured", len(jobs), log)
     rows = damaged = 0
+    times: list[WorkTimes] = []
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=HEARTBEAT_SECONDS)
         if not ready:
@@ -67,17 +80,20 @@ def run_measurements(
             continue
         job = pending.pop(ready[0])
         try:
-            written = ray.get(ready[0])
+            measured = ray.get(ready[0])
             progress.done += 1
-            rows += written
-            event = finished(job.spec.trial_id, f"{written} rows")
+            rows += measured.rows
+            times.append(measured.times)
+            event = finished(job.spec.trial_id, f"{measured.rows} rows")
         except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError) as err:
             progress.failed += 1
             cause = task_failure(err, list(pending))
             damaged += isinstance(cause, WeightsDamaged)
             event = failed(job.spec.trial_id, str(cause))
         progress.line(event)
-    return AnalysisOutcome(progress.done, rows, progress.failed, time.monotonic() - started, damaged)
+    return AnalysisOutcome(
+        progress.done, rows, progress.failed, time.monotonic() - started, damaged, began, times
+    )
 
 
 def task_failure(err: Exception, pending: list[ray.ObjectRef]) -> Exception | str:
@@ -92,3 +108,8 @@ def task_failure(err: Exception, pending: list[ray.ObjectRef]) -> Exception | st
     if isinstance(cause, WeightsDamaged):
         return cause
     return str(err).strip().splitlines()[-1]
+
+
+def in_object_store(value: DatasetArrays | ray.ObjectRef) -> ray.ObjectRef:
+    """``value``'s reference in Ray's object store, putting it there if it is not yet."""
+    return value if isinstance(value, ray.ObjectRef) else ray.put(value)

@@ -2,40 +2,41 @@
 
 Each step is a module of its own: :mod:`orchestrator.run.sweep_plan` (what the sweep will
 do), :mod:`orchestrator.run.budget` and :mod:`orchestrator.run.packing` (how networks are
-packed into trials), :mod:`orchestrator.run.measuring` (Ray tasks) and
-:mod:`orchestrator.run.tune_sweep` (Tune trials).
+packed into trials), :mod:`orchestrator.run.claimed_work` (each network under this driver's
+claim), :mod:`orchestrator.run.measuring` (Ray tasks) and :mod:`orchestrator.run.tune_sweep`
+(Tune trials).
+
+Time to the first result: on this machine Ray starts in the background as soon as the
+store is open and something is left to train, while the driver imports torch, reads the
+dataset and plans; this module imports torch and Ray Tune only inside the steps that use them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
+from typing import TYPE_CHECKING
 
-from orchestrator.catalog.naming import configuration_labels
 from orchestrator.config.sweep_config import SweepConfig
-from orchestrator.run.budget import MemoryBudget, cluster_budget, local_budget
-from orchestrator.run.claimed_work import ClaimedOutcome, work_claimed
-from orchestrator.run.cluster import check_resources_fit, check_store_reachable, trial_slots
-from orchestrator.run.connect import DEFAULT_CONNECT_TIMEOUT_S, connect_ray
+from orchestrator.run.connect import DEFAULT_CONNECT_TIMEOUT_S, BackgroundRay, connect_ray
 from orchestrator.run.measuring import AnalysisOutcome, run_measurements
-from orchestrator.run.missing import missing_measurements
-from orchestrator.run.packing import (
-    check_buildable,
-    check_smallest_trials,
-    make_packs,
-    make_queues,
-    pack_cost,
-    pack_shape,
-)
+from orchestrator.run.phases import Phases
 from orchestrator.run.progress import Log, print_line
-from orchestrator.run.sweep_plan import SweepPlan, plan_sweep, record_sweep
-from orchestrator.run.tune_sweep import Queue, train_queues
+from orchestrator.run.sweep_plan import SweepPlan, open_sweep, plan_sweep, record_sweep
 from orchestrator.wandb.settings import resolve_wandb
-from trainables.spec import TrialSpec
-from trainables.store.claims import Claims
-from trainables.worker.wandb_log import WandbSpec
+
+if TYPE_CHECKING:
+    import ray
+
+    from orchestrator.run.budget import MemoryBudget
+    from orchestrator.run.claimed_work import ClaimedOutcome
+    from orchestrator.run.missing import MeasurementJob
+    from orchestrator.run.tune_sweep import Queue
+    from trainables.spec import TrialSpec
+    from trainables.worker.wandb_spec import WandbSpec
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class SweepOutcome:
     measured: AnalysisOutcome = AnalysisOutcome(0, 0, 0, 0.0)
     elsewhere: int = 0
     """Networks to train that another driver, writing into the same store at once, trained."""
+    connected_here: bool = False
+    """This call started or joined Ray (it was not running in this process before)."""
 
 
 def run_sweep(
@@ -60,6 +63,8 @@ def run_sweep(
     shared_fs: bool = False,
     log: Log = print_line,
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    phases: Phases | None = None,
+    meanwhile: Callable[[], object] | None = None,
 ) -> SweepOutcome:
     """Train every network of ``config`` not yet in the store; measure the rest's missing keys.
 
@@ -67,59 +72,104 @@ def run_sweep(
     if ``config``'s plan asks for keys it lacks, only those are measured, from
     its stored weights. The store is opened and its writability probed before
     Ray starts; joining ``address`` gives up after ``connect_timeout_s`` seconds.
+    Anything that refuses the sweep after Ray's start began leaves no Ray behind.
+    ``phases`` (default: a fresh one) gets the laps of this sweep (:mod:`orchestrator.run.phases`);
+    ``meanwhile`` runs in a helper thread while the networks train (the CLI imports the report).
     """
     started = time.perf_counter()
+    phases = phases if phases is not None else Phases(time.monotonic())
     wandb_settings = resolve_wandb(config.wandb)  # before Ray starts: a missing API key is one line
-    plan = plan_sweep(config)
-    log(plan.header)
-    check_buildable(config, plan.todo, plan.datasets)  # a combination its family refuses: before Ray
-    budget = local_trial_budget(plan, address, log)  # this machine's memory: refused before Ray starts
-    if plan.todo or plan.jobs:
-        join_cluster(plan, address, shared_fs, connect_timeout_s)
-    queues = plan_queues(plan, address, budget, log) if plan.todo else []
-    record_sweep(plan)
-    work = train_and_measure(plan, queues, address, budget, wandb_settings, log)
+    start = open_sweep(config)
+    background = BackgroundRay(start.credentials) if start.todo and address is None else None
+    try:
+        plan = plan_sweep(start)
+        log(plan.header)
+        budget = check_before_ray(plan, address, log)
+        if plan.todo:
+            import orchestrator.run.tune_sweep  # noqa: F401 - Ray Tune's imports (1 s), while Ray starts
+        phases.lap("plan")
+        connected = False
+        if plan.todo or plan.jobs:
+            connected = join_cluster(plan, address, shared_fs, connect_timeout_s, background)
+        phases.lap("ray")
+        queues = plan_queues(plan, address, budget, log) if plan.todo else []
+        record_sweep(plan)
+    except BaseException:
+        if background is not None:
+            background.cancel()
+        raise
+    datasets = put_datasets(plan) if plan.todo or plan.jobs else {}
+    if meanwhile is not None and (plan.todo or plan.jobs):
+        threading.Thread(target=meanwhile, name="layerswap-meanwhile", daemon=True).start()
+    work = train_and_measure(plan, queues, datasets, address, budget, wandb_settings, log, phases)
     skipped = len(plan.specs) - len(plan.todo)
     failed = len(plan.todo) - work.trained - work.elsewhere
     return SweepOutcome(
         plan.store.uri, len(plan.specs), skipped, work.trained, failed, time.perf_counter() - started,
-        work.measured, work.elsewhere,
+        work.measured, work.elsewhere, connected,
     )
 
 
+def check_before_ray(plan: SweepPlan, address: str | None, log: Log) -> MemoryBudget | None:
+    """What refuses a sweep before Ray is needed: a combination its family refuses, and on this
+    machine trials too large for its memory (checked while Ray starts); one trial's memory budget."""
+    from orchestrator.run.packing import check_buildable
+
+    check_buildable(plan.config, plan.todo, plan.datasets)
+    return local_trial_budget(plan, address, log)
+
+
 def train_and_measure(
-    plan: SweepPlan, queues: list[Queue], address: str | None, budget: MemoryBudget | None,
-    wandb_settings: WandbSpec | None, log: Log,
+    plan: SweepPlan, queues: list[Queue], datasets: dict[str, ray.ObjectRef], address: str | None,
+    budget: MemoryBudget | None, wandb_settings: WandbSpec | None, log: Log, phases: Phases,
 ) -> ClaimedOutcome:
     """Measure what trained networks lack, then train the rest, each network under this driver's
-    claim; what other drivers hold is waited for at the end (:mod:`orchestrator.run.claimed_work`)."""
+    claim; what other drivers hold is waited for at the end (:mod:`orchestrator.run.claimed_work`).
+    Each round's time goes to ``phases``."""
+    from orchestrator.run.claimed_work import ClaimedOutcome, work_claimed
+    from orchestrator.run.missing import missing_measurements
+    from trainables.store.claims import Claims
+
     if not (plan.todo or plan.jobs):
         return ClaimedOutcome(0, 0, AnalysisOutcome(0, 0, 0, 0.0))
     config = plan.config
+
+    def measure(jobs: list[MeasurementJob]) -> AnalysisOutcome:
+        measured = run_measurements(plan.store, jobs, datasets, config.resources, log)
+        phases.lap_work(measured.began, measured.times)
+        return measured
+
+    def train(specs: list[TrialSpec]) -> int:
+        return train_claimed(plan, queues, datasets, address, budget, wandb_settings, log, phases, specs)
+
     with Claims(plan.store) as claims:
         if claims.warning:
             log(claims.warning)
         return work_claimed(
-            plan.store, claims, plan.todo, plan.jobs,
-            train=partial(train_claimed, plan, queues, address, budget, wandb_settings, log),
-            measure=lambda jobs: run_measurements(plan.store, jobs, plan.datasets, config.resources, log),
+            plan.store, claims, plan.todo, plan.jobs, train=train, measure=measure,
             lacking=lambda specs: missing_measurements(plan.store, specs, config.plan, plan.datasets),
             log=log,
         )
 
 
 def train_claimed(
-    plan: SweepPlan, queues: list[Queue], address: str | None, budget: MemoryBudget | None,
-    wandb_settings: WandbSpec | None, log: Log, specs: list[TrialSpec],
+    plan: SweepPlan, queues: list[Queue], datasets: dict[str, ray.ObjectRef], address: str | None,
+    budget: MemoryBudget | None, wandb_settings: WandbSpec | None, log: Log, phases: Phases,
+    specs: list[TrialSpec],
 ) -> int:
     """Train ``specs``, the networks this driver claimed: in ``queues`` when they are all of the plan's,
     else in queues planned for them alone; the networks trained."""
+    from orchestrator.run.packing import pack_cost, pack_shape
+    from orchestrator.run.tune_sweep import train_queues
+
     if {spec.trial_id for spec in specs} != {spec.trial_id for spec in plan.todo}:
         plan = dataclasses.replace(plan, todo=specs)
         queues = plan_queues(plan, address, budget, log)
     costs = [pack_cost(pack, pack_shape(pack[0], plan.datasets[pack[0].dataset]))
              for queue in queues for pack in queue]
-    return train_queues(plan, queues, wandb_settings, log, costs)
+    training = train_queues(plan, queues, wandb_settings, log, costs, datasets)
+    phases.lap_work(training.began, training.times)
+    return training.completed
 
 
 def local_trial_budget(plan: SweepPlan, address: str | None, log: Log) -> MemoryBudget | None:
@@ -127,23 +177,42 @@ def local_trial_budget(plan: SweepPlan, address: str | None, log: Log) -> Memory
     smallest trials cannot fit it. None when nothing is trained here or the budget is unknown."""
     if not plan.todo or address is not None:
         return None
+    from orchestrator.run.budget import local_budget
+    from orchestrator.run.packing import check_smallest_trials
+
     budget = local_budget(plan.config.resources, log)
     check_smallest_trials(plan.config, plan.todo, plan.datasets, budget)
     return budget
 
 
-def join_cluster(plan: SweepPlan, address: str | None, shared_fs: bool, connect_timeout_s: float) -> None:
-    """Start or join Ray (the store's credentials set in every worker), and check that the store is
-    reachable from every node and, on this machine, that a trial's resources exist."""
-    connect_ray(address, connect_timeout_s, plan.credentials)
+def join_cluster(
+    plan: SweepPlan, address: str | None, shared_fs: bool, connect_timeout_s: float,
+    background: BackgroundRay | None = None,
+) -> bool:
+    """Start or join Ray (the store's credentials set in every worker), or wait for the
+    ``background`` start, and check that the store is reachable from every node and, on this
+    machine, that a trial's resources exist. False when Ray was running in this process already."""
+    from orchestrator.run.cluster import check_resources_fit, check_store_reachable
+
+    if background is not None:
+        background.wait()
+        connected = background.started_here
+    else:
+        connected = connect_ray(address, connect_timeout_s, plan.credentials)
     check_store_reachable(plan.store, shared_fs)
     if address is None:
         check_resources_fit(plan.config.resources)
+    return connected
 
 
 def plan_queues(plan: SweepPlan, address: str | None, budget: MemoryBudget | None, log: Log) -> list[Queue]:
     """The networks to train in packs, the packs in queues (one per Tune trial) for the
     connected Ray's trial slots; on a cluster, sized for its smallest worker's memory."""
+    from orchestrator.catalog.naming import configuration_labels
+    from orchestrator.run.budget import cluster_budget
+    from orchestrator.run.cluster import trial_slots
+    from orchestrator.run.packing import check_smallest_trials, make_packs, make_queues, pack_cost, pack_shape
+
     config, datasets = plan.config, plan.datasets
     if address is not None:
         budget = cluster_budget(config.resources, log)
@@ -155,3 +224,11 @@ def plan_queues(plan: SweepPlan, address: str | None, budget: MemoryBudget | Non
     if len(queues) < len(packs):
         log(f"{len(packs)} packs in {len(queues)} Tune trials (queues of packs)")
     return queues
+
+
+def put_datasets(plan: SweepPlan) -> dict[str, ray.ObjectRef]:
+    """The sweep's datasets in Ray's object store, once for every task and trial (they read the
+    arrays in place)."""
+    import ray
+
+    return {name: ray.put(arrays) for name, arrays in plan.datasets.items()}

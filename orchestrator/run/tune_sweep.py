@@ -4,15 +4,20 @@ The trials' configs (the store's location with its credentials, the W&B settings
 with the datasets through Ray's object store, not in ``param_space``: Tune writes that into
 the store. Tune pickles its storage filesystem into files under ``tune/``: it gets one built
 without the URI's credentials, which reach it (and the workers) as environment variables.
+
+Of Tune's loggers only the JSON one runs (its ``result.json`` is what Tune reads back at the
+end): no CSV, no TensorBoard files nobody reads, and no tensorboardX import.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +25,7 @@ from typing import Any
 import ray
 import ray._private.worker as ray_worker
 from ray import tune
+from ray.tune.logger import JsonLoggerCallback
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from orchestrator.catalog.naming import configuration_labels
@@ -36,7 +42,8 @@ from trainables.store.uri import split_credentials
 from trainables.worker import fault_injection
 from trainables.worker.pack_board import PackBoard
 from trainables.worker.tune_trial import TuneTrialConfig, run_tune_trial
-from trainables.worker.wandb_log import WandbSpec
+from trainables.worker.wandb_spec import WandbSpec
+from trainables.worker.work_times import WorkTimes
 
 Queue = list[list[TrialSpec]]
 """The packs one Tune trial works through, one after the other."""
@@ -96,21 +103,45 @@ def pack_labels(plan: SweepPlan, queues: list[Queue]) -> dict[str, str]:
     return {pack[0].trial_id: labels[pack[0].config_id] for queue in queues for pack in queue}
 
 
+class WorkTimesCallback(tune.Callback):
+    """The latest :class:`WorkTimes` each Tune trial reported (``work_times`` in its results)."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, WorkTimes] = {}
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        if result.get("work_times"):
+            self.times[label(trial)] = WorkTimes.from_json(result["work_times"])
+
+
+@dataclass(frozen=True)
+class Training:
+    """What :func:`train_queues` did: the networks ``completed``, and when Tune was started
+    (``began``, Unix time) with what each trial reported of its time."""
+
+    completed: int
+    began: float
+    times: list[WorkTimes] = field(default_factory=list)
+
+
 def train_queues(
-    plan: SweepPlan, queues: list[Queue], wandb: WandbSpec | None, log: Log, costs: list[float] | None = None
-) -> int:
+    plan: SweepPlan, queues: list[Queue], wandb: WandbSpec | None, log: Log, costs: list[float] | None = None,
+    datasets: dict[str, ray.ObjectRef] | None = None,
+) -> Training:
     """Run every queue as a Tune trial (Ray must be connected), packs handed out by a PackBoard
-    (``costs``: each pack's work, in queue order); the networks now trained. Tune's own messages
-    (a dead worker's traceback) go to a log file. A store that refused every write ends it with
-    StoreUnwritable."""
+    (``costs``: each pack's work, in queue order). ``datasets``: the datasets already in Ray's
+    object store (put once for the sweep's tasks and trials); else they are put here. Tune's own
+    messages (a dead worker's traceback) go to a log file. A store that refused every write ends it
+    with StoreUnwritable."""
     config, store = plan.config, plan.store
+    began = time.time()
     tune_location, credentials = split_credentials(store.location)
     os.environ.update(credentials)
     board = pack_board(queues, costs or [1.0] * sum(len(queue) for queue in queues))
     trials = trial_configs(plan, queues, wandb, board)
     resources = {"cpu": config.resources.cpu_per_trial, "gpu": config.resources.gpu_per_trial}
     trainable = tune.with_resources(
-        tune.with_parameters(run_tune_trial, datasets=plan.datasets, trials=trials), resources
+        tune.with_parameters(run_tune_trial, datasets=datasets or plan.datasets, trials=trials), resources
     )
     # Checkpoints can be frequent with short epochs (checkpoint_seconds: 0); Tune would
     # warn about its own experiment snapshots each time.
@@ -122,6 +153,8 @@ def train_queues(
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     log_path = new_log_path("tune")
     progress = ProgressCallback(networks_per_pack(queues, plan.todo), board, log, pack_labels(plan, queues))
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # the JSON logger is passed below
+    work_times = WorkTimesCallback()
     tuner = tune.Tuner(
         trainable,
         param_space={"label": tune.grid_search(list(trials))},
@@ -138,7 +171,7 @@ def train_queues(
             storage_filesystem=Store.open(tune_location).fs if credentials else store.fs,
             failure_config=tune.FailureConfig(max_failures=MAX_RETRIES),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[progress],
+            callbacks=[progress, work_times, JsonLoggerCallback()],
             verbose=0,
         ),
     )
@@ -150,7 +183,8 @@ def train_queues(
     if reason is not None:
         raise StoreUnwritable(reason)
     now_finished = store.completed_trial_ids()
-    return sum(spec.trial_id in now_finished for spec in plan.todo)
+    completed = sum(spec.trial_id in now_finished for spec in plan.todo)
+    return Training(completed, began, list(work_times.times.values()))
 
 
 TUNE_LOGGERS = ("ray.tune", "ray.train", "ray.air")

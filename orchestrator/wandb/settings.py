@@ -19,7 +19,7 @@ import ray
 from orchestrator.config.blocks import WandbConfig
 from orchestrator.config.values import ConfigError
 from trainables.store import Store, layout
-from trainables.worker.wandb_log import WandbSpec
+from trainables.worker.wandb_spec import WandbSpec
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 DEFAULT_INIT_TIMEOUT_SECONDS = 60.0

@@ -2,16 +2,20 @@
 
 Arrays travel through Ray's object store as :class:`DatasetArrays` (uint8 pixels);
 :meth:`DatasetArrays.tensors` turns them into pre-normalised float32 tensors on a
-trial's device.
+trial's device. Loading arrays needs numpy only: the driver reads a dataset (and
+expands the grid) before it has imported torch.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,8 @@ class DatasetArrays:
 
     def tensors(self, device: torch.device | str) -> DatasetTensors:
         """Pre-normalised float32 features and int64 labels on ``device``."""
+        import torch  # here, not above: the driver loads datasets before it needs torch
+
         return DatasetTensors(
             x_train=self._features(self.x_train, device),
             y_train=_as_tensor(self.y_train).to(device, torch.int64),
@@ -71,12 +77,16 @@ class DatasetArrays:
     def _features(self, x: np.ndarray, device: torch.device | str) -> torch.Tensor:
         # Copy the compact raw values to the device first, convert there. Out of
         # place throughout: the source may be a read-only object-store buffer.
+        import torch
+
         raw = _as_tensor(x).to(device).to(torch.float32)
         return (raw / self.pixel_scale - self.mean) / self.std
 
 
 def _as_tensor(a: np.ndarray) -> torch.Tensor:
     """A tensor sharing ``a``'s memory; arrays from Ray's object store are read-only."""
+    import torch
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return torch.from_numpy(a)

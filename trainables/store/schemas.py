@@ -47,6 +47,7 @@ TRIALS_SCHEMA = pa.schema(
         ("cublas_version", pa.string()),  # the cuBLAS wheel's version on a GPU, null on a CPU or unknown
         ("status", pa.string()),  # "ok", or "diverged" (non-finite training loss); null in older rows = ok
         ("diverged_epoch", pa.int32()),  # the epoch whose training loss was non-finite; null unless diverged
+        ("write_seconds", pa.float64()),  # writing the network's other files (weights, spec, index rows)
     ]
 )
 

@@ -22,10 +22,9 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -34,6 +33,9 @@ from trainables.store import layout
 from trainables.store.criticality_rows import complete_legacy_rows
 from trainables.store.schemas import TABLE_SCHEMAS
 from trainables.store.uri import redact_secrets
+
+if TYPE_CHECKING:
+    import pyarrow.dataset as ds
 
 # Filesystems whose output stream only becomes visible, whole, when closed.
 _ATOMIC_ON_CLOSE = frozenset({"s3", "gcs"})
@@ -334,6 +336,8 @@ class Store:
         files = [self.path(p) for p in self.list_files(layout.index_dir(table))]
         if not files:
             return schema.empty_table()
+        import pyarrow.dataset as ds  # imports pandas (0.3 s): only once an index is read
+
         dataset = ds.dataset(files, schema=schema, format="parquet", filesystem=self.fs)
         try:
             rows = dataset.to_table(filter=filter)

@@ -6,6 +6,7 @@ the store, so a worker needs neither a local dataset nor the training run.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -15,16 +16,32 @@ from trainables.measure.stored import Missing, measure_stored
 from trainables.spec import TrialSpec
 from trainables.store import Store
 from trainables.train.device import make_deterministic, trial_device
+from trainables.worker.work_times import Stopwatch, WorkTimes
+
+
+@dataclass(frozen=True)
+class MeasuredNetwork:
+    """What a task measured: the ``rows`` it wrote and where its time went (``measure`` holds
+    the reading of the weights, the measuring and the writing of the rows)."""
+
+    rows: int
+    times: WorkTimes
 
 
 def measure_network_task(
     store_location: str, spec: dict[str, Any], missing: Missing, data: DatasetArrays, gpu_share: float,
     threads: int,
-) -> int:
+) -> MeasuredNetwork:
     """Measure what the network ``spec`` lacks (swap keys, movement, criticality) from its
-    stored weights; the rows written."""
+    stored weights and write the rows."""
     make_deterministic()
     torch.set_num_threads(max(1, threads))
     device = trial_device(gpu_share)
     trial = TrialSpec.from_dict(spec)
-    return measure_stored(Store.open(store_location), trial, missing, data.tensors(device), device)
+    tensors = data.tensors(device)
+    times = WorkTimes()
+    times.mark_ready()
+    with Stopwatch(times, "measure"):
+        rows = measure_stored(Store.open(store_location), trial, missing, tensors, device)
+    times.mark_end()
+    return MeasuredNetwork(rows, times)

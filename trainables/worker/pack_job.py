@@ -3,7 +3,9 @@
 Write order: spec.json, the weights files, then the weights, swaps, layers
 (weight movement) and criticality (when the plan asks for it) index rows,
 and the trial row last: a trial row means every other file of that
-trial is complete.
+trial is complete. The writes go through a :class:`StoreWriter`: in a Tune
+trial one helper thread writes them, in that order, while the trial trains
+the next pack; called without one, everything is written before the call returns.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from trainables.models.family import StateDict, layer_of_keys
 from trainables.plan import MeasurementPlan
 from trainables.spec import TrialSpec
 from trainables.store import Store, layout
-from trainables.store.schemas import SWAPS_SCHEMA, TRIALS_SCHEMA
+from trainables.store.schemas import TABLE_SCHEMAS, TRIALS_SCHEMA
 from trainables.train.cuda_graphs import graphs_enabled
 from trainables.train.device import cuda_columns
 from trainables.train.network import (
@@ -48,6 +50,8 @@ from trainables.train.network import (
     train_network,
 )
 from trainables.train.pack import PackEpochCallback, PackResume, train_pack
+from trainables.worker.store_writer import StoreWriter, Written
+from trainables.worker.work_times import Stopwatch, WorkTimes
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,10 @@ def save_checkpoint(
     store: Store, trial_id: str, epoch: int, state: StateDict, layers: dict[str, str]
 ) -> list[dict]:
     """Write one epoch's safetensors file (metadata ``epoch``, ``trial_id``, in that order);
-    return its weights index rows."""
+    return its weights index rows.
+
+    ``state`` must not change meanwhile (a checkpoint's copies; a helper thread may run this).
+    """
     tensors = {key: value.detach().cpu().contiguous() for key, value in state.items()}
     metadata_ = {"trial_id": trial_id, "epoch": str(epoch)}
     data = with_sorted_metadata(safetensors.torch.save(tensors, metadata=metadata_))
@@ -130,6 +137,8 @@ def run_networks(
     on_epoch: EpochCallback | PackEpochCallback | None = None,
     resume_from: TrainingState | None = None,
     finished: frozenset[str] = frozenset(),
+    writer: StoreWriter | None = None,
+    times: WorkTimes | None = None,
 ) -> list[NetworkResult]:
     """Train ``specs`` (one network, or a pack trained together), measure ``plan``, write the store.
 
@@ -137,19 +146,25 @@ def run_networks(
     trial resumed from ``resume_from`` reads the earlier ones back. A pack
     resumed from ``resume_from`` is the whole pack it was checkpointed with,
     so networks in ``finished`` are trained along, but their files are neither
-    rewritten nor recorded again.
+    rewritten nor recorded again. With a background ``writer`` the files may
+    still be being written when this returns: each result's ``written``
+    settles them. ``times`` (optional) adds up the seconds spent training,
+    measuring and writing.
     """
+    writer = writer or StoreWriter(store, background=False, times=times)
     first = specs[0]
     network = structure(first, data.input_shape, data.n_classes)
     layers = layer_of_keys(registry.family(first.model).layers(network))
-    for spec in specs:
+    written = [writer.network() for _ in specs]
+    for spec, handle in zip(specs, written, strict=True):
         if spec.trial_id not in finished:
-            store.write_bytes(layout.spec_path(spec.trial_id), spec.canonical_json())
+            writer.submit(handle, partial(write_spec, spec))
     weight_rows: list[list[dict]] = [[] for _ in specs]
 
     def save_snapshot(k: int, epoch: int, state: StateDict) -> None:
         if specs[k].trial_id not in finished:
-            weight_rows[k].extend(save_checkpoint(store, specs[k].trial_id, epoch, state, layers))
+            writer.submit(written[k], partial(write_checkpoint, specs[k].trial_id, epoch, state, layers,
+                                              weight_rows[k]))
 
     snapshots: list[dict[int, StateDict]] = [{} for _ in specs]
     if resume_from is not None:
@@ -158,25 +173,37 @@ def run_networks(
         for k, network in enumerate(snapshots):
             for epoch, state in sorted(network.items()):
                 weight_rows[k].extend(checkpoint_rows(specs[k].trial_id, epoch, state, layers))
-    if len(specs) == 1:
-        resume = Resume(resume_from, snapshots[0]) if resume_from is not None else None
-        networks = [
-            train_network(first, data, placement.device, on_epoch, partial(save_snapshot, 0), resume,
-                          graphs_enabled())
-        ]
-    else:
-        pack_resume = PackResume(resume_from, snapshots) if resume_from is not None else None
-        networks = train_pack(
-            specs, data, placement.device, on_epoch, save_snapshot, pack_resume, graphs_enabled()
-        )
+    with Stopwatch(times, "train"):
+        if len(specs) == 1:
+            resume = Resume(resume_from, snapshots[0]) if resume_from is not None else None
+            networks = [
+                train_network(first, data, placement.device, on_epoch, partial(save_snapshot, 0), resume,
+                              graphs_enabled())
+            ]
+        else:
+            pack_resume = PackResume(resume_from, snapshots) if resume_from is not None else None
+            networks = train_pack(
+                specs, data, placement.device, on_epoch, save_snapshot, pack_resume, graphs_enabled()
+            )
     return [
         record_network(
             spec, plan, network, rows, data, store, sweep, placement, len(specs),
-            resume_from.epoch if resume_from is not None else None,
+            resume_from.epoch if resume_from is not None else None, writer, handle, times,
         )
-        for spec, network, rows in zip(specs, networks, weight_rows, strict=True)
+        for spec, network, rows, handle in zip(specs, networks, weight_rows, written, strict=True)
         if spec.trial_id not in finished
     ]
+
+
+def write_spec(spec: TrialSpec, store: Store) -> None:
+    store.write_bytes(layout.spec_path(spec.trial_id), spec.canonical_json())
+
+
+def write_checkpoint(
+    trial_id: str, epoch: int, state: StateDict, layers: dict[str, str], rows: list[dict], store: Store
+) -> None:
+    """Write one checkpoint's file and add its weights index rows to ``rows``."""
+    rows.extend(save_checkpoint(store, trial_id, epoch, state, layers))
 
 
 def run_network(
@@ -203,8 +230,12 @@ def spec_columns(spec: TrialSpec) -> dict:
 
 @dataclass(frozen=True)
 class NetworkResult:
+    """A measured network: its trial row and swap rows, and the handle of its writes (settled once
+    :meth:`Written.result` returns; a synchronous writer's are settled already)."""
+
     trial_row: dict
     swap_rows: list[dict]
+    written: Written
 
 
 def record_network(
@@ -218,40 +249,71 @@ def record_network(
     placement: Placement,
     pack_size: int,
     resumed_from_epoch: int | None = None,
+    writer: StoreWriter | None = None,
+    written: Written | None = None,
+    times: WorkTimes | None = None,
 ) -> NetworkResult:
     """Measure ``plan`` on a trained network and write its index rows, trial row last.
 
-    ``weight_rows`` describe its checkpoint files, already written;
-    ``pack_size`` is how many networks were trained together with it.
+    ``weight_rows`` describe its checkpoint files (complete once the writes
+    submitted before are done); ``pack_size`` is how many networks were
+    trained together with it. The rows are written through ``writer`` (default:
+    at once) as part of ``written``. A network that diverged is recorded as
+    :func:`diverged_tables` says.
     """
-    trial_id = spec.trial_id
+    writer = writer or StoreWriter(store, background=False, times=times)
+    written = written if written is not None else writer.network()
     if network.diverged_epoch is not None:
-        return record_diverged(spec, network, weight_rows, data, store, sweep, placement, pack_size,
-                               resumed_from_epoch)
-    swap_started = time.perf_counter()
-    keys = wanted_keys(spec, plan, data.input_shape, data.n_classes)
-    swap_rows = measure(spec, network.model, network.checkpoints, data, keys)
-    swap_seconds = time.perf_counter() - swap_started
-    movement = network_movement(spec, network.model, network.checkpoints)
-    criticality = (
-        network_criticality(spec, network.model, network.checkpoints, data, plan.criticality)
-        if plan.criticality is not None else []
-    )
-    trained = network.checkpoints[spec.epochs]
-    train_acc = evaluate(network.model, trained, data.x_train, data.y_train).test_acc
-    baseline = {row["epoch"]: row for row in swap_rows if row["kind"] == "none"}
+        trial_row, tables = diverged_tables(spec, network, weight_rows, data, sweep, placement, pack_size,
+                                            resumed_from_epoch)
+    else:
+        with Stopwatch(times, "measure"):
+            swap_started = time.perf_counter()
+            keys = wanted_keys(spec, plan, data.input_shape, data.n_classes)
+            swap_rows = measure(spec, network.model, network.checkpoints, data, keys)
+            swap_seconds = time.perf_counter() - swap_started
+            movement = network_movement(spec, network.model, network.checkpoints)
+            criticality = (
+                network_criticality(spec, network.model, network.checkpoints, data, plan.criticality)
+                if plan.criticality is not None else []
+            )
+            trained = network.checkpoints[spec.epochs]
+            train_acc = evaluate(network.model, trained, data.x_train, data.y_train).test_acc
+        baseline = {row["epoch"]: row for row in swap_rows if row["kind"] == "none"}
+        trial_row = trial_row_of(
+            spec, network, data, sweep, placement, pack_size, resumed_from_epoch,
+            test_acc=baseline[spec.epochs]["test_acc"], test_loss=baseline[spec.epochs]["test_loss"],
+            init_test_acc=baseline[0]["test_acc"], swap_seconds=swap_seconds, train_acc=train_acc,
+        )
+        tables = {"weights": weight_rows, "swaps": swap_rows, "layers": movement, "criticality": criticality}
+    for table, rows in tables.items():
+        if rows or table in ("weights", "swaps"):
+            writer.submit(written, partial(write_rows, table, spec.trial_id, rows))
+    writer.submit(written, partial(write_trial_row, trial_row, written))
+    return NetworkResult(trial_row, tables["swaps"], written)
+
+
+def diverged_tables(
+    spec: TrialSpec,
+    network: TrainedNetwork,
+    weight_rows: list[dict],
+    data: DatasetTensors,
+    sweep: str,
+    placement: Placement,
+    pack_size: int,
+    resumed_from_epoch: int | None,
+) -> tuple[dict, dict[str, list[dict]]]:
+    """The trial row and index rows of a network whose training loss became non-finite: its
+    checkpoints before that epoch, no swaps and no movement (there is no trained network to
+    measure), and a trial row with ``status`` diverged, the epoch, NaN trained accuracies and the
+    epoch-0 accuracy."""
+    initial = evaluate(network.model, network.checkpoints[0], data.x_test, data.y_test)
+    nan = float("nan")
     trial_row = trial_row_of(
         spec, network, data, sweep, placement, pack_size, resumed_from_epoch,
-        test_acc=baseline[spec.epochs]["test_acc"], test_loss=baseline[spec.epochs]["test_loss"],
-        init_test_acc=baseline[0]["test_acc"], swap_seconds=swap_seconds, train_acc=train_acc,
+        test_acc=nan, test_loss=nan, init_test_acc=initial.test_acc, swap_seconds=0.0, train_acc=nan,
     )
-    store.write_index("weights", trial_id, pa.Table.from_pylist(weight_rows))
-    store.write_index("swaps", trial_id, pa.Table.from_pylist(swap_rows))
-    store.write_index("layers", trial_id, pa.Table.from_pylist(movement))
-    if criticality:
-        store.write_index("criticality", trial_id, pa.Table.from_pylist(criticality))
-    store.write_index("trials", trial_id, pa.Table.from_pylist([trial_row]))
-    return NetworkResult(trial_row, swap_rows)
+    return trial_row, {"weights": weight_rows, "swaps": []}
 
 
 def trial_row_of(
@@ -291,27 +353,13 @@ def trial_row_of(
     }
 
 
-def record_diverged(
-    spec: TrialSpec,
-    network: TrainedNetwork,
-    weight_rows: list[dict],
-    data: DatasetTensors,
-    store: Store,
-    sweep: str,
-    placement: Placement,
-    pack_size: int,
-    resumed_from_epoch: int | None,
-) -> NetworkResult:
-    """Record a network whose training loss became non-finite: its checkpoints before that epoch
-    (already written), no swaps and no movement (there is no trained network to measure), and a
-    trial row with ``status`` diverged, the epoch, NaN trained accuracies and the epoch-0 accuracy."""
-    initial = evaluate(network.model, network.checkpoints[0], data.x_test, data.y_test)
-    nan = float("nan")
-    trial_row = trial_row_of(
-        spec, network, data, sweep, placement, pack_size, resumed_from_epoch,
-        test_acc=nan, test_loss=nan, init_test_acc=initial.test_acc, swap_seconds=0.0, train_acc=nan,
-    )
-    store.write_index("weights", spec.trial_id, pa.Table.from_pylist(weight_rows))
-    store.write_index("swaps", spec.trial_id, SWAPS_SCHEMA.empty_table())
-    store.write_index("trials", spec.trial_id, pa.Table.from_pylist([trial_row]))
-    return NetworkResult(trial_row, [])
+def write_rows(table: str, trial_id: str, rows: list[dict], store: Store) -> None:
+    """One index file of ``rows`` (an empty swaps file has the table's schema)."""
+    table_rows = pa.Table.from_pylist(rows) if rows else TABLE_SCHEMAS[table].empty_table()
+    store.write_index(table, trial_id, table_rows)
+
+
+def write_trial_row(row: dict, written: Written, store: Store) -> None:
+    """The trial row, last, with the seconds its network's other files took to write."""
+    row = {**row, "finished_at": datetime.now(UTC), "write_seconds": written.seconds}
+    store.write_index("trials", row["trial_id"], pa.Table.from_pylist([row]))

@@ -18,7 +18,6 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,30 +27,10 @@ from trainables.measure.stored import structure
 from trainables.models.family import StateDict
 from trainables.spec import TrialSpec
 from trainables.store import Store, layout
+from trainables.worker.wandb_spec import WandbSpec
 
 SWAP_TABLE_COLUMNS = ("kind", "layer", "epoch", "alpha", "draw", "test_acc", "test_loss")
 SUMMARY_KEYS = ("test_acc", "test_loss", "init_test_acc", "train_acc", "train_seconds", "swap_seconds")
-
-
-@dataclass(frozen=True)
-class WandbSpec:
-    """W&B settings as resolved on the driver: what every worker's run uses.
-
-    ``mode`` is online or offline. ``dir`` is an absolute folder on the
-    driver's Ray node ``home_node`` ("" = whatever node runs this); W&B writes
-    runs to ``<dir>/wandb/``. The settings reach workers through Ray's object
-store, never in a trial config that Tune writes to disk (``api_key``).
-    """
-
-    mode: str
-    dir: str
-    project: str | None = None
-    entity: str | None = None
-    tags: tuple[str, ...] = ()
-    api_key: str | None = field(default=None, repr=False)
-    base_url: str | None = None
-    home_node: str = ""
-    init_timeout_seconds: float = 60.0
 
 
 def start_run(

@@ -1,0 +1,87 @@
+"""Time to the first result: Ray starts while the sweep plans, a refusal meanwhile leaves no Ray,
+and the last line of sweep and analyze says where the time went."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator.run.budget import machine_memory_bytes
+from tests.helpers import ray_processes_of, tiny_raw_config
+
+ROOT = Path(__file__).resolve().parent.parent
+PHASES = re.compile(r"in (\d+\.\d) s: (.*)$")
+
+
+def cli(*argv: str, timeout: float = 300) -> tuple[subprocess.CompletedProcess, float, int]:
+    """(result, wall seconds, pid) of ``layerswap`` in a fresh process."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    out, err = process.communicate(timeout=timeout)
+    wall = time.perf_counter() - started
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err), wall, process.pid
+
+
+def phases_of(line: str) -> tuple[float, dict[str, float]]:
+    match = PHASES.search(line)
+    assert match, line
+    parts = [part.rsplit(" ", 1) for part in match[2].split(", ")]
+    return float(match[1]), {name: float(value) for name, value in parts}
+
+
+def test_the_sweep_module_imports_neither_torch_nor_ray_tune():
+    """Ray's start waits for nothing heavy: torch and Tune are imported while it starts."""
+    code = ("import sys, orchestrator.run.sweep\n"
+            "print(sorted(m for m in ('torch', 'ray.tune') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                            timeout=120)
+    assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_a_sweep_refused_while_ray_starts_leaves_no_ray_and_one_line(tmp_path):
+    width = math.ceil(math.sqrt(2 * machine_memory_bytes() / 4 / 5))  # twice this machine's memory
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_raw_config(tmp_path / "store", widths=[[width, width]], seeds=1)))
+    result, _, pid = cli("sweep", str(config))
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"layerswap: error: widths [{width}, {width}]: a trial of 1 network(s) needs ")
+    assert not (tmp_path / "store").exists()
+    assert ray_processes_of(pid) == []
+
+
+def test_the_last_lines_of_sweep_and_analyze_say_where_their_time_went(tmp_path):
+    store = tmp_path / "store"
+    config = tmp_path / "config.yaml"
+    raw = tiny_raw_config(store, widths=[[8]], seeds=1, epochs=1, checkpoints=[0, 1])
+    config.write_text(yaml.safe_dump(raw))
+    result, wall, pid = cli("sweep", str(config))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[-3].startswith("store: ") and lines[-2].startswith("report: ")
+    assert lines[-1].startswith("sweep tiny: 1 trained, 0 skipped (already trained), 0 failed; ")
+    total, phases = phases_of(lines[-1])
+    assert {"plan", "workers", "training", "measuring", "report"} <= set(phases), lines[-1]
+    assert set(phases) <= {"plan", "ray", "workers", "training", "measuring", "writing", "report", "the rest"}
+    assert sum(phases.values()) == pytest.approx(total, abs=0.05 * len(phases) + 0.01)
+    assert 0.5 * wall < total <= wall  # from the process's start to its last line; Ray already stopped
+    assert ray_processes_of(pid) == []
+
+    result, wall, _ = cli("analyze", str(store), "--swaps", "rerandomize", "--draws", "2")
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("analyze: 1 networks measured (2 new rows), 0 failed, in "), last
+    total, phases = phases_of(last)
+    assert {"plan", "ray", "workers", "measuring"} <= set(phases), last
+    assert sum(phases.values()) == pytest.approx(total, abs=0.05 * len(phases) + 0.01)
