@@ -34,10 +34,6 @@ from trainables.store import Store
 SweepAxes = Mapping[str, tuple[str, ...]]
 """``{sweep: (axis key, ...)}``: the grid axes of each sweep that has any."""
 
-SHARED_COLUMNS = ("dataset", "model")
-"""Axis keys that are columns of the stats tables already."""
-
-
 def sweep_axes(store: Store) -> dict[str, tuple[str, ...]]:
     """The grid axes of every sweep of ``store`` that has any (from its stored records; one that is
     not a record is a StoreError). Keys that are no grid key (a record written by hand) are left out."""
