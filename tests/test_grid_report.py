@@ -229,6 +229,7 @@ def test_axis_scales_follow_the_values() -> None:
     assert precision.position("fp32") == 1.0
     assert axis_positions("optimizer.nesterov", [True, False]).ticks == ("off", "on")
     assert axis_positions("checkpoints", [(0, 3), (0, 1, 3)]).ticks == ("0-1-3", "0-3")
+    assert axis_positions("optimizer.lr", []).values == ()  # no configuration has a value
 
 
 def test_more_panels_than_a_figure_shows_are_a_table(tmp_path: Path) -> None:

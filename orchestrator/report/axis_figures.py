@@ -59,7 +59,8 @@ def axis_positions(key: str, values: Sequence[object]) -> AxisPositions:
         scale = "category"
     else:
         numbers = [float(v) for v in distinct]
-        scale = "log" if min(numbers) > 0 and max(numbers) >= LOG_RATIO * min(numbers) else "linear"
+        wide = bool(numbers) and min(numbers) > 0 and max(numbers) >= LOG_RATIO * min(numbers)
+        scale = "log" if wide else "linear"
     return AxisPositions(key, tuple(distinct), tuple(format_value(v) for v in distinct), scale)
 
 
