@@ -280,3 +280,16 @@ def test_a_real_grid_sweep_reports_along_its_axis_and_a_plain_sweep_does_not(loc
                   & (written["widths"].map(tuple) == (12,))].sort_values("optimizer.lr")
     assert narrow.x.tolist() == [0.05, 0.1] and narrow.mean[0, 0].tolist() == fc1["mean_acc"].tolist()
     assert narrow.layers == ("fc1", "fc2") and data.kinds == ("reinit@0", "rerandomize")
+
+
+def test_a_store_without_a_grid_has_no_axis_columns_and_no_axis_section(tmp_path: Path) -> None:
+    store = Store.open(str(tmp_path / "store"))
+    write_sweep(store, "plain", (0.01, 0.1), WIDTHS[:1], 2, None, criticality=True)  # lr differs, no grid
+    write_report(store)
+    assert sweep_axes(store) == {}
+    assert pq.read_table(report_dir(store) / "stats.parquet").column_names == STATS_COLUMNS
+    assert pq.read_table(report_dir(store) / "layer_stats.parquet").column_names == LAYER_STATS_COLUMNS
+    assert (report_dir(store) / "stats.csv").read_text().splitlines()[0] == ",".join(STATS_COLUMNS)
+    md = (report_dir(store) / "report.md").read_text()
+    assert "along the grid axes" not in md and "is a grid over" not in md
+    assert not list(report_dir(store).glob("axis-*.png"))
