@@ -4,6 +4,7 @@ by the report; one real grid sweep on Ray."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -211,7 +212,14 @@ def test_the_drawing_puts_the_values_on_the_axis_with_a_line_per_layer(grid_stor
     assert [t.get_text() for t in axes.get_xticklabels()] == ["0.01", "0.03", "0.1"]
     assert axes.get_ylim() == (0, 101.5) and "widths 8-4" in axes.get_title()
     legend = [text.get_text() for text in figure.legends[0].get_texts()]
-    assert legend == ["fc1", "fc2", "fc3", "trained network", "chance (1/n_classes)"]
+    assert legend == ["trained network", "chance (1/n_classes)"]  # the panels differ in depth:
+    panel_legends = [[t.get_text() for t in figure.axes[i].get_legend().get_texts()] for i in (0, 1)]
+    assert panel_legends == [["fc1", "fc2"], ["fc1", "fc2", "fc3"]]  # each names its own layers
+    one = axis_plots.plot_axis_layers(dataclasses.replace(data, panels=data.panels[1:]), "t")
+    assert [text.get_text() for text in one.legends[0].get_texts()] == [
+        "fc1", "fc2", "fc3", "trained network", "chance (1/n_classes)"
+    ]
+    assert one.axes[0].get_legend() is None
     lines = [line for line in axes.get_lines() if line.get_marker() in ("o", "s", "^")]  # not the caps
     assert [line.get_marker() for line in lines] == ["o", "s", "^"]  # fc1-fc3, a marker each
     assert len({str(line.get_color()) for line in lines}) == 3

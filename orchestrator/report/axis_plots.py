@@ -142,7 +142,13 @@ def plot_axis_layers(figure_data: AxisFigure, title: str) -> Figure:
             axes.set_ylabel("test accuracy (%), mean ± 95% CI", fontsize=8)
             panel_title = KIND_TITLES.get(kind, kind) + (f" — {panel.title}" if panel.title else "")
             axes.set_title(fitted(panel_title, PANEL_SIZE[0], 9), fontsize=9)
-    handles, names = _legend_entries(cells, widest, data)
+    shared = all(panel.layers == widest.layers for panel in data.panels)
+    if not many and not shared:  # a layer's colour is its depth, which differs between the panels
+        for panel, column in zip(data.panels, cells, strict=True):
+            found = dict(zip(*reversed(column[0].get_legend_handles_labels()), strict=True))
+            column[0].legend([found[layer] for layer in panel.layers if layer in found],
+                             [layer for layer in panel.layers if layer in found], fontsize=7, loc="best")
+    handles, names = _legend_entries(cells, widest, data, layers=shared and not many)
     if many:
         mappable = ScalarMappable(Normalize(0, 1 / 0.85), colormaps["viridis"])  # as _layer_style colours
         bar = figure.colorbar(mappable, ax=[a for column in cells for a in column],
@@ -153,17 +159,17 @@ def plot_axis_layers(figure_data: AxisFigure, title: str) -> Figure:
     return figure
 
 
-def _legend_entries(cells: list[list], widest, data: AxisFigure) -> tuple[list, list[str]]:
-    """The layers of the panel with most of them (none beyond ``MANY_LAYERS``: a colour bar says
-    depth), then the reference lines."""
+def _legend_entries(cells: list[list], widest, data: AxisFigure, layers: bool) -> tuple[list, list[str]]:
+    """For the figure's legend: the layers of the panel with most of them when ``layers`` (else a
+    colour bar or each panel's own legend says them), then the reference lines."""
     found: dict[str, object] = {}
     for column, panel in zip(cells, data.panels, strict=True):
         if panel is widest:
             for axes in column:
                 for handle, name in zip(*axes.get_legend_handles_labels(), strict=True):
                     found.setdefault(name, handle)
-    layers = [] if len(widest.layers) > MANY_LAYERS else [name for name in widest.layers if name in found]
-    names = layers + [name for name in found if name not in widest.layers]
+    shown = [name for name in widest.layers if name in found] if layers else []
+    names = shown + [name for name in found if name not in widest.layers]
     return [found[name] for name in names], names
 
 
