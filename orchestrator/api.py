@@ -112,12 +112,15 @@ class StoreReader:
         ``--sweep``) would write (one row per sweep, config_id, kind, layer, epoch, alpha; ``n``
         seeds, ``mean_acc``, ``std_acc``, Student-t ``ci95_low``/``ci95_high``, ``min_acc``,
         ``max_acc``, the drop against the same seed's trained network: ``mean_drop``,
-        ``drop_ci95_low``, ``drop_ci95_high``; NaN spreads where n < 2)."""
-        from orchestrator.catalog.contents import load_contents
+        ``drop_ci95_low``, ``drop_ci95_high``; NaN spreads where n < 2; then one column per grid
+        axis, e.g. ``optimizer.lr``, null for sweeps without it)."""
+        from orchestrator.catalog.contents import load_contents, without_diverged
+        from orchestrator.report.axes import sweep_axes
         from orchestrator.report.stats import compute_stats, stats_to_arrow
 
-        contents = load_contents(self._store, sweep)
-        return stats_to_arrow(compute_stats(contents.trials, contents.swaps)).to_pandas()
+        contents = without_diverged(load_contents(self._store, sweep))  # as the report: trained networks only
+        stats = compute_stats(contents.trials, contents.swaps, sweep_axes(self._store))
+        return stats_to_arrow(stats).to_pandas()
 
     # Networks -------------------------------------------------------------------------------
 

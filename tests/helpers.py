@@ -5,6 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def lr_grid(store: Path, lrs, **overrides) -> dict:
+    """The tiny config with a learning-rate axis (its optimizer block names no lr)."""
+    axis = {"optimizer": {"name": "sgd"}, "grid": {"optimizer.lr": list(lrs)}}
+    return tiny_raw_config(store, **{**axis, **overrides})
+
+
 def tiny_raw_config(store: Path, **overrides) -> dict:
     raw = {
         "name": "tiny",

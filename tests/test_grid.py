@@ -19,17 +19,11 @@ from orchestrator.config.sweep_config import RECORD_V2_KEYS, ConfigError, parse_
 from orchestrator.run.budget import cpu_budget, machine_memory_bytes, trial_need_bytes
 from orchestrator.run.packing import check_buildable, make_packs, optimizer_slots, pack_shape
 from orchestrator.run.sweep import run_sweep
-from tests.helpers import tiny_raw_config
+from tests.helpers import lr_grid, tiny_raw_config
 from trainables.data.datasets import load_dataset
 from trainables.spec import OptimizerSpec, TrialSpec, training_fields
 from trainables.store import Store
 from trainables.train.footprint import PackShape
-
-
-def lr_grid(store, lrs, **overrides) -> dict:
-    """The tiny config with a learning-rate axis (its optimizer block names no lr)."""
-    axis = {"optimizer": {"name": "sgd"}, "grid": {"optimizer.lr": list(lrs)}}
-    return tiny_raw_config(store, **{**axis, **overrides})
 
 
 def test_grid_keys_are_the_spec_fields_and_their_blocks_fields():

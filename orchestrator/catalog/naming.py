@@ -102,7 +102,7 @@ def _part(field: str, value: object) -> str:
     return f"{SHORT_NAMES.get(field, field.rsplit('.', 1)[-1])} {shown}"
 
 
-def _order_key(value: object) -> tuple:
+def order_key(value: object) -> tuple:
     """Defaults (missing fields) first, numbers by magnitude, sequences element by element, anything
     else by its text."""
     if value is MISSING or value is None:
@@ -110,7 +110,7 @@ def _order_key(value: object) -> tuple:
     if isinstance(value, bool | int | float):
         return (1, float(value))
     if isinstance(value, tuple | list):
-        return (2, tuple(_order_key(v) for v in value))
+        return (2, tuple(order_key(v) for v in value))
     return (3, str(value))
 
 
@@ -128,15 +128,19 @@ def name_configs(specs: Mapping[str, Mapping[str, object]]) -> dict[str, str]:
 
     def order(config_id: str) -> tuple:
         spec = specs[config_id]
-        return (tuple(_order_key(spec.get(name, MISSING)) for name in fields), config_id)
+        return (tuple(order_key(spec.get(name, MISSING)) for name in fields), config_id)
 
     names = {}
     for config_id in sorted(specs, key=order):
-        spec = specs[config_id]
-        parts = [_part(name, spec.get(name, MISSING)) for name in fields]
-        described = ", ".join(parts) if parts else "configuration"
+        described = describe_fields(specs[config_id], fields) or "configuration"
         names[config_id] = f"{described} · {config_id[:HASH_CHARS]}"
     return names
+
+
+def describe_fields(spec: Mapping[str, object], fields: Sequence[str]) -> str:
+    """``fields`` of a flattened spec as a name writes them: ``lr 0.1, widths 256-128`` (empty for
+    no fields)."""
+    return ", ".join(_part(name, spec.get(name, MISSING)) for name in fields)
 
 
 def configuration_labels(specs: Iterable[TrialSpec]) -> dict[str, str]:

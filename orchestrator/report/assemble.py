@@ -21,7 +21,10 @@ Output files (in ``STORE/report/`` or ``out_dir``): ``stats.parquet``
 them: ``layer_stats.parquet``/``layer_stats.csv`` (weight movement,
 criticality, generalisation gap; :mod:`orchestrator.report.layer_stats`), and per
 configuration ``movement-``, ``interpolate-`` and ``criticality-<config>.png``,
-with ``criticality-gap-<sweep>.png`` for sweeps of three or more configurations.
+with ``criticality-gap-<sweep>.png`` for sweeps of three or more configurations. For a sweep with
+grid axes (:mod:`orchestrator.report.axes`), per axis ``axis-<sweep>-<key>.png`` (per-layer accuracy
+against it) and ``axis-networks-<sweep>-<key>.png`` (generalisation gap and criticality, from three
+values on); ``stats`` and ``layer_stats`` have a column per axis.
 ``report.json``: the index state (``index_digest``, ``index_files``), ``sweep``
 (null: the whole store), ``store``, ``generated``, ``thresholds`` and ``files``.
 """
@@ -38,6 +41,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from orchestrator.catalog.contents import StoreContents, describe_diverged, load_contents, without_diverged
+from orchestrator.report.axes import SweepAxes, sweep_axes
+from orchestrator.report.axis_sections import axis_sections, grid_notes
 from orchestrator.report.document import (
     Block,
     Heading,
@@ -121,10 +126,11 @@ def build_report(
     header: Paragraph,
     thresholds: Thresholds,
     measures: tuple[pa.Table, pa.Table] | None = None,
+    axes: SweepAxes | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[Block]]:
     """The stats and layer_stats tables and the report's blocks for the complete trials in ``contents``
     (``header`` says where they are from); ``measures`` are their ``layers`` and ``criticality``
-    rows (None: none)."""
+    rows (None: none), ``axes`` the grid axes of their sweeps (None: none)."""
     if contents.trials.num_rows == 0:
         waiting = "; ".join(
             f"{s.sweep}: 0 of {s.expected} finished" for s in contents.sweeps if s.expected
@@ -132,9 +138,10 @@ def build_report(
         raise ReportError(
             f"{store_uri}: no complete trials to report" + (f" ({waiting})" if waiting else "")
         )
-    stats = compute_stats(contents.trials, contents.swaps)
+    axes = axes or {}
+    stats = compute_stats(contents.trials, contents.swaps, axes)
     layer_stats = (
-        compute_layer_stats(contents.trials, *measures) if measures is not None
+        compute_layer_stats(contents.trials, *measures, axes) if measures is not None
         else pd.DataFrame(columns=LAYER_STATS_COLUMNS)
     )
     infos = config_infos(contents.trials)
@@ -143,6 +150,7 @@ def build_report(
         Heading(1, "layerswap report"),
         header,
         *run_section(contents, infos),
+        *grid_notes(axes, views),
         *baseline_section(views, infos),
     ]
     for view in views:
@@ -152,6 +160,7 @@ def build_report(
     if len(views) > 1:
         blocks.extend(compare_section(views))
         blocks.extend(gap_blocks(views, layer_stats))
+    blocks.extend(axis_sections(views, infos, layer_stats, axes))
     blocks.extend(reading_notes(thresholds, any(view.single_seed for view in views), layer_stats))
     return stats, layer_stats, blocks
 
@@ -179,7 +188,8 @@ def write_report(
     measures = read_measures(store, contents.trials.column("trial_id").unique())
     location = shown_location(store)
     header = _header(location, state, contents, sweep)
-    stats, layer_stats, blocks = build_report(contents, store.uri, header, thresholds, measures)
+    axes = sweep_axes(store)
+    stats, layer_stats, blocks = build_report(contents, store.uri, header, thresholds, measures, axes)
     diverged = describe_diverged(everything.trials)
     if diverged:
         blocks.insert(2, Paragraph(diverged + "."))

@@ -24,7 +24,9 @@ rule for n < 2 as ``stats.parquet`` (:func:`orchestrator.report.stats.t_interval
 - ``gen_gap`` (layer and epoch null): train accuracy minus test accuracy of
   the trained network, a fraction (from the trial rows' ``train_acc``).
 
-``n`` counts the seeds with a finite value.
+``n`` counts the seeds with a finite value. After the columns of
+``LAYER_STATS_SCHEMA``, one column per grid axis, as in ``stats``
+(:mod:`orchestrator.report.axes`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from orchestrator.report.axes import SweepAxes, axis_csv_frame, with_axis_arrays, with_axis_columns
 from orchestrator.report.censoring import RESOLVED, censoring, combined
 from orchestrator.report.stats import layer_sort_key, t_interval, trials_frame, widths_label
 from trainables.plan import CriticalitySettings
@@ -140,9 +143,12 @@ def _long_values(trials: pa.Table, layers: pa.Table, criticality: pa.Table) -> p
     return pd.concat([p.astype({"epoch": "Int32"}) for p in parts], ignore_index=True)
 
 
-def compute_layer_stats(trials: pa.Table, layers: pa.Table, criticality: pa.Table) -> pd.DataFrame:
+def compute_layer_stats(
+    trials: pa.Table, layers: pa.Table, criticality: pa.Table, axes: SweepAxes | None = None
+) -> pd.DataFrame:
     """Aggregate movement, criticality and the generalisation gap over the seeds of each
-    configuration; columns ``LAYER_STATS_COLUMNS``. Only rows of trials in ``trials`` count."""
+    configuration; columns ``LAYER_STATS_COLUMNS``, then one per grid axis in ``axes``. Only rows of
+    trials in ``trials`` count."""
     values = _long_values(trials, layers, criticality)
     merged = values.merge(trials_frame(trials), on="trial_id", how="inner")
     if merged.empty:
@@ -190,15 +196,17 @@ def compute_layer_stats(trials: pa.Table, layers: pa.Table, criticality: pa.Tabl
         kind="stable",
     )
     order["widths"] = order["widths"].map(list)
-    return order[LAYER_STATS_COLUMNS].reset_index(drop=True)
+    return with_axis_columns(order[LAYER_STATS_COLUMNS].reset_index(drop=True), trials, axes)
 
 
 def layer_stats_to_arrow(stats: pd.DataFrame) -> pa.Table:
-    return pa.Table.from_pandas(stats[LAYER_STATS_COLUMNS], schema=LAYER_STATS_SCHEMA, preserve_index=False)
+    table = pa.Table.from_pandas(stats[LAYER_STATS_COLUMNS], schema=LAYER_STATS_SCHEMA, preserve_index=False)
+    return with_axis_arrays(table, stats, LAYER_STATS_COLUMNS)
 
 
 def layer_stats_to_csv(stats: pd.DataFrame) -> str:
     """The layer_stats table as CSV text; ``widths`` written as ``"256-128-64"``, nulls empty."""
     frame = stats[LAYER_STATS_COLUMNS].copy()
     frame["widths"] = frame["widths"].map(widths_label)
+    frame = frame.join(axis_csv_frame(stats, LAYER_STATS_COLUMNS))
     return frame.to_csv(index=False, na_rep="", lineterminator="\n")

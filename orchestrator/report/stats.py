@@ -25,6 +25,10 @@ Units and semantics:
 - ``config_name`` names the configuration by what distinguishes it within
   its sweep (:func:`orchestrator.catalog.naming.name_configs`); rows follow
   that module's order of configurations.
+- After the columns of ``STATS_SCHEMA``, one column per grid axis of the
+  sweeps in the table, named by its key (``optimizer.lr``), holding the
+  configuration's value, null for sweeps without that axis
+  (:mod:`orchestrator.report.axes`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from scipy import stats as st
 
 from orchestrator.catalog.contents import with_config_ids
 from orchestrator.catalog.naming import TRIAL_COLUMNS, names_of_trials
+from orchestrator.report.axes import SweepAxes, axis_csv_frame, with_axis_arrays, with_axis_columns
 
 GROUP_KEYS = ["sweep", "config_id", "kind", "layer", "epoch", "alpha"]
 DESCRIPTIVE = ["dataset", "model", "widths", "config_name", "config_rank"]
@@ -234,8 +239,9 @@ def _swaps_frame(swaps: pa.Table) -> pd.DataFrame:
     )
 
 
-def compute_stats(trials: pa.Table, swaps: pa.Table) -> pd.DataFrame:
-    """Aggregate swap accuracies over the seeds of each configuration; columns ``STATS_COLUMNS``.
+def compute_stats(trials: pa.Table, swaps: pa.Table, axes: SweepAxes | None = None) -> pd.DataFrame:
+    """Aggregate swap accuracies over the seeds of each configuration; columns ``STATS_COLUMNS``,
+    then one per grid axis in ``axes`` of the sweeps in ``trials`` (``{sweep: keys}``).
 
     Only swap rows of trials present in ``trials`` count (a swaps file without
     its trial row is an unfinished trial). ``widths`` is a list of ints per row,
@@ -279,7 +285,7 @@ def compute_stats(trials: pa.Table, swaps: pa.Table) -> pd.DataFrame:
     )
     out["n"] = out["n"].astype("int64")
     out["epoch"] = out["epoch"].astype(pd.Int32Dtype())
-    return _sorted(out)[STATS_COLUMNS].reset_index(drop=True)
+    return with_axis_columns(_sorted(out)[STATS_COLUMNS].reset_index(drop=True), trials, axes)
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
@@ -299,12 +305,14 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def stats_to_arrow(stats: pd.DataFrame) -> pa.Table:
-    """The stats table as Arrow with ``STATS_SCHEMA`` (extra columns dropped)."""
-    return pa.Table.from_pandas(stats[STATS_COLUMNS], schema=STATS_SCHEMA, preserve_index=False)
+    """The stats table as Arrow with ``STATS_SCHEMA``, then its axis columns."""
+    table = pa.Table.from_pandas(stats[STATS_COLUMNS], schema=STATS_SCHEMA, preserve_index=False)
+    return with_axis_arrays(table, stats, STATS_COLUMNS)
 
 
 def stats_to_csv(stats: pd.DataFrame) -> str:
     """The stats table as CSV text; ``widths`` written as ``"256-128-64"``, nulls empty."""
     frame = stats[STATS_COLUMNS].copy()
     frame["widths"] = frame["widths"].map(widths_label)
+    frame = frame.join(axis_csv_frame(stats, STATS_COLUMNS))
     return frame.to_csv(index=False, na_rep="", lineterminator="\n")
