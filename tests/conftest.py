@@ -5,14 +5,20 @@ Helpers that tests import live in tests/helpers.py (no test imports this module)
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import pytest
 import ray
 import torch
 
 from orchestrator.config.sweep_config import SweepConfig, parse_config
-from tests.helpers import tiny_raw_config
+from tests.helpers import BUCKET, CREDENTIALS, free_port, one_trial_store, tiny_raw_config
 from trainables.models import registry
 
 
@@ -45,3 +51,52 @@ def one_thread():
 @pytest.fixture
 def tiny_config(tmp_path: Path) -> SweepConfig:
     return parse_config(tiny_raw_config(tmp_path / "store"))
+
+
+@pytest.fixture(scope="session")
+def pristine_store(tmp_path_factory) -> tuple[Path, str]:
+    """A store of one complete trial, written without Ray: (root, trial id). Never changed: tests
+    that change a store take :func:`store`, a copy."""
+    root = tmp_path_factory.mktemp("pristine") / "store"
+    return root, one_trial_store(root)
+
+
+@pytest.fixture
+def store(pristine_store, tmp_path) -> tuple[Path, str]:
+    """A copy of :func:`pristine_store` of this test's own: (root, trial id)."""
+    root, trial_id = pristine_store
+    shutil.copytree(root, tmp_path / "store")
+    return tmp_path / "store", trial_id
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """host:port of a moto S3 server holding an empty bucket; AWS credentials set in the environment."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in CREDENTIALS.items():
+            env.setenv(name, value)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    assert server.poll() is None, "moto server exited"
+                    assert time.monotonic() < deadline, "moto server did not start in 30 s"
+                    time.sleep(0.2)
+            endpoint = f"127.0.0.1:{port}"
+            admin, _ = pafs.FileSystem.from_uri(
+                f"s3://{BUCKET}?endpoint_override={endpoint}&scheme=http&allow_bucket_creation=true"
+            )
+            admin.create_dir(BUCKET)
+            yield endpoint
+        finally:
+            server.terminate()
+            server.wait(timeout=10)

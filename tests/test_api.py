@@ -19,8 +19,7 @@ from orchestrator.api import ArgumentError
 from orchestrator.cli import main
 from orchestrator.config.sweep_config import parse_config
 from orchestrator.run.sweep import run_sweep
-from tests.helpers import tiny_raw_config
-from tests.test_s3_store import s3_endpoint, s3_uri  # noqa: F401  (fixture: a moto S3 server)
+from tests.helpers import s3_uri, tiny_raw_config
 from trainables.errors import StoreError, UserError
 from trainables.measure.evaluation import evaluate
 from trainables.store import layout

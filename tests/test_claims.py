@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_s3_store import s3_endpoint, s3_uri  # noqa: F401  (fixture: a moto S3 server)
+from tests.helpers import s3_uri
 from trainables.store import Store, layout
 from trainables.store.claims import BestEffortFiles, Claims, LocalFiles, S3Files
 

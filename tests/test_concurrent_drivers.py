@@ -21,8 +21,7 @@ import yaml
 from ray.cluster_utils import Cluster
 
 from orchestrator.catalog.verify import verify_store
-from tests.helpers import tiny_raw_config
-from tests.test_s3_store import BUCKET, s3_endpoint, s3_uri  # noqa: F401  (fixture: a moto S3 server)
+from tests.helpers import BUCKET, s3_uri, tiny_raw_config
 from trainables.plan import row_key
 from trainables.store import Store, layout
 from trainables.store.schemas import SWAPS_SCHEMA

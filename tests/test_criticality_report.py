@@ -17,7 +17,7 @@ from scipy import stats as st
 from orchestrator.report import figures, plots
 from orchestrator.report.assemble import write_report
 from orchestrator.report.censoring import AT_A_BOUND, AT_LEAST, AT_MOST, RESOLVED, censoring
-from tests.test_stats import spec_json_with, standard_swaps, trial_table, write_trial
+from tests.helpers import spec_json_with, standard_swaps, trial_table, write_trial
 from trainables.store import Store
 from trainables.store.schemas import CRITICALITY_SCHEMA, TRIALS_SCHEMA
 

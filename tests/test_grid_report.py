@@ -27,8 +27,7 @@ from orchestrator.report.layer_stats import LAYER_STATS_COLUMNS, compute_layer_s
 from orchestrator.report.sections import config_infos
 from orchestrator.report.stats import STATS_COLUMNS, compute_stats, config_views
 from orchestrator.run.sweep import run_sweep
-from tests.helpers import lr_grid, tiny_raw_config
-from tests.test_stats import standard_swaps, swaps_table, trial_table
+from tests.helpers import lr_grid, standard_swaps, swaps_table, tiny_raw_config, trial_table
 from trainables.spec import TrialSpec
 from trainables.store import Store
 from trainables.store.schemas import CRITICALITY_SCHEMA, TRIALS_SCHEMA

@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.catalog.contents import load_contents
 from orchestrator.catalog.listing import format_listing
-from tests.test_stats import spec_json_with, standard_swaps, write_trial
+from tests.helpers import spec_json_with, standard_swaps, write_trial
 from trainables.store import Store, StoreError
 
 

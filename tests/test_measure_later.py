@@ -21,8 +21,7 @@ from orchestrator.config.grid import expand_grid
 from orchestrator.config.sweep_config import parse_config
 from orchestrator.run.analyze import analyze_store
 from orchestrator.run.sweep import run_sweep
-from tests.helpers import tiny_raw_config
-from tests.test_stats import standard_swaps, trial_table, write_trial
+from tests.helpers import standard_swaps, tiny_raw_config, trial_table, write_trial
 from trainables.spec import TrialSpec
 from trainables.store import Store
 from trainables.store.schemas import SWAPS_SCHEMA, TRIALS_SCHEMA

@@ -15,7 +15,7 @@ from orchestrator.report import figures
 from orchestrator.report.assemble import ReportError, write_report
 from orchestrator.report.stats import STATS_SCHEMA, ConfigView, compute_stats, config_views
 from orchestrator.report.verdicts import Thresholds
-from tests.test_stats import standard_swaps, write_trial
+from tests.helpers import build_partial_store, standard_swaps, write_trial
 from trainables.store import Store, StoreError
 
 WIDE, NARROW = (8, 4), (6,)
@@ -24,23 +24,6 @@ WIDE, NARROW = (8, 4), (6,)
 def view_of(stats, widths: tuple[int, ...]) -> ConfigView:
     (view,) = [view for view in config_views(stats) if view.key.widths == widths]
     return view
-
-
-def build_partial_store(root: Path) -> Store:
-    """Sweep "demo": widths (8, 4) x seeds 0-2 complete, widths (6,) seed 0 complete,
-    seed 1 unfinished (swap rows, no trial row), seed 2 never started."""
-    store = Store.open(str(root))
-    for seed, trained in enumerate([0.90, 0.92, 0.94]):
-        swaps = standard_swaps(
-            trained, [0.5 + 0.05 * seed, trained - 0.01, trained], rerandomize=[0.3]
-        )
-        write_trial(store, f"wide{seed}", swaps, seed=seed, trained=trained)
-    write_trial(store, "narrow0", standard_swaps(0.85, [0.6, 0.84]), widths=(6,), trained=0.85)
-    write_trial(store, "narrow1", standard_swaps(0.85, [0.6, 0.84]), widths=(6,), finished=False)
-    expected = ["wide0", "wide1", "wide2", "narrow0", "narrow1", "narrow2"]
-    record = {"sweep": "demo", "config": {"name": "demo"}, "trial_ids": expected}
-    store.write_bytes("sweeps/demo/0123abcd.json", json.dumps(record).encode())
-    return store
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,7 @@ from orchestrator.config.sweep_config import parse_config
 from orchestrator.report.assemble import refresh_report, write_report
 from orchestrator.report.publish import index_state, is_current
 from orchestrator.run.sweep import run_sweep
-from tests.helpers import tiny_raw_config
-from tests.test_report import build_partial_store
-from tests.test_stats import standard_swaps, write_trial
+from tests.helpers import build_partial_store, standard_swaps, tiny_raw_config, write_trial
 from trainables.store import Store
 
 UP_TO_DATE = "(up to date: built from the store's index as it is now)"

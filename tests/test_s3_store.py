@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 
-import pyarrow.fs as pafs
 import pytest
 import yaml
 
@@ -17,61 +14,8 @@ from orchestrator.config.grid import expand_grid
 from orchestrator.config.sweep_config import parse_config
 from orchestrator.report.assemble import refresh_report
 from orchestrator.report.publish import is_current
-from tests.helpers import tiny_raw_config
+from tests.helpers import BUCKET, s3_uri, tiny_raw_config
 from trainables.store import Store, StoreError
-
-BUCKET = "layerswap-test"
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """host:port of a moto S3 server holding an empty bucket; AWS credentials set in the environment."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in CREDENTIALS.items():
-            env.setenv(name, value)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    assert server.poll() is None, "moto server exited"
-                    assert time.monotonic() < deadline, "moto server did not start in 30 s"
-                    time.sleep(0.2)
-            endpoint = f"127.0.0.1:{port}"
-            admin, _ = pafs.FileSystem.from_uri(
-                f"s3://{BUCKET}?endpoint_override={endpoint}&scheme=http&allow_bucket_creation=true"
-            )
-            admin.create_dir(BUCKET)
-            yield endpoint
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
-
-
-def s3_uri(endpoint: str, prefix: str, **options: str) -> str:
-    options = {"endpoint_override": endpoint, "scheme": "http", **options}
-    query = "&".join(f"{name}={value}" for name, value in options.items())
-    return f"s3://{BUCKET}/{prefix}?{query}"
 
 
 def test_store_opens_s3_uris_with_endpoint_and_region_options(s3_endpoint):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,89 +20,9 @@ from orchestrator.report.stats import (
     stats_to_arrow,
     stats_to_csv,
 )
+from tests.helpers import Swap, spec_json_with, standard_swaps, swaps_table, trial_table, write_trial
 from trainables.store import Store
-from trainables.store.schemas import SWAPS_SCHEMA, TRIALS_SCHEMA
-
-Swap = tuple[str, str | None, int | None, float]
-"""(kind, layer, epoch, test_acc); rerandomize rows get draw numbers in order."""
-
-
-def trial_table(
-    trial_id: str,
-    *,
-    sweep: str = "demo",
-    widths: Sequence[int] = (8, 4),
-    seed: int = 0,
-    trained: float = 0.9,
-    epochs: int = 2,
-    n_classes: int = 10,
-    config_id: str | None = None,
-    spec_json: str | None = None,
-) -> pa.Table:
-    """A trial row; its ``config_id`` defaults to one per (sweep's) widths."""
-    row: dict = {field.name: None for field in TRIALS_SCHEMA}
-    row.update(
-        trial_id=trial_id,
-        sweep=sweep,
-        config_id=config_id or "cfg-" + "-".join(map(str, widths)),
-        spec_json=spec_json,
-        dataset="synthetic",
-        model="mlp",
-        widths=list(widths),
-        seed=seed,
-        epochs=epochs,
-        checkpoints=sorted({0, 1, epochs}),
-        test_acc=trained,
-        init_test_acc=0.1,
-        n_classes=n_classes,
-        hostname=f"node-{seed % 2}",
-        finished_at=dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
-    )
-    return pa.Table.from_pylist([row], schema=TRIALS_SCHEMA)
-
-
-def swaps_table(trial_id: str, swaps: Sequence[Swap]) -> pa.Table:
-    rows, draws = [], {}
-    for kind, layer, epoch, acc in swaps:
-        draw = None
-        if kind == "rerandomize":
-            draw = draws[layer] = draws.get(layer, -1) + 1
-        rows.append(
-            dict(trial_id=trial_id, kind=kind, layer=layer, epoch=epoch, draw=draw, test_acc=acc)
-        )
-    return pa.Table.from_pylist(rows, schema=SWAPS_SCHEMA)
-
-
-def write_trial(store: Store, trial_id: str, swaps: Sequence[Swap], finished: bool = True, **kw):
-    """Write a trial's swap rows and, if ``finished``, its trial row (written last)."""
-    store.write_index("swaps", trial_id, swaps_table(trial_id, swaps))
-    if finished:
-        store.write_index("trials", trial_id, trial_table(trial_id, **kw))
-
-
-def standard_swaps(
-    trained: float,
-    reinit0: Sequence[float],
-    *,
-    epochs: int = 2,
-    other: float | None = None,
-    rerandomize: Sequence[float] = (),
-    transplant: Sequence[float] | None = None,
-) -> list[Swap]:
-    """A full swap table: none at 0, 1, epochs; per layer reinit at 0 and 1, draws, transplant."""
-    other = trained - 0.01 if other is None else other
-    rows: list[Swap] = [
-        ("none", None, 0, 0.1),
-        ("none", None, 1, 0.8),
-        ("none", None, epochs, trained),
-    ]
-    for i, acc in enumerate(reinit0):
-        layer = f"fc{i + 1}"
-        rows += [("reinit", layer, 0, acc), ("reinit", layer, 1, other)]
-        rows += [("rerandomize", layer, None, a) for a in rerandomize]
-        t_acc = 0.1 + 0.1 * i if transplant is None else transplant[i]
-        rows.append(("transplant", layer, epochs, t_acc))
-    return rows
+from trainables.store.schemas import SWAPS_SCHEMA
 
 
 def t_ci(values: Sequence[float]) -> tuple[float, float]:
@@ -239,12 +157,6 @@ def test_no_complete_trial_gives_an_empty_table(tmp_path: Path) -> None:
     write_trial(store, "x", standard_swaps(0.9, [0.5]), finished=False)
     stats = read_back(store)
     assert stats.empty and list(stats.columns) == STATS_COLUMNS
-
-
-def spec_json_with(lr: float, seed: int) -> str:
-    spec = {"dataset": "synthetic", "model": "mlp", "widths": [8, 4], "seed": seed, "epochs": 2,
-            "optimizer": {"name": "sgd", "lr": lr}}
-    return json.dumps(spec)
 
 
 @pytest.fixture
