@@ -175,11 +175,14 @@ def train_queues(
             verbose=0,
         ),
     )
-    with tune_messages_to(log_path):
-        tuner.fit()
+    try:
+        with tune_messages_to(log_path):
+            tuner.fit()
+        reason = ray.get(board.stop_reason.remote())
+    finally:
+        ray.kill(board)  # one board per call: a long-lived Ray (a cluster, a notebook) keeps no stale ones
     if progress.troubled and log_path.exists():
         log(f"Ray Tune's messages (tracebacks included): {log_path}")
-    reason = ray.get(board.stop_reason.remote())
     if reason is not None:
         raise StoreUnwritable(reason)
     now_finished = store.completed_trial_ids()
