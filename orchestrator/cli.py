@@ -152,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--root", type=Path, help="data root (default: $LAYERSWAP_DATA, else ~/.cache/layerswap/data)"
     )
+    data.add_argument(
+        "--from", dest="archive", type=Path, metavar="FILE",
+        help="import the dataset's archive fetched elsewhere (cifar10, cifar100), checked against its "
+        "published MD5 first",
+    )
 
     preflight = commands.add_parser(
         "preflight", help="check every Ray node: versions, GPUs, and a write/read/delete of the store"
@@ -259,7 +264,7 @@ def command_ls(args: argparse.Namespace) -> int:
 def command_data(args: argparse.Namespace) -> int:
     from trainables.data.datasets import prepare_dataset
 
-    print(prepare_dataset(args.name, args.root))
+    print(prepare_dataset(args.name, args.root, archive=args.archive))
     return 0
 
 
