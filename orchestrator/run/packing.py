@@ -16,6 +16,7 @@ from collections.abc import Callable
 from orchestrator.config.sweep_config import SweepConfig
 from orchestrator.run.budget import MemoryBudget, check_memory
 from trainables.data.tensors import DatasetArrays
+from trainables.models.architectures import BuildOptions
 from trainables.spec import OptimizerSpec, TrialSpec
 from trainables.train.footprint import PackShape
 
@@ -51,6 +52,7 @@ def pack_shape(config: SweepConfig, widths: tuple[int, ...], data: DatasetArrays
         model=config.model, widths=widths, input_shape=data.input_shape, n_classes=data.n_classes,
         n_train=len(data.y_train), n_test=len(data.y_test), batch_size=config.batch_size,
         n_checkpoints=len(config.checkpoints), optimizer_slots=optimizer_slots(config.optimizer),
+        options=BuildOptions(config.norm, config.factory, config.factory_kwargs),
     )
 
 
@@ -71,9 +73,11 @@ def largest_pack(shape: PackShape, budget: MemoryBudget | None, threads: int, gp
     two threads leaves one idle for a while (measured 25% slower). On a GPU:
     as many as fit. Either way no more than fit in :data:`MEMORY_HEADROOM` of
     the budget; a GPU of unknown memory (``budget`` None) gets 1, and so does a
-    family without a stacked form (it trains one network per trial).
+    family without a stacked form (it trains one network per trial) or whose
+    stacked form did not measure faster on this kind of device
+    (:meth:`~trainables.train.footprint.PackShape.packs_automatically`).
     """
-    if not shape.packable:
+    if not shape.packs_automatically("cuda" if gpu else "cpu"):
         return 1
     if budget is None:
         return 1 if gpu else _flops_pack(shape, threads)

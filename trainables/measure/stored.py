@@ -70,7 +70,7 @@ class Missing:
 def structure(spec: TrialSpec, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
     """``spec``'s network on the meta device (no memory, no init): its modules and layers, no values."""
     with torch.device("meta"):
-        return registry.build_network(spec.model, input_shape, spec.widths, n_classes)
+        return registry.spec_network(spec, input_shape, n_classes)
 
 
 def network_layers(spec: TrialSpec, input_shape: tuple[int, ...], n_classes: int) -> tuple[str, ...]:

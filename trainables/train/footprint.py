@@ -24,6 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from trainables.measure.evaluation import EVAL_BATCH
 from trainables.models import registry
+from trainables.models.architectures import NO_OPTIONS, BuildOptions
 
 FLOAT_BYTES = 4
 INDEX_BYTES = 8
@@ -65,12 +66,14 @@ def output_bytes(output: object) -> int:
 
 @lru_cache(maxsize=256)
 def measure_network(
-    model: str, widths: tuple[int, ...], input_shape: tuple[int, ...], n_classes: int, batch: int
+    model: str, widths: tuple[int, ...], input_shape: tuple[int, ...], n_classes: int, batch: int,
+    options: BuildOptions = NO_OPTIONS,
 ) -> NetworkFootprint:
-    """:class:`NetworkFootprint` of ``model`` with ``widths`` on samples of ``input_shape``, ``batch``
-    samples per step, measured on the meta device (the driver asks many times: cached)."""
+    """:class:`NetworkFootprint` of ``model`` with ``widths`` (and ``options``) on samples of
+    ``input_shape``, ``batch`` samples per step, measured on the meta device (the driver asks many
+    times: cached)."""
     with torch.device("meta"):
-        network = registry.build_network(model, input_shape, widths, n_classes).train()
+        network = registry.build_network(model, input_shape, widths, n_classes, options).train()
         x = torch.empty(batch, *input_shape, dtype=torch.float32)
         y = torch.zeros(batch, dtype=torch.int64)
     # A storage is known by its C++ StorageImpl (``_cdata``): on the meta device every data_ptr() is 0.
@@ -116,7 +119,7 @@ def measure_network(
 class PackShape:
     """Everything that sizes one trial: the network, the data, the batch, what training keeps.
 
-    ``input_shape`` is one sample's (``(784,)`` for MNIST). ``optimizer_slots``:
+    ``input_shape`` is one sample's (``(1, 28, 28)`` for MNIST). ``optimizer_slots``:
     tensors the optimizer keeps per parameter (0 plain SGD, 1 SGD with
     momentum, 2 Adam). ``n_checkpoints``: saved copies of the weights (every
     checkpoint epoch, epoch 0 included).
@@ -131,11 +134,15 @@ class PackShape:
     batch_size: int
     n_checkpoints: int
     optimizer_slots: int = 2
+    options: BuildOptions = NO_OPTIONS
+    """The network's norm (and a custom model's factory)."""
 
     @property
     def footprint(self) -> NetworkFootprint:
         """One network measured at the trial's batch size."""
-        return measure_network(self.model, self.widths, self.input_shape, self.n_classes, self.batch_size)
+        return measure_network(
+            self.model, self.widths, self.input_shape, self.n_classes, self.batch_size, self.options
+        )
 
     @property
     def parameters(self) -> int:
@@ -151,6 +158,11 @@ class PackShape:
     def packable(self) -> bool:
         """Whether the family trains networks together (has a stacked form)."""
         return registry.family(self.model).stack is not None
+
+    def packs_automatically(self, device: str) -> bool:
+        """Whether ``pack: auto`` packs this family on ``device`` ("cpu", "cuda"): where its stacked
+        form measured faster than separate networks."""
+        return self.packable and device in registry.family(self.model).auto_pack_devices
 
     @property
     def step_bytes(self) -> int:
@@ -182,7 +194,8 @@ class PackShape:
         features = math.prod(self.input_shape)
         data = n_samples * (features * FLOAT_BYTES + INDEX_BYTES)
         evaluated = measure_network(
-            self.model, self.widths, self.input_shape, self.n_classes, min(EVAL_BATCH, self.n_test)
+            self.model, self.widths, self.input_shape, self.n_classes, min(EVAL_BATCH, self.n_test),
+            self.options,
         )
         evaluation = 3 * (evaluated.input_bytes + evaluated.layer_output_bytes)
         network = self.footprint
