@@ -40,7 +40,8 @@ def official_archive(tmp_path: Path, name: str, per_file: int) -> tuple[Path, di
         for seed, file in enumerate(layout.files):
             body, data, labels = official_batch(per_file, layout.labels, layout.n_classes, seed)
             contents[file] = (data, labels)
-            for member, payload in ((f"{layout.folder}/{file}", body), (f"{layout.folder}/readme.html", b"x")):
+            members = ((f"{layout.folder}/{file}", body), (f"{layout.folder}/readme.html", b"x"))
+            for member, payload in members:
                 info = tarfile.TarInfo(member)
                 info.size = len(payload)
                 tar.addfile(info, io.BytesIO(payload))
