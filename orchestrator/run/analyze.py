@@ -17,6 +17,7 @@ from orchestrator.catalog.contents import load_contents, recorded_plans
 from orchestrator.config.blocks import Resources
 from orchestrator.run.cluster import check_store_reachable
 from orchestrator.run.connect import DEFAULT_CONNECT_TIMEOUT_S, connect_ray
+from orchestrator.run.factories import stored_factory_modules
 from orchestrator.run.measuring import AnalysisOutcome, run_measurements
 from orchestrator.run.missing import describe_jobs, describe_measurements, missing_measurements
 from orchestrator.run.progress import Log, print_line
@@ -73,12 +74,13 @@ def analyze_store(
     }
     plan = analysis_plan(store, [s.sweep for s in contents.sweeps], swaps, draws, criticality)
     datasets = {name: load_dataset(name) for name in sorted({spec.dataset for spec in specs.values()})}
+    factory_modules = stored_factory_modules(specs.values())  # custom models: importable here and there
     jobs = missing_measurements(store, specs.values(), plan, datasets)
     log(
         f"analyze: {len(specs)} networks, {describe_jobs(jobs)}; measuring "
         f"{describe_measurements(jobs, plan)}; store {store.uri}"
     )
     if jobs:
-        connect_ray(address, connect_timeout_s)
+        connect_ray(address, connect_timeout_s, py_modules=factory_modules)
         check_store_reachable(store, shared_fs)
     return run_measurements(store, jobs, datasets, resources or Resources(), log)

@@ -15,6 +15,7 @@ import os
 import socket
 import sys
 import threading
+from types import ModuleType
 
 import ray
 
@@ -32,13 +33,18 @@ class ClusterError(UserError):
 
 
 def connect_ray(
-    address: str | None, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S, env_vars: dict[str, str] | None = None
+    address: str | None, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S, env_vars: dict[str, str] | None = None,
+    py_modules: list[ModuleType] | None = None,
 ) -> None:
     """Join ``address`` within ``timeout_s`` seconds, or start Ray on this machine (all its CPUs and GPUs).
 
-    ``env_vars`` are set in every worker of this job (Ray's runtime_env, kept in memory).
+    ``env_vars`` are set in every worker of this job (Ray's runtime_env, kept in memory);
+    ``py_modules`` (a custom model's code) are importable in every worker. A Ray already
+    initialised in this process (tests) is used as it is.
     """
-    runtime_env = {"env_vars": env_vars} if env_vars else None
+    runtime_env = {
+        key: value for key, value in (("env_vars", env_vars), ("py_modules", py_modules)) if value
+    } or None
     if ray.is_initialized():
         return
     logging.getLogger(_TOKEN_NOTICE_LOGGER).setLevel(logging.ERROR)

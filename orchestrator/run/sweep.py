@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from types import ModuleType
 
 from orchestrator.config.sweep_config import SweepConfig
 from orchestrator.run.budget import MemoryBudget, cluster_budget, local_budget
 from orchestrator.run.cluster import check_resources_fit, check_store_reachable, trial_slots
 from orchestrator.run.connect import DEFAULT_CONNECT_TIMEOUT_S, connect_ray
+from orchestrator.run.factories import check_custom_model
 from orchestrator.run.measuring import AnalysisOutcome, run_measurements
 from orchestrator.run.packing import check_smallest_trials, make_packs, make_queues, pack_cost
 from orchestrator.run.progress import Log, print_line
@@ -53,11 +55,12 @@ def run_sweep(
     """
     started = time.perf_counter()
     wandb_settings = resolve_wandb(config.wandb)  # before Ray starts: a missing API key is one line
+    factory_modules = check_custom_model(config)  # a custom model's factory: checked, shipped to workers
     plan = plan_sweep(config)
     log(plan.header)
     budget = local_trial_budget(plan, address, log)  # this machine's memory: refused before Ray starts
     if plan.todo or plan.jobs:
-        join_cluster(plan, address, shared_fs, connect_timeout_s)
+        join_cluster(plan, address, shared_fs, connect_timeout_s, factory_modules)
     queues = plan_queues(plan, address, budget, log) if plan.todo else []
     record_sweep(plan)
     measured = run_measurements(plan.store, plan.jobs, plan.datasets, config.resources, log)
@@ -79,10 +82,14 @@ def local_trial_budget(plan: SweepPlan, address: str | None, log: Log) -> Memory
     return budget
 
 
-def join_cluster(plan: SweepPlan, address: str | None, shared_fs: bool, connect_timeout_s: float) -> None:
-    """Start or join Ray (the store's credentials set in every worker), and check that the store is
-    reachable from every node and, on this machine, that a trial's resources exist."""
-    connect_ray(address, connect_timeout_s, plan.credentials)
+def join_cluster(
+    plan: SweepPlan, address: str | None, shared_fs: bool, connect_timeout_s: float,
+    py_modules: list[ModuleType] | None = None,
+) -> None:
+    """Start or join Ray (the store's credentials set in every worker, ``py_modules`` importable in
+    every worker), and check that the store is reachable from every node and, on this machine, that
+    a trial's resources exist."""
+    connect_ray(address, connect_timeout_s, plan.credentials, py_modules)
     check_store_reachable(plan.store, shared_fs)
     if address is None:
         check_resources_fit(plan.config.resources)

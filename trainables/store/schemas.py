@@ -45,6 +45,9 @@ TRIALS_SCHEMA = pa.schema(
         ("train_acc", pa.float64()),  # trained network on the full training set
         ("cuda_version", pa.string()),  # torch's CUDA version on a GPU, null on a CPU
         ("cublas_version", pa.string()),  # the cuBLAS wheel's version on a GPU, null on a CPU or unknown
+        # Since v3:
+        ("n_params", pa.int64()),  # trainable parameters of the network
+        ("factory_source", pa.string()),  # model custom: "<module file> sha256:<its source's sha256>"
     ]
 )
 

@@ -32,6 +32,7 @@ from trainables.measure.stored import (
     wanted_keys,
 )
 from trainables.models import registry
+from trainables.models.custom import factory_source
 from trainables.models.family import StateDict, layer_of_keys
 from trainables.plan import MeasurementPlan
 from trainables.spec import TrialSpec
@@ -248,6 +249,8 @@ def record_network(
         "accelerator": placement.accelerator,
         "train_acc": train_acc,
         **cuda_columns(placement.device),
+        "n_params": sum(parameter.numel() for parameter in network.model.parameters()),
+        "factory_source": None if spec.factory is None else factory_source(spec.factory),
     }
     store.write_index("weights", trial_id, pa.Table.from_pylist(weight_rows))
     store.write_index("swaps", trial_id, pa.Table.from_pylist(swap_rows))
