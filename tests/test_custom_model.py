@@ -47,6 +47,9 @@ def custom_config(store: Path, factory: str, **overrides) -> dict:
      "logits of shape (2, 4) for synthetic-images"),
     ("layernorm_net",
      "factory: 'layernorm_net' is not allowed; model custom needs factory: 'package.module:callable'"),
+    ("layernorm_net:build pack=2",
+     "pack: 2 is not allowed for model custom; a custom model trains one network per trial "
+     "(pack: 1 or auto)"),
 ])
 def test_a_factory_that_cannot_be_used_is_one_line_before_anything_starts(
     tmp_path, monkeypatch, capsys, factory, message
@@ -54,7 +57,8 @@ def test_a_factory_that_cannot_be_used_is_one_line_before_anything_starts(
     monkeypatch.chdir(FACTORIES)
     monkeypatch.setattr(sys, "path", list(sys.path))  # the sweep puts the working directory on it
     config = tmp_path / "custom.yaml"
-    config.write_text(yaml.safe_dump(custom_config(tmp_path / "store", factory)))
+    factory, _, pack = factory.partition(" pack=")
+    config.write_text(yaml.safe_dump(custom_config(tmp_path / "store", factory, pack=int(pack or 1))))
     assert main(["sweep", str(config)]) == 2
     assert capsys.readouterr().err.splitlines() == [f"layerswap: error: {message}"]
     assert not (tmp_path / "store").exists()  # refused before the store was opened, Ray started

@@ -44,6 +44,9 @@ def check_custom_model(config: SweepConfig) -> list[ModuleType]:
     of two samples through it; the modules to ship (:func:`factory_modules`). Nothing otherwise."""
     if config.model != "custom" or config.factory is None:
         return []
+    if config.pack > 1:
+        raise FactoryError(f"pack: {config.pack} is not allowed for model custom; a custom model trains one "
+                           "network per trial (pack: 1 or auto)")
     modules = factory_modules([config.factory])
     info = CATALOG[config.dataset]
     options = BuildOptions(config.norm, config.factory, config.factory_kwargs)
