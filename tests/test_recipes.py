@@ -12,6 +12,10 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torch import nn
 
+from orchestrator.config.grid import expand_grid
+from orchestrator.config.sweep_config import parse_config
+from orchestrator.config.values import ConfigError
+from tests.helpers import tiny_raw_config
 from trainables.data.datasets import load_dataset
 from trainables.seeding import derive_seed
 from trainables.spec import OptimizerSpec, ScheduleSpec, TrialSpec
@@ -139,3 +143,57 @@ def test_a_resumed_pack_with_augmentation_and_a_schedule_is_bit_identical(data, 
     for before, after in zip(full, resumed, strict=True):
         for key, tensor in before.checkpoints[4].items():
             assert torch.equal(after.checkpoints[4][key], tensor), key
+
+
+# --- the config keys ----------------------------------------------------------------------
+
+
+def conv_raw(tmp_path, **overrides) -> dict:
+    return tiny_raw_config(tmp_path / "store", **{
+        "dataset": "synthetic-images", "model": "cnn", "widths": [[4, 8]], "epochs": 6, **overrides})
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"schedule": {"name": "linear"}},
+     "schedule.name: 'linear' is not allowed; allowed: constant, step, cosine"),
+    ({"schedule": {"name": "step"}},
+     "schedule.milestones: None is not allowed; expected a non-empty list of distinct epochs in [1, 6], "
+     "after the warmup"),
+    ({"schedule": {"name": "step", "milestones": [2, 9]}},
+     "schedule.milestones: 9 is not allowed; expected a non-empty list of distinct epochs in [1, 6], "
+     "after the warmup"),
+    ({"schedule": {"name": "cosine", "gamma": 0.5}},
+     "schedule.gamma: 0.5 is not allowed; only the step schedule takes gamma"),
+    ({"schedule": {"name": "cosine", "warmup_epochs": 6}},
+     "schedule.warmup_epochs: 6 is not allowed; expected an integer in [0, 5]"),
+    ({"optimizer": {"name": "sgd", "lr": 0.1, "nesterov": True}},
+     "optimizer.nesterov: True is not allowed; Nesterov momentum needs name: sgd and momentum > 0"),
+    ({"augment": "mixup"}, "augment: 'mixup' is not allowed; allowed: none, flip-crop"),
+    ({"dataset": "synthetic", "model": "mlp", "widths": [[8]], "augment": "flip-crop"},
+     "augment: 'flip-crop' is not allowed; dataset synthetic has no images to flip and crop; use none"),
+    ({"model": "mlp", "widths": [[8]], "norm": "batch"},
+     "norm: 'batch' is not allowed for model mlp; allowed: none"),
+    ({"norm": "layer"}, "norm: 'layer' is not allowed; allowed: none, batch"),
+    ({"factory": "mynets:build"},
+     "factory: 'mynets:build' is not allowed; only model: custom takes a factory"),
+    ({"model": "custom", "factory": "m:f", "factory_kwargs": {"widths": [3]}},
+     "factory_kwargs.widths: [3] is not allowed; input_shape, n_classes and widths are passed by layerswap"),
+])
+def test_a_bad_recipe_value_is_one_line(tmp_path, overrides, message):
+    with pytest.raises(ConfigError) as refused:
+        parse_config(conv_raw(tmp_path, **overrides))
+    assert str(refused.value) == message
+
+
+def test_the_recipe_keys_round_trip_and_reach_every_spec(tmp_path):
+    raw = conv_raw(tmp_path, augment="flip-crop", schedule={"name": "step", "milestones": [4, 2]},
+                   optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True})
+    config = parse_config(raw)
+    assert config.norm == "batch"  # the conv families' default
+    assert config.schedule == ScheduleSpec("step", (2, 4), 0.1)  # sorted; gamma's default for step
+    assert parse_config(config.to_raw()) == config
+    for spec in expand_grid(config):
+        assert (spec.norm, spec.augment, spec.schedule, spec.optimizer.nesterov) == (
+            "batch", "flip-crop", ScheduleSpec("step", (2, 4), 0.1), True)
+    without_widths = {key: value for key, value in conv_raw(tmp_path).items() if key != "widths"}
+    assert parse_config(without_widths).widths == ((16, 32),)  # the family's default widths

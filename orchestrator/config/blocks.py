@@ -145,7 +145,9 @@ def parse_schedule(value: Any, epochs: int) -> ScheduleSpec:
     unknown = sorted(set(value) - {"name", "milestones", "gamma", "warmup_epochs"})
     if unknown:
         raise fail(f"schedule.{unknown[0]}", value[unknown[0]], allowed)
-    name = choice(value, "name", SCHEDULES)
+    name = value.get("name", "constant")
+    if name not in SCHEDULES:
+        raise fail("schedule.name", name, f"allowed: {', '.join(SCHEDULES)}")
     if name != "step" and ("milestones" in value or "gamma" in value):
         key = "milestones" if "milestones" in value else "gamma"
         raise fail(f"schedule.{key}", value[key], f"only the step schedule takes {key}")

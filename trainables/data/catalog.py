@@ -50,10 +50,3 @@ CATALOG: dict[str, DatasetInfo] = {
 
 DATASETS: tuple[str, ...] = tuple(CATALOG)
 
-
-def dataset_info(name: str) -> DatasetInfo:
-    """The catalog entry of ``name``; ValueError (one line) for an unknown name."""
-    info = CATALOG.get(name)
-    if info is None:
-        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
-    return info
