@@ -1,6 +1,7 @@
 """Run every benchmark (or those named) and write their JSON into benchmarks/results/.
 
-    python -m benchmarks [--quick] [--threads N] [vs_seed roofline pack_kernels sweep_overhead sweep_scale]
+    python -m benchmarks [--quick] [--threads N] [NAME ...]     # vs_seed roofline pack_kernels conv
+                                                                 # sweep_overhead sweep_scale
     python -m benchmarks gpu_check [--smoke]     # alone: imports torch only (no Ray, W&B, orchestrator)
 
 ``--quick`` takes about two minutes on a 2-core machine, the full run under
@@ -15,7 +16,7 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ("vs_seed", "roofline", "pack_kernels", "sweep_overhead", "sweep_scale")
+BENCHMARKS = ("vs_seed", "roofline", "pack_kernels", "conv", "sweep_overhead", "sweep_scale")
 
 
 def main(argv: list[str] | None = None) -> None:
