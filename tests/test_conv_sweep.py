@@ -6,9 +6,12 @@ chance after 3 epochs.)"""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 import safetensors.torch
 import torch
@@ -18,6 +21,7 @@ from orchestrator.catalog.verify import verify_store
 from orchestrator.config.grid import expand_grid
 from orchestrator.config.sweep_config import parse_config
 from orchestrator.report.assemble import write_report
+from orchestrator.report.stats import layer_sort_key
 from orchestrator.run.sweep import run_sweep
 from tests.helpers import tiny_raw_config
 from trainables.data.datasets import load_dataset
@@ -102,3 +106,29 @@ def test_the_report_and_verify_read_the_conv_store(conv_sweep):
     assert "layer2.0.downsample" in report and "resnet20" in report
     verification = verify_store(Store.open(str(store)))
     assert verification.problems == [] and verification.trials == 2
+
+
+def test_layers_carry_their_forward_position_and_the_report_orders_by_it(conv_sweep, tmp_path):
+    config, store, _ = conv_sweep
+    with torch.device("meta"):
+        network = registry.spec_network(expand_grid(config)[0], (3, 8, 8), 4)
+    family = [(layer.name, layer.index, layer.module_type)
+              for layer in registry.family("resnet20").layers(network)]
+    forward = [name for name, _, _ in family]
+    assert forward != sorted(forward, key=layer_sort_key)  # by name, fc would come before layer1.0.conv1
+    movement = table(store, "layers", LAYERS_SCHEMA)
+    assert {(r["layer"], r["layer_index"], r["module_type"]) for r in movement} == set(family)
+    assert {r["module_type"] for r in movement if r["layer"] == "fc"} == {"linear"}
+    write_report(Store.open(str(store)), out_dir=str(tmp_path / "new"), sweep="conv")
+    stats = pd.read_csv(tmp_path / "new" / "stats.csv")
+    reinit0 = stats[(stats["kind"] == "reinit") & (stats["epoch"] == 0)]
+    assert list(reinit0["layer"]) == forward and list(reinit0["layer_index"]) == list(range(22))
+    assert list(reinit0["depth"]) == pytest.approx([i / 21 for i in range(22)])
+    # A store written before the layers table had layer_index and module_type reads the same.
+    old = tmp_path / "old"
+    shutil.copytree(store, old, ignore=shutil.ignore_patterns("report", "tune"))
+    for path in (old / "index" / "layers").glob("*.parquet"):
+        pq.write_table(pq.read_table(path).drop_columns(["layer_index", "module_type"]), path)
+    write_report(Store.open(str(old)), out_dir=str(tmp_path / "old-report"), sweep="conv")
+    for name in ("stats.csv", "layer_stats.csv"):
+        assert (tmp_path / "old-report" / name).read_text() == (tmp_path / "new" / name).read_text()

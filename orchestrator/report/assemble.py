@@ -35,6 +35,7 @@ from orchestrator.report.document import (
     render_html,
     render_markdown,
 )
+from orchestrator.report.layer_order import layer_order, with_layer_columns
 from orchestrator.report.layer_sections import (
     gap_blocks,
 )
@@ -63,6 +64,7 @@ from orchestrator.report.verdicts import (
     Thresholds,
 )
 from trainables.store import Store, StoreError, layout
+from trainables.store.schemas import TABLE_SCHEMAS
 
 
 class ReportError(StoreError):
@@ -96,9 +98,14 @@ def build_report(
         raise ReportError(
             f"{store_uri}: no complete trials to report" + (f" ({waiting})" if waiting else "")
         )
-    stats = compute_stats(contents.trials, contents.swaps)
+    layers = measures[0] if measures is not None else TABLE_SCHEMAS["layers"].empty_table()
+    networks = layer_order(contents.trials, layers)
+    stats = compute_stats(contents.trials, contents.swaps, networks)
     layer_stats = (
-        compute_layer_stats(contents.trials, *measures) if measures is not None
+        compute_layer_stats(
+            contents.trials, with_layer_columns(measures[0], contents.trials, networks), measures[1], networks
+        )
+        if measures is not None
         else pd.DataFrame(columns=LAYER_STATS_COLUMNS)
     )
     infos = config_infos(contents.trials)

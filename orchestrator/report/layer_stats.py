@@ -24,7 +24,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from orchestrator.report.stats import layer_sort_key, t_interval, trials_frame, widths_label
+from orchestrator.report.layer_order import LayerOrder
+from orchestrator.report.stats import layer_position, t_interval, trials_frame, widths_label
 from trainables.store import Store
 
 MOVEMENT = ("rel_dist_init", "dist_init", "cos_init", "norm", "dist_final")
@@ -107,9 +108,13 @@ def _long_values(trials: pa.Table, layers: pa.Table, criticality: pa.Table) -> p
     return pd.concat([p.astype({"epoch": "Int32"}) for p in parts], ignore_index=True)
 
 
-def compute_layer_stats(trials: pa.Table, layers: pa.Table, criticality: pa.Table) -> pd.DataFrame:
+def compute_layer_stats(
+    trials: pa.Table, layers: pa.Table, criticality: pa.Table, networks: LayerOrder | None = None
+) -> pd.DataFrame:
     """Aggregate movement, criticality and the generalisation gap over the seeds of each
-    configuration; columns ``LAYER_STATS_COLUMNS``. Only rows of trials in ``trials`` count."""
+    configuration; columns ``LAYER_STATS_COLUMNS``. Only rows of trials in ``trials`` count.
+    Layers are in forward order (``networks``, :mod:`orchestrator.report.layer_order`; a layer
+    it does not know sorts by name after the known ones)."""
     values = _long_values(trials, layers, criticality)
     merged = values.merge(trials_frame(trials), on="trial_id", how="inner")
     if merged.empty:
@@ -129,10 +134,14 @@ def compute_layer_stats(trials: pa.Table, layers: pa.Table, criticality: pa.Tabl
     )
     out.loc[out["n"] < 2, "std"] = np.nan
     out["n"] = out["n"].astype("int64")
+    known = networks or {}
     order = out.assign(
         _widths=out["widths"].map(tuple),
         _quantity=out["quantity"].map(QUANTITY_ORDER.index),
-        _layer=out["layer"].map(lambda v: layer_sort_key(v) if isinstance(v, str) else ("", -2)),
+        _layer=[
+            layer_position(layer, known[config].index(layer) if config in known else None)
+            for config, layer in zip(out["config_id"], out["layer"], strict=True)
+        ],
     ).sort_values(
         ["sweep", "dataset", "model", "_widths", "config_id", "_quantity", "_layer", "epoch", "settings"],
         na_position="first",

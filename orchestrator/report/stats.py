@@ -17,6 +17,11 @@ Units and semantics:
   accuracy, positive = worse than trained. The trained accuracy is the
   network's ``none`` row at epoch == ``epochs``, or its trial row's
   ``test_acc`` if that row is absent.
+- ``layer_index`` is the layer's 0-based position in the forward pass and
+  ``depth`` its relative depth, ``layer_index / (n_layers - 1)``
+  (:mod:`orchestrator.report.layer_order`); both null where the row has no
+  layer or the layer's position is not known. Layers are ordered by
+  ``layer_index`` everywhere, never by name.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import pandas as pd
 import pyarrow as pa
 from scipy import stats as st
 
+from orchestrator.report.layer_order import LayerOrder
 from trainables.spec import TrialSpec
 
 GROUP_KEYS = ["sweep", "config_id", "kind", "layer", "epoch", "alpha"]
@@ -54,6 +60,8 @@ STATS_COLUMNS = [
     "mean_drop",
     "drop_ci95_low",
     "drop_ci95_high",
+    "layer_index",
+    "depth",
 ]
 
 STATS_SCHEMA = pa.schema(
@@ -77,6 +85,9 @@ STATS_SCHEMA = pa.schema(
         ("mean_drop", pa.float64()),
         ("drop_ci95_low", pa.float64()),
         ("drop_ci95_high", pa.float64()),
+        # Extensions:
+        ("layer_index", pa.int32()),  # the layer's position in the forward pass, 0-based
+        ("depth", pa.float64()),  # layer_index / (n_layers - 1): 0 = first layer, 1 = output layer
     ]
 )
 """Arrow schema of ``stats.parquet`` (``widths`` stays a list<int32> there)."""
@@ -90,6 +101,16 @@ def layer_sort_key(layer: str) -> tuple[str, int]:
     """Sort ``fc2`` before ``fc10``: by name prefix, then by its trailing number."""
     match = _TRAILING_NUMBER.match(layer)
     return (match.group(1), int(match.group(2))) if match else (layer, -1)
+
+
+def layer_position(layer: object, layer_index: object) -> tuple[int, int, str, int]:
+    """The one order of rows by layer: no layer (the full network) first, then layers by
+    ``layer_index``, then any name without an index (by :func:`layer_sort_key`)."""
+    if not isinstance(layer, str):
+        return (0, 0, "", 0)
+    if _none_if_na(layer_index) is not None:
+        return (1, int(layer_index), "", 0)
+    return (2, 0, *layer_sort_key(layer))
 
 
 def widths_label(widths: tuple[int, ...] | list[int]) -> str:
@@ -135,9 +156,11 @@ class ConfigView:
     rows: pd.DataFrame
     index: dict[RowKey, pd.Series] = field(repr=False)
     layers: tuple[str, ...]
-    """Layer names (non-null) in depth order."""
+    """Layer names (non-null) in forward order (by ``layer_index``)."""
     last_epoch: int | None
     """The trained network's epoch: the largest ``none`` checkpoint."""
+    depth: dict[str, float] = field(default_factory=dict, repr=False)
+    """Relative depth of each layer whose position is known (``layer_index / (n_layers - 1)``)."""
 
     @classmethod
     def of(cls, key: ConfigKey, rows: pd.DataFrame) -> ConfigView:
@@ -147,9 +170,13 @@ class ConfigView:
             alpha = _none_if_na(row["alpha"])
             index[(row["kind"], _none_if_na(row["layer"]), None if epoch is None else int(epoch),
                    None if alpha is None else float(alpha))] = row
-        layers = tuple(sorted(set(rows["layer"].dropna()), key=layer_sort_key))
+        named = rows.dropna(subset=["layer"]).drop_duplicates("layer")
+        names, indexes, depths = named["layer"], named["layer_index"], named["depth"]
+        positions = {layer: layer_position(layer, i) for layer, i in zip(names, indexes, strict=True)}
+        layers = tuple(sorted(positions, key=positions.__getitem__))
+        depth = {layer: float(d) for layer, d in zip(names, depths, strict=True) if not pd.isna(d)}
         epochs = rows.loc[rows["kind"] == "none", "epoch"].dropna()
-        return cls(key, rows, index, layers, None if epochs.empty else int(epochs.max()))
+        return cls(key, rows, index, layers, None if epochs.empty else int(epochs.max()), depth)
 
     def row(
         self, kind: str, layer: str | None = None, epoch: int | None = None, alpha: float | None = None
@@ -220,7 +247,7 @@ def _swaps_frame(swaps: pa.Table) -> pd.DataFrame:
     )
 
 
-def compute_stats(trials: pa.Table, swaps: pa.Table) -> pd.DataFrame:
+def compute_stats(trials: pa.Table, swaps: pa.Table, networks: LayerOrder | None = None) -> pd.DataFrame:
     """Aggregate swap accuracies over the seeds of each configuration; columns ``STATS_COLUMNS``.
 
     Only swap rows of trials present in ``trials`` count (a swaps file without
@@ -228,7 +255,10 @@ def compute_stats(trials: pa.Table, swaps: pa.Table) -> pd.DataFrame:
     ``layer`` and ``alpha`` are null (NaN) where the swaps table has null,
     ``epoch`` is a nullable integer. Rows are sorted by sweep, configuration
     (dataset, model, widths, config_id), kind (none, reinit, rerandomize,
-    transplant, interpolate), layer depth, epoch, alpha.
+    transplant, interpolate), ``layer_index``, epoch, alpha. ``networks`` gives each
+    configuration's layers (:func:`orchestrator.report.layer_order.layer_order`); without
+    it, or for a layer it does not know, ``layer_index`` and ``depth`` are null and such
+    layers sort by name after the known ones.
     """
     merged = _swaps_frame(swaps).merge(trials_frame(trials), on="trial_id", how="inner")
     if merged.empty:
@@ -263,7 +293,19 @@ def compute_stats(trials: pa.Table, swaps: pa.Table) -> pd.DataFrame:
     )
     out["n"] = out["n"].astype("int64")
     out["epoch"] = out["epoch"].astype(pd.Int32Dtype())
+    out["layer_index"], out["depth"] = _positions(out, networks or {})
     return _sorted(out)[STATS_COLUMNS].reset_index(drop=True)
+
+
+def _positions(frame: pd.DataFrame, networks: LayerOrder) -> tuple[pd.Series, pd.Series]:
+    """``layer_index`` (nullable int32) and ``depth`` (float, NaN) of each row's layer."""
+    index, depth = [], []
+    for config_id, layer in zip(frame["config_id"], frame["layer"], strict=True):
+        network = networks.get(config_id)
+        position = network.index(layer) if network is not None and isinstance(layer, str) else None
+        index.append(position)
+        depth.append(np.nan if position is None else network.depth(layer))
+    return pd.Series(index, index=frame.index, dtype=pd.Int32Dtype()), pd.Series(depth, index=frame.index)
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
@@ -272,7 +314,9 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
         _kind=frame["kind"].map(
             lambda k: KIND_ORDER.index(k) if k in KIND_ORDER else len(KIND_ORDER)
         ),
-        _layer=frame["layer"].map(lambda v: layer_sort_key(v) if isinstance(v, str) else ("", -2)),
+        _layer=[
+            layer_position(layer, i) for layer, i in zip(frame["layer"], frame["layer_index"], strict=True)
+        ],
     )
     order = order.sort_values(
         ["sweep", "dataset", "model", "_widths", "config_id", "_kind", "kind", "_layer", "epoch", "alpha"],

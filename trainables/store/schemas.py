@@ -90,6 +90,9 @@ LAYERS_SCHEMA = pa.schema(
         ("rel_dist_init", pa.float64()),
         ("cos_init", pa.float64()),
         ("dist_final", pa.float64()),
+        # Since v3 (null in files written before; readers fill them, orchestrator/report/layer_order.py):
+        ("layer_index", pa.int32()),  # 0-based position of the layer in the forward pass
+        ("module_type", pa.string()),  # "linear", "conv", or a custom model's module class name
     ]
 )
 
