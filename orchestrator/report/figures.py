@@ -18,6 +18,7 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from orchestrator.report.layer_axis import LABEL_PT, bar_axis, heatmap_size
 from orchestrator.report.stats import ConfigView
 
 FULL_MODEL = "full model"
@@ -166,10 +167,12 @@ def to_png(figure: Figure) -> bytes:
 def plot_heatmap(heatmap: Heatmap, title: str) -> Figure:
     """Cells colored and labelled with the mean test error in percent; blank = not measured.
 
-    Every heatmap uses the same colour scale, 0-100% error, so figures compare.
+    Every heatmap uses the same colour scale, 0-100% error, so figures compare. The
+    figure grows with its rows (:func:`orchestrator.report.layer_axis.heatmap_size`), so
+    every layer keeps a readable label.
     """
     n_rows, n_cols = heatmap.error.shape
-    figure = Figure(figsize=(2.5 + 1.0 * n_cols, 1.6 + 0.55 * n_rows))
+    figure = Figure(figsize=heatmap_size(heatmap.rows, n_cols))
     axes = figure.add_subplot()
     cmap = colormaps["RdYlGn_r"].with_extremes(bad="white")
     percent = 100 * heatmap.error
@@ -181,7 +184,7 @@ def plot_heatmap(heatmap: Heatmap, title: str) -> Figure:
             color = "white" if dark else "black"
             axes.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=9, color=color)
     axes.set_xticks(range(n_cols), heatmap.columns, rotation=30, ha="right")
-    axes.set_yticks(range(n_rows), heatmap.rows)
+    axes.set_yticks(range(n_rows), heatmap.rows, fontsize=LABEL_PT)
     axes.set_xlabel("layer re-randomized, or reset to its weights at this checkpoint")
     axes.set_ylabel("layer changed")
     axes.set_title(title, fontsize=10)
@@ -193,10 +196,13 @@ def plot_bars(bars: Bars, title: str) -> Figure:
     """Grouped bars per layer with 95% CI error bars; trained and chance as reference lines.
 
     An unmeasured bar (NaN) is absent, not drawn at 0; a bar without an
-    interval (n < 2) has no error bar.
+    interval (n < 2) has no error bar. The figure widens with the layers, their
+    labels vertical once they would not fit side by side
+    (:func:`orchestrator.report.layer_axis.bar_axis`); the legend sits below them.
     """
     n_layers = len(bars.layers)
-    figure = Figure(figsize=(max(5.0, 1.3 * n_layers + 2.5), 4.0))
+    layer_axis = bar_axis(bars.layers)
+    figure = Figure(figsize=layer_axis.figure_size(n_layers), layout="constrained")
     axes = figure.add_subplot()
     positions = np.arange(n_layers)
     width = 0.8 / len(bars.kinds)
@@ -222,12 +228,13 @@ def plot_bars(bars: Bars, title: str) -> Figure:
         axes.axhline(100 * bars.trained, color="black", linestyle="--", label="trained network")
     if bars.chance is not None:
         axes.axhline(100 * bars.chance, color="grey", linestyle=":", label="chance (1/n_classes)")
-    axes.set_xticks(positions, bars.layers)
+    axes.set_xticks(positions, bars.layers, rotation=layer_axis.rotation, fontsize=LABEL_PT)
+    axes.set_xlim(-0.6, n_layers - 0.4)
     axes.set_ylim(0, 105)
     axes.set_xlabel("layer")
     axes.set_ylabel("test accuracy (%), mean ± 95% CI")
     axes.set_title(title, fontsize=10)
-    axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
+    figure.legend(fontsize=8, loc="outside lower center", ncol=2)
     return figure
 
 
