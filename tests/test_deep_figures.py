@@ -102,3 +102,14 @@ def test_more_layers_give_a_wider_bar_chart() -> None:
     short = figures.plot_bars(bars(MLP), "mlp")
     drawn(short)
     assert {label.get_rotation() for label in short.axes[0].get_xticklabels()} == {0.0}  # few: horizontal
+
+
+def test_criticality_bars_of_a_resnet56_keep_every_label_apart() -> None:
+    values = np.geomspace(1.0, 100.0, len(RESNET56))
+    figure = figures.plot_log_bars(RESNET56, values, values / 2, values * 2, "criticality", "criticality")
+    assert figure.get_size_inches()[0] > figures.plot_log_bars(MLP, values[:3], values[:3], values[:3], "t",
+                                                               "c").get_size_inches()[0]
+    renderer = drawn(figure)
+    labels = figure.axes[0].get_xticklabels()
+    assert [label.get_text() for label in labels] == list(RESNET56)
+    assert overlapping(extents(labels, renderer)) == []

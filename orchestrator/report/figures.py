@@ -316,9 +316,11 @@ def plot_log_bars(labels: Sequence[str], mean: np.ndarray, low: np.ndarray, high
                   title: str, ylabel: str) -> Figure:
     """Bars on a log scale with 95% CI error bars; a value <= 0 (or NaN) has no bar, only its label.
 
-    A lower CI bound at or below 0 is drawn down to the axis' bottom.
+    A lower CI bound at or below 0 is drawn down to the axis' bottom. The figure widens with
+    the labels as the per-layer bars do (:func:`orchestrator.report.layer_axis.bar_axis`).
     """
-    figure = Figure(figsize=(max(4.5, 1.1 * len(labels) + 2.0), 3.8))
+    layer_axis = bar_axis(labels)
+    figure = Figure(figsize=layer_axis.figure_size(len(labels)), layout="constrained")
     axes = figure.add_subplot()
     positions = np.arange(len(labels))
     shown = np.isfinite(mean) & (mean > 0)
@@ -333,7 +335,7 @@ def plot_log_bars(labels: Sequence[str], mean: np.ndarray, low: np.ndarray, high
         if not (np.isfinite(value) and value > 0):
             axes.annotate("0" if value == 0 else "n/a", (position, 0), xycoords=("data", "axes fraction"),
                           ha="center", va="bottom")
-    axes.set_xticks(positions, labels)
+    axes.set_xticks(positions, labels, rotation=layer_axis.rotation, fontsize=LABEL_PT)
     axes.set_ylabel(ylabel)
     axes.set_title(title, fontsize=10)
     return figure
