@@ -116,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     analyze.add_argument("--draws", type=int, help="rerandomize draws per layer (default: as recorded)")
     analyze.add_argument(
+        "--recalibrate", type=int, metavar="N",
+        help="also measure every swap with BatchNorm statistics re-estimated from N training samples "
+             "(networks with BatchNorm; default: as recorded)",
+    )
+    analyze.add_argument(
         "--criticality", action="store_true",
         help="measure module criticality of every layer (settings as recorded, else the defaults)",
     )
@@ -223,11 +228,14 @@ def command_analyze(args: argparse.Namespace) -> int:
 
     if args.draws is not None and args.draws < 1:
         raise ConfigError(f"--draws: {args.draws} is not allowed; expected an integer >= 1")
+    if args.recalibrate is not None and args.recalibrate < 1:
+        raise ConfigError(f"--recalibrate: {args.recalibrate} is not allowed; expected an integer >= 1")
     resources = Resources(args.cpus_per_task, args.gpus_per_task)
     outcome = analyze_store(
         Store.open(args.store), args.sweep, args.swaps, args.draws, resources, args.address, args.shared_fs,
         connect_timeout_s=args.connect_timeout,
         criticality=args.criticality,
+        recalibrate=args.recalibrate,
     )
     print(
         f"analyze: {outcome.networks} networks measured ({outcome.rows} new rows), "

@@ -30,13 +30,14 @@ import pyarrow.parquet as pq
 import safetensors.torch
 from safetensors import SafetensorError
 
-from trainables.plan import SWAP_KINDS
+from trainables.plan import SWAP_KINDS, row_key
 from trainables.store import Store, StoreError, layout
 from trainables.store.schemas import TABLE_SCHEMAS
 from trainables.worker.pack_job import tensor_sha256
 
 KINDS = frozenset({"none", "interpolate", *SWAP_KINDS})
 SWAP_KEY = ("kind", "layer", "epoch", "alpha", "draw")
+"""The key columns every swaps file has (``recalibrate``, absent before v3, reads as 0)."""
 MEASUREMENT_KEYS = {
     "swaps": SWAP_KEY,
     "layers": ("epoch", "layer"),
@@ -121,7 +122,10 @@ def check_measurements(store: Store, table: str, trial_id: str, relpaths: list[s
     for relpath in relpaths:
         rows, found = read_index_file(store, table, trial_id, relpath)
         problems += found
-        keys.update(tuple(row[c] for c in MEASUREMENT_KEYS[table]) for row in rows or [])
+        keys.update(
+            row_key(row) if table == "swaps" else tuple(row[c] for c in MEASUREMENT_KEYS[table])
+            for row in rows or []
+        )
     return problems + [
         Problem(trial_id, layout.index_path(table, trial_id), f"key {key} is measured {n} times")
         for key, n in sorted(keys.items(), key=str) if n > 1

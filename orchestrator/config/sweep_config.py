@@ -82,11 +82,15 @@ class SweepConfig:
     factory: str | None = None
     """``model: custom``: ``package.module:callable``."""
     factory_kwargs: FactoryKwargs = FactoryKwargs()
+    recalibrate: int = 0
+    """Training samples that re-estimate every BatchNorm's statistics of each swapped network for a
+    second measurement of it; 0 = none (a measurement setting, not part of any network's identity)."""
 
     @property
     def plan(self) -> MeasurementPlan:
         """What the sweep measures on every network (not part of any network's identity)."""
-        return MeasurementPlan(self.swaps, self.rerandomize_draws, self.alphas, self.criticality)
+        return MeasurementPlan(self.swaps, self.rerandomize_draws, self.alphas, self.criticality,
+                               self.recalibrate)
 
     def with_overrides(
         self,
@@ -142,7 +146,7 @@ def raw_value(value: Any) -> Any:
 TOP_LEVEL_KEYS = tuple(field.name for field in dataclasses.fields(SweepConfig))
 """The keys a config may hold: one per SweepConfig field."""
 RECORD_V2_KEYS = frozenset(TOP_LEVEL_KEYS) - {"checkpoint_seconds", "norm", "augment", "schedule", "factory",
-                                              "factory_kwargs"}
+                                              "factory_kwargs", "recalibrate"}
 """The keys every sweep record written by store version 2 holds."""
 
 def load_config(path: str | Path) -> SweepConfig:
@@ -214,4 +218,5 @@ def parse_config(raw: dict[str, Any]) -> SweepConfig:
         schedule=parse_schedule(raw.get("schedule"), epochs),
         factory=factory,
         factory_kwargs=factory_kwargs,
+        recalibrate=integer(raw, "recalibrate", 0, default=0),
     )

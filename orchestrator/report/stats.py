@@ -22,6 +22,11 @@ Units and semantics:
   (:mod:`orchestrator.report.layer_order`); both null where the row has no
   layer or the layer's position is not known. Layers are ordered by
   ``layer_index`` everywhere, never by name.
+- ``recalibrate`` N > 0: the swapped networks were evaluated after every
+  BatchNorm's statistics were re-estimated on N training samples; such rows
+  are never pooled with the others (0, and every row written before v3). The
+  drop is still against the trained network as stored. The report's figures and
+  verdicts show the rows with ``recalibrate`` 0.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from scipy import stats as st
 from orchestrator.report.layer_order import LayerOrder
 from trainables.spec import TrialSpec
 
-GROUP_KEYS = ["sweep", "config_id", "kind", "layer", "epoch", "alpha"]
+GROUP_KEYS = ["sweep", "config_id", "kind", "layer", "epoch", "alpha", "recalibrate"]
 DESCRIPTIVE = ["dataset", "model", "widths"]
 STATS_COLUMNS = [
     "sweep",
@@ -62,6 +67,7 @@ STATS_COLUMNS = [
     "drop_ci95_high",
     "layer_index",
     "depth",
+    "recalibrate",
 ]
 
 STATS_SCHEMA = pa.schema(
@@ -88,6 +94,7 @@ STATS_SCHEMA = pa.schema(
         # Extensions:
         ("layer_index", pa.int32()),  # the layer's position in the forward pass, 0-based
         ("depth", pa.float64()),  # layer_index / (n_layers - 1): 0 = first layer, 1 = output layer
+        ("recalibrate", pa.int32()),  # training samples that re-estimated BatchNorm statistics; 0 = none
     ]
 )
 """Arrow schema of ``stats.parquet`` (``widths`` stays a list<int32> there)."""
@@ -164,6 +171,8 @@ class ConfigView:
 
     @classmethod
     def of(cls, key: ConfigKey, rows: pd.DataFrame) -> ConfigView:
+        """The view of ``rows`` with the stored BatchNorm statistics (``recalibrate`` 0)."""
+        rows = rows[rows["recalibrate"] == 0]
         index: dict[RowKey, pd.Series] = {}
         for _, row in rows.iterrows():
             epoch = _none_if_na(row["epoch"])
@@ -242,9 +251,10 @@ def trials_frame(trials: pa.Table) -> pd.DataFrame:
 
 
 def _swaps_frame(swaps: pa.Table) -> pd.DataFrame:
-    return swaps.select(["trial_id", "kind", "layer", "epoch", "alpha", "test_acc"]).to_pandas(
-        types_mapper={pa.int32(): pd.Int32Dtype()}.get
-    )
+    columns = ["trial_id", "kind", "layer", "epoch", "alpha", "test_acc", "recalibrate"]
+    frame = swaps.select(columns).to_pandas(types_mapper={pa.int32(): pd.Int32Dtype()}.get)
+    frame["recalibrate"] = frame["recalibrate"].fillna(0)  # rows written before v3
+    return frame
 
 
 def compute_stats(trials: pa.Table, swaps: pa.Table, networks: LayerOrder | None = None) -> pd.DataFrame:
@@ -263,7 +273,9 @@ def compute_stats(trials: pa.Table, swaps: pa.Table, networks: LayerOrder | None
     merged = _swaps_frame(swaps).merge(trials_frame(trials), on="trial_id", how="inner")
     if merged.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in STATS_COLUMNS})
-    trained_rows = merged[(merged["kind"] == "none") & (merged["epoch"] == merged["epochs"])]
+    trained_rows = merged[
+        (merged["kind"] == "none") & (merged["epoch"] == merged["epochs"]) & (merged["recalibrate"] == 0)
+    ]
     trained = trained_rows.groupby("trial_id")["test_acc"].mean()
     merged["trained"] = merged["trial_id"].map(trained).fillna(merged["trial_test_acc"])
 
@@ -319,7 +331,8 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
         ],
     )
     order = order.sort_values(
-        ["sweep", "dataset", "model", "_widths", "config_id", "_kind", "kind", "_layer", "epoch", "alpha"],
+        ["sweep", "dataset", "model", "_widths", "config_id", "_kind", "kind", "_layer", "epoch", "alpha",
+         "recalibrate"],
         na_position="first",
         kind="stable",
     )

@@ -29,10 +29,11 @@ from trainables.store import Store, StoreError
 
 def analysis_plan(
     store: Store, sweeps: list[str], swaps: tuple[str, ...] | None, draws: int | None,
-    criticality: bool = False,
+    criticality: bool = False, recalibrate: int | None = None,
 ) -> MeasurementPlan:
-    """The plan to measure: ``swaps``/``draws`` where given, else what the sweeps recorded;
-    criticality as recorded, or with the reference defaults if ``criticality`` and none was."""
+    """The plan to measure: ``swaps``/``draws``/``recalibrate`` where given, else what the sweeps
+    recorded; criticality as recorded, or with the reference defaults if ``criticality`` and
+    none was."""
     recorded = [plan for name, plan in recorded_plans(store).items() if name in sweeps]
     plan = functools.reduce(MeasurementPlan.union, recorded) if recorded else MeasurementPlan()
     settings = plan.criticality
@@ -43,6 +44,7 @@ def analysis_plan(
         plan.rerandomize_draws if draws is None else draws,
         plan.alphas,
         settings,
+        plan.recalibrate if recalibrate is None else recalibrate,
     )
 
 
@@ -57,6 +59,7 @@ def analyze_store(
     log: Log = print_line,
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
     criticality: bool = False,
+    recalibrate: int | None = None,
 ) -> AnalysisOutcome:
     """Measure what the complete networks of ``store`` (or of ``sweep``) lack."""
     if store.version() is None:
@@ -72,7 +75,7 @@ def analyze_store(
             strict=True,
         )
     }
-    plan = analysis_plan(store, [s.sweep for s in contents.sweeps], swaps, draws, criticality)
+    plan = analysis_plan(store, [s.sweep for s in contents.sweeps], swaps, draws, criticality, recalibrate)
     datasets = {name: load_dataset(name) for name in sorted({spec.dataset for spec in specs.values()})}
     factory_modules = stored_factory_modules(specs.values())  # custom models: importable here and there
     jobs = missing_measurements(store, specs.values(), plan, datasets)

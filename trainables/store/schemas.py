@@ -76,6 +76,8 @@ SWAPS_SCHEMA = pa.schema(
         ("test_acc", pa.float64()),
         ("test_loss", pa.float64()),
         ("n_test", pa.int64()),
+        # Since v3 (null in rows written before, which read as 0):
+        ("recalibrate", pa.int32()),  # training samples that re-estimated BatchNorm statistics; 0 = none
     ]
 )
 
