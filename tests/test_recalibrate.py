@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 import safetensors.torch
 import torch
 
+from orchestrator.catalog.contents import load_contents
+from orchestrator.catalog.verify import verify_store
+from orchestrator.cli import main
 from orchestrator.config.sweep_config import parse_config
 from orchestrator.config.values import ConfigError
 from orchestrator.report.assemble import write_report
@@ -30,6 +35,7 @@ from trainables.store import Store, layout
 from trainables.store.schemas import SWAPS_SCHEMA, TRIALS_SCHEMA
 
 N = 96
+AT_TRAINING = 32
 
 
 def rows(root: Path, name: str, schema) -> list[dict]:
@@ -57,10 +63,11 @@ def test_recalibrated_statistics_are_the_cumulative_average_of_batch_statistics(
     samples = torch.randn(80, 3, 8, 8)
     out = recalibrated(structure, variant, samples, batch=32)
     assert all(torch.equal(variant[key], before[key]) for key in variant)  # the variant is not written to
-    # by hand: the first BatchNorm sees conv1's output; batches of 32, 32, 16, each weighted equally
+    # by hand: the first BatchNorm sees conv1's output; 80 samples at most 32 a batch are 3 batches
+    # of 27, 27 and 26, each weighted equally
     with torch.no_grad():
         conv = torch.nn.functional.conv2d(samples, variant["conv1.weight"], padding=1)
-    batches = conv.split(32)
+    batches = conv.split([27, 27, 26])
     means = torch.stack([b.mean(dim=(0, 2, 3)) for b in batches])
     variances = torch.stack([b.transpose(0, 1).reshape(b.shape[1], -1).var(dim=1) for b in batches])
     assert torch.allclose(out["bn1.running_mean"], means.mean(0), atol=1e-6)
@@ -70,13 +77,23 @@ def test_recalibrated_statistics_are_the_cumulative_average_of_batch_statistics(
     assert all(torch.equal(out[key], variant[key]) for key in variant if "running" not in key)
 
 
+def test_no_batch_of_one_sample_is_left_for_a_batchnorm_after_a_linear_layer() -> None:
+    network = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    samples = torch.randn(65, 3)  # at most 64 a batch: 33 and 32, not 64 and 1
+    out = recalibrated(network, network.state_dict(), samples, batch=64)
+    with torch.no_grad():
+        hidden = network[0](samples)
+    expected = (hidden[:33].mean(0) + hidden[33:].mean(0)) / 2
+    assert torch.allclose(out["1.running_mean"], expected, atol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def stores(local_ray, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("recalibrate")
     configs = {
         "cnn": tiny_raw_config(root / "cnn", name="cnn", dataset="synthetic-images", model="cnn",
                                widths=[[4, 6]], seeds=1, epochs=2, checkpoints=[0, 2],
-                               swaps=["reinit", "rerandomize"]),
+                               swaps=["reinit", "rerandomize"], recalibrate=AT_TRAINING),
         "mlp": tiny_raw_config(root / "mlp", name="mlp", widths=[[8]], seeds=1, epochs=2, checkpoints=[0, 2],
                                swaps=["reinit"]),
     }
@@ -88,14 +105,15 @@ def stores(local_ray, tmp_path_factory) -> dict[str, Path]:
 
 def test_analyze_recalibrate_adds_every_key_again_and_each_row_is_the_recalibrated_network(stores) -> None:
     root = stores["cnn"]
-    before = rows(root, "swaps", SWAPS_SCHEMA)
-    assert {row["recalibrate"] for row in before} == {0}
+    key = lambda row: (row["kind"], row["layer"], row["epoch"], row["alpha"], row["draw"])  # noqa: E731
+    trained = rows(root, "swaps", SWAPS_SCHEMA)
+    stored = sorted((key(row) for row in trained if row["recalibrate"] == 0), key=str)
+    assert {row["recalibrate"] for row in trained} == {0, AT_TRAINING}  # measured when it was trained
+    assert sorted((key(row) for row in trained if row["recalibrate"] == AT_TRAINING), key=str) == stored
     outcome = analyze_store(Store.open(str(root)), recalibrate=N, log=lambda _: None)
     assert (outcome.networks, outcome.failed) == (1, 0)
-    after = rows(root, "swaps", SWAPS_SCHEMA)
-    added = [row for row in after if row["recalibrate"] == N]
-    key = lambda row: (row["kind"], row["layer"], row["epoch"], row["alpha"], row["draw"])  # noqa: E731
-    assert sorted(map(key, added), key=str) == sorted(map(key, before), key=str)
+    added = [row for row in rows(root, "swaps", SWAPS_SCHEMA) if row["recalibrate"] == N]
+    assert sorted(map(key, added), key=str) == stored
     # reinit of conv1 to epoch 0, recalibrated, recomputed with plain modules
     trial = rows(root, "trials", TRIALS_SCHEMA)[0]
     spec = TrialSpec.from_dict(json.loads(trial["spec_json"]))
@@ -117,8 +135,8 @@ def test_analyze_recalibrate_adds_every_key_again_and_each_row_is_the_recalibrat
             module.momentum = None
     recal.train()
     with torch.no_grad():
-        for start in range(0, N, spec.batch_size):
-            recal(data.x_train[order][start:start + spec.batch_size])
+        for chunk in data.x_train[order].split(N // 2):  # N = 96 at most 64 a batch: two of 48
+            recal(chunk)
         logits = recal.eval()(data.x_test)
     expected = (logits.argmax(1) == data.y_test).float().mean().item()
     row = next(r for r in added if r["kind"] == "reinit" and r["layer"] == "conv1" and r["epoch"] == 0)
@@ -130,7 +148,7 @@ def test_analyze_recalibrate_adds_every_key_again_and_each_row_is_the_recalibrat
     stats = (root / "report" / "stats.csv").read_text().splitlines()
     header = stats[0].split(",")
     recal_column = header.index("recalibrate")
-    assert {line.split(",")[recal_column] for line in stats[1:]} == {"0", str(N)}
+    assert {line.split(",")[recal_column] for line in stats[1:]} == {"0", str(AT_TRAINING), str(N)}
 
 
 def test_a_network_without_batchnorm_writes_no_recalibrated_rows(stores) -> None:
@@ -153,3 +171,23 @@ def test_the_config_key_round_trips_is_written_only_off_its_default_and_a_bad_va
     with pytest.raises(ConfigError) as refused:
         parse_config(tiny_raw_config(tmp_path / "store", recalibrate=-1))
     assert "recalibrate" in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_rows_written_before_the_column_read_as_recalibrate_0(stores, tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    shutil.copytree(stores["mlp"], old, ignore=shutil.ignore_patterns("report", "tune"))
+    for path in (old / "index" / "swaps").glob("*.parquet"):
+        pq.write_table(pq.read_table(path).drop_columns(["recalibrate"]), path)
+    swaps = load_contents(Store.open(str(old)), None).swaps
+    assert swaps.num_rows > 0 and set(swaps.column("recalibrate").to_pylist()) == {0}
+    write_report(Store.open(str(old)), out_dir=str(tmp_path / "report"))
+    stats = (tmp_path / "report" / "stats.csv").read_text().splitlines()
+    column = stats[0].split(",").index("recalibrate")
+    assert {line.split(",")[column] for line in stats[1:]} == {"0"}
+    assert verify_store(Store.open(str(old))).problems == []
+
+
+def test_analyze_refuses_recalibrate_0(tmp_path: Path, capsys) -> None:
+    assert main(["analyze", str(tmp_path), "--recalibrate", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["layerswap: error: --recalibrate: 0 is not allowed; expected an integer >= 1"]

@@ -5,8 +5,10 @@ each BatchNorm's ``running_mean`` and ``running_var`` are reset (0 and 1) and
 re-estimated from the first N training samples of a fixed seeded order
 (``derive_seed("recalibrate", seed)``), by train-mode forward passes without
 gradient with ``momentum=None``: the cumulative average of the per-batch
-statistics (PyTorch's definition), in batches of the network's training
-``batch_size``. Every
+statistics (PyTorch's definition), in ceil(N / ``batch_size``) batches of
+nearly equal size (the network's training ``batch_size`` at most; sizes differ
+by at most one, so no tail batch of a single sample, which a BatchNorm after a
+linear layer cannot normalise in train mode). Every
 other tensor is the variant's, ``num_batches_tracked`` included (it stays the
 base network's). The variant's own tensors are never written to: they are
 shared with the stored checkpoints.
@@ -15,6 +17,7 @@ shared with the stored checkpoints.
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -56,7 +59,7 @@ def recalibrated(model: nn.Module, variant: StateDict, samples: torch.Tensor, ba
     state = {**variant, **statistics}
     structure.train()
     with torch.no_grad():
-        for start in range(0, samples.shape[0], batch):
-            functional_call(structure, state, (samples[start:start + batch],))
+        for chunk in samples.tensor_split(math.ceil(samples.shape[0] / batch)):
+            functional_call(structure, state, (chunk,))
     counters = {key: variant[key] for key in statistics if key.endswith("num_batches_tracked")}
     return {**state, **counters}
