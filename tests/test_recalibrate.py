@@ -110,6 +110,12 @@ def test_analyze_recalibrate_adds_every_key_again_and_each_row_is_the_recalibrat
     stored = sorted((key(row) for row in trained if row["recalibrate"] == 0), key=str)
     assert {row["recalibrate"] for row in trained} == {0, AT_TRAINING}  # measured when it was trained
     assert sorted((key(row) for row in trained if row["recalibrate"] == AT_TRAINING), key=str) == stored
+    # the trial's accuracies are the network with its stored statistics, not the recalibrated one
+    trial_row = rows(root, "trials", TRIALS_SCHEMA)[0]
+    baseline = {(row["epoch"], row["recalibrate"]): row["test_acc"]
+                for row in trained if row["kind"] == "none"}
+    assert (trial_row["test_acc"], trial_row["init_test_acc"]) == (baseline[(2, 0)], baseline[(0, 0)])
+    assert baseline[(2, 0)] != baseline[(2, AT_TRAINING)] or baseline[(0, 0)] != baseline[(0, AT_TRAINING)]
     outcome = analyze_store(Store.open(str(root)), recalibrate=N, log=lambda _: None)
     assert (outcome.networks, outcome.failed) == (1, 0)
     added = [row for row in rows(root, "swaps", SWAPS_SCHEMA) if row["recalibrate"] == N]

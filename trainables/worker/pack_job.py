@@ -224,7 +224,7 @@ def record_network(
     )
     trained = network.checkpoints[spec.epochs]
     train_acc = evaluate(network.model, trained, data.x_train, data.y_train).test_acc
-    baseline = {row["epoch"]: row for row in swap_rows if row["kind"] == "none"}
+    baseline = {row["epoch"]: row for row in swap_rows if row["kind"] == "none" and row["recalibrate"] == 0}
     trial_row = {
         "trial_id": trial_id,
         "sweep": sweep,
