@@ -1,6 +1,6 @@
 """Run every benchmark (or those named) and write their JSON into benchmarks/results/.
 
-    python -m benchmarks [--quick] [--threads N] [NAME ...]   # vs_seed roofline pack_kernels noise_loss
+    python -m benchmarks [--quick] [--threads N] [NAME ...]   # vs_seed roofline pack_kernels conv noise_loss
                                                               # sweep_overhead sweep_scale api_read
                                                               # read_integrity first_result
     python -m benchmarks gpu_check [--smoke]     # alone: imports torch only (no Ray, W&B, orchestrator)
@@ -18,7 +18,7 @@ import sys
 import time
 
 BENCHMARKS = (
-    "vs_seed", "roofline", "pack_kernels", "noise_loss", "sweep_overhead", "sweep_scale", "api_read",
+    "vs_seed", "roofline", "pack_kernels", "conv", "noise_loss", "sweep_overhead", "sweep_scale", "api_read",
     "read_integrity", "first_result",
 )
 

@@ -116,10 +116,14 @@ class StoreReader:
         axis, e.g. ``optimizer.lr``, null for sweeps without it)."""
         from orchestrator.catalog.contents import load_contents, without_diverged
         from orchestrator.report.axes import sweep_axes
+        from orchestrator.report.layer_order import layer_order
+        from orchestrator.report.layer_stats import read_measures
         from orchestrator.report.stats import compute_stats, stats_to_arrow
 
         contents = without_diverged(load_contents(self._store, sweep))  # as the report: trained networks only
-        stats = compute_stats(contents.trials, contents.swaps, sweep_axes(self._store))
+        layers, _ = read_measures(self._store, contents.trials.column("trial_id").unique())
+        networks = layer_order(contents.trials, layers)  # as the report: layers in forward order
+        stats = compute_stats(contents.trials, contents.swaps, sweep_axes(self._store), networks)
         return stats_to_arrow(stats).to_pandas()
 
     # Networks -------------------------------------------------------------------------------

@@ -143,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     analyze.add_argument("--draws", type=int, help="rerandomize draws per layer (default: as recorded)")
     analyze.add_argument(
+        "--recalibrate", type=int, metavar="N",
+        help="also measure every swap with BatchNorm statistics re-estimated from N training samples "
+             "(networks with BatchNorm; default: as recorded)",
+    )
+    analyze.add_argument(
         "--criticality", nargs="?", const=True, default=False, type=criticality_block, metavar="SETTINGS",
         help="measure module criticality of every layer: with the settings recorded, else the defaults, "
         "or with SETTINGS, the config's criticality block (e.g. 'search: grid, sigma_max: 0.01')",
@@ -182,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("name", choices=DATASETS)
     data.add_argument(
         "--root", type=Path, help="data root (default: $LAYERSWAP_DATA, else ~/.cache/layerswap/data)"
+    )
+    data.add_argument(
+        "--from", dest="archive", type=Path, metavar="FILE",
+        help="import the dataset's archive fetched elsewhere (cifar10, cifar100), checked against its "
+        "published MD5 first",
     )
 
     preflight = commands.add_parser(
@@ -283,12 +293,15 @@ def command_analyze(args: argparse.Namespace) -> int:
 
     if args.draws is not None and args.draws < 1:
         raise ConfigError(f"--draws: {args.draws} is not allowed; expected an integer >= 1")
+    if args.recalibrate is not None and args.recalibrate < 1:
+        raise ConfigError(f"--recalibrate: {args.recalibrate} is not allowed; expected an integer >= 1")
     resources = Resources(args.cpus_per_task, args.gpus_per_task)
     outcome = analyze_store(
         Store.open(args.store), args.sweep, args.swaps, args.draws, resources, args.address, args.shared_fs,
         connect_timeout_s=args.connect_timeout,
         criticality=args.criticality,
         phases=phases,
+        recalibrate=args.recalibrate,
     )
     if not args.no_report:
         refresh_report_line(Store.open(args.store), phases)
@@ -342,7 +355,7 @@ def command_ls(args: argparse.Namespace) -> int:
 def command_data(args: argparse.Namespace) -> int:
     from trainables.data.datasets import prepare_dataset
 
-    print(prepare_dataset(args.name, args.root))
+    print(prepare_dataset(args.name, args.root, archive=args.archive))
     return 0
 
 

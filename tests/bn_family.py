@@ -13,6 +13,7 @@ import math
 import torch
 from torch import nn
 
+from trainables.models.architectures import BuildOptions
 from trainables.models.family import ModelFamily, generic_layers
 
 
@@ -30,7 +31,9 @@ class TinyBN(nn.Module):
         return self.fc(h.mean(dim=(2, 3)))
 
 
-def build(name: str, input_shape: tuple[int, ...], widths: tuple[int, ...], n_classes: int) -> TinyBN:
+def build(
+    name: str, input_shape: tuple[int, ...], widths: tuple[int, ...], n_classes: int, options: BuildOptions
+) -> TinyBN:
     if math.prod(input_shape) % 4:
         raise ValueError(f"tinybn: a sample of {input_shape} does not fill 4 rows")
     return TinyBN(widths[0], n_classes)

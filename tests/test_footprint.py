@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from trainables.models.architectures import BuildOptions
 from trainables.train.footprint import PackShape, measure_network
 
 FLOAT, INDEX, EVAL_BATCH = 4, 8, 4096
@@ -78,3 +79,17 @@ def test_a_batchnorm_network_is_measured_with_its_buffers_and_its_convolution(ti
     weights = footprint.parameter_bytes * 3 + (footprint.parameter_bytes + footprint.buffer_bytes) * 3
     step = footprint.saved_bytes + 3 * footprint.layer_output_bytes + 1024 * INDEX
     assert shape.memory().per_network == weights + footprint.buffer_bytes + step
+
+
+def test_the_generic_evaluation_is_sized_by_the_peak_of_one_forward_pass_not_all_layer_outputs():
+    footprint = measure_network("cnn", (4,), (1, 8, 8), 3, 16, BuildOptions("batch"))
+    conv_output = 16 * 4 * 8 * 8 * FLOAT
+    # the conv's output is alive while its BN's (then the ReLU's) is made, then the pooled map
+    assert 2 * conv_output < footprint.inference_peak_bytes <= 3 * conv_output
+    deep = PackShape("resnet20", (16, 32, 64), (3, 32, 32), 10, 50_000, 10_000, 128, 10, 1,
+                     options=BuildOptions("batch"))
+    evaluated = measure_network("resnet20", (16, 32, 64), (3, 32, 32), 10, EVAL_BATCH, BuildOptions("batch"))
+    data = 60_000 * (3 * 32 * 32 * FLOAT + INDEX)
+    assert deep.memory().shared == data + evaluated.input_bytes + evaluated.inference_peak_bytes
+    # every layer's output at once would be 2.4 times more: 3.1 GiB at 4096 images against 1.25 GiB
+    assert evaluated.layer_output_bytes > 2 * evaluated.inference_peak_bytes

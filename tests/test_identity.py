@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from trainables.spec import OptimizerSpec, TrialSpec
+from trainables.spec import FactoryKwargs, OptimizerSpec, ScheduleSpec, TrialSpec
 
 SEED_NET = TrialSpec(
     dataset="mnist", data_mean=0.1307, data_std=0.3081, model="mlp", widths=(2048, 1024, 512, 256),
@@ -18,6 +18,19 @@ SMALL_NET = TrialSpec(
     dataset="synthetic", data_mean=0.0, data_std=1.0, model="mlp", widths=(16, 8), seed=3, epochs=3,
     batch_size=64, optimizer=OptimizerSpec("adam", 0.001, weight_decay=0.0001), checkpoints=(0, 1, 3),
     precision="bf16",
+)
+CONV_NET = TrialSpec(
+    dataset="cifar10", data_mean=(0.4914, 0.4822, 0.4465), data_std=(0.2470, 0.2435, 0.2616),
+    model="resnet20", widths=(16, 32, 64), seed=0, epochs=160, batch_size=128,
+    optimizer=OptimizerSpec("sgd", 0.1, momentum=0.9, weight_decay=5e-4), checkpoints=(0, 1, 2, 5, 160),
+    norm="batch", augment="flip-crop", schedule=ScheduleSpec("step", (80, 120), 0.1),
+)
+CUSTOM_NET = TrialSpec(
+    dataset="synthetic-images", data_mean=(0.0, 0.0, 0.0), data_std=(1.0, 1.0, 1.0), model="custom",
+    widths=(), seed=4, epochs=6, batch_size=32,
+    optimizer=OptimizerSpec("sgd", 0.05, momentum=0.9, nesterov=True), checkpoints=(0, 6),
+    schedule=ScheduleSpec("cosine", warmup_epochs=1),
+    factory="tests.factories.layernorm_net:build", factory_kwargs=FactoryKwargs({"hidden": 32}),
 )
 
 # Golden values: if one of these changes, every stored network gets a new id. Do not update them;
@@ -37,6 +50,26 @@ GOLDEN = {
         "82b29af9733ff985",
         "20aa0a570d628728",
     ),
+    # v3: a conv spec (per-channel normalisation, BatchNorm, augmentation, a step schedule) ...
+    CONV_NET: (
+        b'{"augment":"flip-crop","batch_size":128,"checkpoints":[0,1,2,5,160],"data_mean":[0.4914,0.4822,'
+        b'0.4465],"data_std":[0.247,0.2435,0.2616],"dataset":"cifar10","epochs":160,"model":"resnet20",'
+        b'"norm":"batch","optimizer":{"lr":0.1,"momentum":0.9,"name":"sgd","weight_decay":0.0005},'
+        b'"precision":"fp32","schedule":{"gamma":0.1,"milestones":[80,120],"name":"step"},"seed":0,'
+        b'"widths":[16,32,64]}',
+        "e081176876bfffc3",
+        "48fe22bf4a880d8b",
+    ),
+    # ... and a custom model with its factory and kwargs, Nesterov and a warmup-cosine schedule.
+    CUSTOM_NET: (
+        b'{"batch_size":32,"checkpoints":[0,6],"data_mean":[0.0,0.0,0.0],"data_std":[1.0,1.0,1.0],'
+        b'"dataset":"synthetic-images","epochs":6,"factory":"tests.factories.layernorm_net:build",'
+        b'"factory_kwargs":{"hidden":32},"model":"custom","optimizer":{"lr":0.05,"momentum":0.9,'
+        b'"name":"sgd","nesterov":true,"weight_decay":0.0},"precision":"fp32","schedule":{"name":"cosine",'
+        b'"warmup_epochs":1},"seed":4,"widths":[]}',
+        "f193285f49dfa812",
+        "92c44f0d16450f69",
+    ),
 }
 
 
@@ -45,6 +78,7 @@ def test_golden_spec_json_trial_ids_and_config_ids() -> None:
         assert spec.canonical_json() == canonical
         assert spec.trial_id == trial_id == hashlib.sha256(canonical).hexdigest()[:16]
         assert spec.config_id == config_id
+        assert TrialSpec.from_dict(json.loads(canonical)) == spec  # spec.json reads back as the spec
 
 
 def test_config_id_is_the_spec_without_its_seed() -> None:

@@ -97,23 +97,23 @@ def test_interpolate_ends_are_reinit_at_0_and_the_trained_network(trained_store:
     by_key = {(row["trial_id"], *row_key(row)): row for row in rows}
     trial_ids = {row["trial_id"] for row in rows}
     for trial_id in trial_ids:
-        trained = by_key[(trial_id, "none", None, 2, None, None)]
+        trained = by_key[(trial_id, "none", None, 2, None, None, 0)]
         for layer in ("fc1", "fc2", "fc3"):
-            start = by_key[(trial_id, "interpolate", layer, 0, 0.0, None)]
-            end = by_key[(trial_id, "interpolate", layer, 0, 1.0, None)]
-            reinit = by_key[(trial_id, "reinit", layer, 0, None, None)]
+            start = by_key[(trial_id, "interpolate", layer, 0, 0.0, None, 0)]
+            end = by_key[(trial_id, "interpolate", layer, 0, 1.0, None, 0)]
+            reinit = by_key[(trial_id, "reinit", layer, 0, None, None, 0)]
             assert start["test_acc"] == reinit["test_acc"]
             assert start["test_loss"] == pytest.approx(reinit["test_loss"], rel=1e-9)
             assert end["test_acc"] == trained["test_acc"]
             assert end["test_loss"] == pytest.approx(trained["test_loss"], rel=1e-9)
-            assert (trial_id, "interpolate", layer, 0, 0.5, None) in by_key
+            assert (trial_id, "interpolate", layer, 0, 0.5, None, 0) in by_key
 
 
 def test_alpha_keys_do_not_depend_on_float_noise() -> None:
     plan = MeasurementPlan(("interpolate",), alphas=(0.1 * 3,))
     [_, key] = plan_keys(plan, ("fc1",), (0, 2))[1:]
     row = {"kind": "interpolate", "layer": "fc1", "epoch": 0, "alpha": 0.3, "draw": None}
-    assert key == row_key(row) == ("interpolate", "fc1", 0, 0.3, None)
+    assert key == row_key(row) == ("interpolate", "fc1", 0, 0.3, None, 0)  # a row before v3: recalibrate 0
 
 
 def test_analyze_criticality_writes_only_criticality_rows_then_nothing(trained_store: Path, capsys) -> None:

@@ -1,7 +1,7 @@
 """What is measured on stored networks: swap kinds and their settings, and the row keys.
 
-A measurement is a fact keyed by (trial_id, kind, layer, epoch, alpha, draw),
-determined by the stored weights and the dataset (DESIGN.md, "Identity"). A
+A measurement is a fact keyed by (trial_id, kind, layer, epoch, alpha, draw,
+recalibrate), determined by the stored weights and the dataset (DESIGN.md, "Identity"). A
 plan says which keys a network should have; :func:`plan_keys` lists them, so a
 writer can measure only the keys that are not stored yet. Nothing here is part
 of a network's identity.
@@ -23,8 +23,9 @@ ALPHA_DECIMALS = 6
 DEFAULT_ALPHAS = tuple(round(i / 10, ALPHA_DECIMALS) for i in range(11))
 """The ``interpolate`` grid: 0, 0.1, ..., 1."""
 
-SwapKey = tuple[str, str | None, int | None, float | None, int | None]
-"""(kind, layer, epoch, alpha, draw) of one swaps row of a trial; None = null."""
+SwapKey = tuple[str, str | None, int | None, float | None, int | None, int]
+"""(kind, layer, epoch, alpha, draw, recalibrate) of one swaps row of a trial; None = null,
+``recalibrate`` 0 = the stored BatchNorm statistics (a row written before v3 has 0)."""
 
 
 CRITICALITY_SEARCHES = ("bisect", "grid")
@@ -153,12 +154,15 @@ def alpha_key(alpha: float | None) -> float | None:
 @dataclass(frozen=True)
 class MeasurementPlan:
     """The swap kinds to measure (``none`` always), ``rerandomize_draws`` per layer, the
-    ``interpolate`` ``alphas``, and ``criticality`` settings (None = not measured)."""
+    ``interpolate`` ``alphas``, ``criticality`` settings (None = not measured), and
+    ``recalibrate``: N > 0 measures every key also with each BatchNorm's running statistics
+    re-estimated from N training samples (networks with BatchNorm only), 0 = not."""
 
     swaps: tuple[str, ...] = DEFAULT_SWAPS
     rerandomize_draws: int = 1
     alphas: tuple[float, ...] = DEFAULT_ALPHAS
     criticality: CriticalitySettings | None = None
+    recalibrate: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -166,6 +170,7 @@ class MeasurementPlan:
             "rerandomize_draws": self.rerandomize_draws,
             "alphas": list(self.alphas),
             "criticality": None if self.criticality is None else self.criticality.to_dict(),
+            "recalibrate": self.recalibrate,
         }
 
     @classmethod
@@ -177,30 +182,36 @@ class MeasurementPlan:
             int(data.get("rerandomize_draws", 1)),
             tuple(sorted({alpha_key(a) for a in data.get("alphas") or DEFAULT_ALPHAS})),
             None if criticality is None else CriticalitySettings.from_dict(criticality),
+            int(data.get("recalibrate") or 0),
         )
 
     def union(self, other: MeasurementPlan) -> MeasurementPlan:
         """Every kind and alpha either plan measures, with the larger number of draws; the
-        criticality settings of this plan, else of ``other``."""
+        criticality settings and recalibration of this plan, else of ``other``."""
         kinds = set(self.swaps) | set(other.swaps)
         return MeasurementPlan(
             tuple(k for k in SWAP_KINDS if k in kinds),
             max(self.rerandomize_draws, other.rerandomize_draws),
             tuple(sorted(set(self.alphas) | set(other.alphas))),
             self.criticality if self.criticality is not None else other.criticality,
+            self.recalibrate or other.recalibrate,
         )
 
 
-def plan_keys(plan: MeasurementPlan, layers: tuple[str, ...], checkpoints: tuple[int, ...]) -> list[SwapKey]:
+def plan_keys(
+    plan: MeasurementPlan, layers: tuple[str, ...], checkpoints: tuple[int, ...], batchnorm: bool = False
+) -> list[SwapKey]:
     """Every key ``plan`` asks for on a network with ``layers`` and ``checkpoints``, in order.
 
     ``none`` at every checkpoint; per layer: ``reinit`` to every checkpoint but
     the last, ``rerandomize`` draws 0..k-1 (epoch null), ``transplant`` from
     the last checkpoint into the epoch-0 network, ``interpolate`` at every
-    alpha (epoch 0, the other end of the line).
+    alpha (epoch 0, the other end of the line). All with ``recalibrate`` 0; and
+    where ``plan.recalibrate`` is N > 0 and the network has a BatchNorm
+    (``batchnorm``), every key again with ``recalibrate`` N.
     """
     last = checkpoints[-1]
-    keys: list[SwapKey] = [("none", None, epoch, None, None) for epoch in checkpoints]
+    keys: list[tuple] = [("none", None, epoch, None, None) for epoch in checkpoints]
     for layer in layers:
         if "reinit" in plan.swaps:
             keys += [("reinit", layer, epoch, None, None) for epoch in checkpoints[:-1]]
@@ -210,9 +221,12 @@ def plan_keys(plan: MeasurementPlan, layers: tuple[str, ...], checkpoints: tuple
             keys.append(("transplant", layer, last, None, None))
         if "interpolate" in plan.swaps:
             keys += [("interpolate", layer, 0, alpha_key(alpha), None) for alpha in plan.alphas]
-    return keys
+    settings = (0, plan.recalibrate) if plan.recalibrate and batchnorm else (0,)
+    return [(*key, samples) for samples in settings for key in keys]
 
 
 def row_key(row: dict[str, Any]) -> SwapKey:
-    """The key of a swaps row (a dict with the swaps table's columns)."""
-    return (row["kind"], row["layer"], row["epoch"], alpha_key(row.get("alpha")), row["draw"])
+    """The key of a swaps row (a dict with the swaps table's columns; a row without
+    ``recalibrate``, written before v3, is the key with ``recalibrate`` 0)."""
+    return (row["kind"], row["layer"], row["epoch"], alpha_key(row.get("alpha")), row["draw"],
+            row.get("recalibrate") or 0)

@@ -21,12 +21,14 @@ may be trained together in one pack.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import hashlib
 import json
 import types
 import typing
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -36,12 +38,57 @@ V1_MEASUREMENT_FIELDS = ("swaps", "rerandomize_draws")
 
 @dataclass(frozen=True)
 class OptimizerSpec:
+    """``nesterov``: Nesterov momentum (SGD with momentum > 0 only)."""
+
     name: str
     lr: float
     momentum: float = 0.0
     weight_decay: float = 0.0
+    nesterov: bool = False
 
     ALWAYS_WRITTEN: ClassVar[frozenset[str]] = frozenset({"name", "lr", "momentum", "weight_decay"})
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """The learning rate over training, as a factor of ``optimizer.lr``, stepped per optimizer step.
+
+    ``constant``: 1. ``step``: multiplied by ``gamma`` at each epoch of
+    ``milestones`` (MultiStepLR). ``cosine``: from 1 to 0 along a half cosine
+    over the steps after the warmup (CosineAnnealingLR). ``warmup_epochs``:
+    first a linear rise from 0 over that many epochs.
+    """
+
+    name: str = "constant"
+    milestones: tuple[int, ...] = ()
+    gamma: float | None = None
+    """The step schedule's factor (the config's default for ``step`` is 0.1); None otherwise."""
+    warmup_epochs: int = 0
+
+    ALWAYS_WRITTEN: ClassVar[frozenset[str]] = frozenset({"name"})
+
+
+class FactoryKwargs(Mapping[str, Any]):
+    """The keyword arguments of a ``custom`` model's factory: a read-only mapping of JSON values,
+    hashable (by its canonical JSON) so that specs stay hashable."""
+
+    def __init__(self, values: Mapping[str, Any] | None = None) -> None:
+        self._values = copy.deepcopy(dict(values or {}))
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __hash__(self) -> int:
+        return hash(canonical_bytes(self._values))
+
+    def __repr__(self) -> str:
+        return f"FactoryKwargs({self._values!r})"
 
 
 @dataclass(frozen=True)
@@ -49,13 +96,17 @@ class TrialSpec:
     """One network: dataset (and its normalisation), architecture, seed, training.
 
     ``data_mean``/``data_std`` are the normalisation applied after scaling
-    pixels to [0, 1]. ``checkpoints`` are sorted epochs, always containing 0
-    and ``epochs``. ``precision`` is the training arithmetic (fp32, tf32, bf16).
+    pixels to [0, 1]: a number, or one per channel. ``checkpoints`` are sorted
+    epochs, always containing 0 and ``epochs``. ``precision`` is the training
+    arithmetic (fp32, tf32, bf16). Fields of v3 (DESIGN.md, "Identity"):
+    ``norm`` (``batch``: BatchNorm after every conv), ``augment``
+    (``flip-crop``), ``schedule``, and for ``model: custom`` the ``factory``
+    (``package.module:callable``) with its ``factory_kwargs``.
     """
 
     dataset: str
-    data_mean: float
-    data_std: float
+    data_mean: float | tuple[float, ...]
+    data_std: float | tuple[float, ...]
     model: str
     widths: tuple[int, ...]
     seed: int
@@ -64,6 +115,11 @@ class TrialSpec:
     optimizer: OptimizerSpec
     checkpoints: tuple[int, ...]
     precision: str = "fp32"
+    norm: str = "none"
+    augment: str = "none"
+    schedule: ScheduleSpec = ScheduleSpec()
+    factory: str | None = None
+    factory_kwargs: FactoryKwargs = FactoryKwargs()
 
     ALWAYS_WRITTEN: ClassVar[frozenset[str]] = frozenset(
         {"dataset", "data_mean", "data_std", "model", "widths", "seed", "epochs", "batch_size",
@@ -123,6 +179,8 @@ def _default(field: dataclasses.Field) -> Any:
 def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value):
         return canonical_fields(value)
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
     if isinstance(value, tuple | list):
         return [_plain(item) for item in value]
     return value
@@ -146,6 +204,8 @@ def _typed(hint: Any, value: Any) -> Any:
     for candidate in typing.get_args(hint) if union else (hint,):  # X | None: the first that fits
         if dataclasses.is_dataclass(candidate) and isinstance(value, dict):
             return from_plain(candidate, value)
+        if isinstance(candidate, type) and issubclass(candidate, Mapping) and isinstance(value, dict):
+            return candidate(value)
         if typing.get_origin(candidate) is tuple and isinstance(value, list | tuple):
             args = typing.get_args(candidate)
             item = args[0] if args else Any

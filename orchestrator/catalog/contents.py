@@ -76,7 +76,7 @@ def load_contents(store: Store, sweep: str | None = None) -> StoreContents:
         trials = trials.filter(pc.equal(trials.column("sweep"), sweep))
         known = [sweep]
         unfinished &= expected.get(sweep, set())
-    swaps = _read_checked(store, "swaps")
+    swaps = with_recalibrate(_read_checked(store, "swaps"))
     swaps = swaps.filter(pc.is_in(swaps.column("trial_id"), trials.column("trial_id").unique()))
     swaps = one_row_per_key(swaps)
     statuses = tuple(_status(name, trials, expected.get(name), complete_ids) for name in known)
@@ -135,11 +135,18 @@ def describe_diverged(trials: pa.Table) -> str | None:
             f"of every statistic: {'; '.join(parts)}")
 
 
-SWAP_KEY_COLUMNS = ["trial_id", "kind", "layer", "epoch", "alpha", "draw"]
+SWAP_KEY_COLUMNS = ["trial_id", "kind", "layer", "epoch", "alpha", "draw", "recalibrate"]
+
+
+def with_recalibrate(swaps: pa.Table) -> pa.Table:
+    """``swaps`` with ``recalibrate`` 0 where a row written before v3 has none."""
+    index = swaps.schema.get_field_index("recalibrate")
+    filled = pc.fill_null(swaps.column("recalibrate"), pa.scalar(0, pa.int32()))
+    return swaps.set_column(index, "recalibrate", filled)
 
 
 def one_row_per_key(swaps: pa.Table) -> pa.Table:
-    """The swaps rows with each (trial_id, kind, layer, epoch, alpha, draw) once.
+    """The swaps rows with each (trial_id, kind, layer, epoch, alpha, draw, recalibrate) once.
 
     Two writers that measured the same key at once leave two rows (``verify``
     names them); both are measurements of the same fact, and the first is kept.

@@ -38,12 +38,13 @@ import safetensors.torch
 from safetensors import SafetensorError
 
 from trainables.measure.checked_weights import differences
-from trainables.plan import SWAP_KINDS
+from trainables.plan import SWAP_KINDS, row_key
 from trainables.store import Store, StoreError, layout
 from trainables.store.schemas import TABLE_SCHEMAS
 
 KINDS = frozenset({"none", "interpolate", *SWAP_KINDS})
 SWAP_KEY = ("kind", "layer", "epoch", "alpha", "draw")
+"""The key columns every swaps file has (``recalibrate``, absent before v3, reads as 0)."""
 MEASUREMENT_KEYS = {
     "swaps": SWAP_KEY,
     "layers": ("epoch", "layer"),
@@ -194,7 +195,9 @@ def check_measurements(
 
 def measurement_key(table: str, row: dict) -> tuple:
     """The key of one row of a measurement table (a key column it lacks, or null, as
-    :data:`LATER_KEY_COLUMNS` says)."""
+    :data:`LATER_KEY_COLUMNS` says; a swap row's as readers key it, ``recalibrate`` 0 where absent)."""
+    if table == "swaps":
+        return row_key(row)
     return tuple(
         LATER_KEY_COLUMNS[c] if row.get(c) is None and c in LATER_KEY_COLUMNS else row[c]
         for c in MEASUREMENT_KEYS[table]

@@ -1,6 +1,6 @@
-"""Parsing and validating the blocks of a sweep config: widths, seeds, optimizer, checkpoints, swaps,
-resources, wandb, pack, name, alphas and criticality. Each returns a frozen value or raises
-ConfigError naming the field."""
+"""Parsing and validating the blocks of a sweep config: widths, seeds, optimizer, schedule, factory,
+checkpoints, swaps, resources, wandb, pack, name, alphas and criticality. Each returns a frozen value
+or raises ConfigError naming the field."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from orchestrator.config.values import (
     integer,
     number,
 )
-from trainables.choices import WANDB_MODES
+from trainables.choices import SCHEDULES, WANDB_MODES
 from trainables.plan import (
     BISECT_ONLY,
     CRITICALITY_SEARCHES,
@@ -26,7 +26,7 @@ from trainables.plan import (
     alpha_key,
     implied_search,
 )
-from trainables.spec import OptimizerSpec
+from trainables.spec import FactoryKwargs, OptimizerSpec, ScheduleSpec
 
 OPTIMIZERS = ("sgd", "adam")
 MAX_NETWORKS = 1_000_000
@@ -116,21 +116,83 @@ def parse_seeds(value: Any, width_configs: int) -> tuple[int, ...]:
 def parse_optimizer(value: Any) -> OptimizerSpec:
     if not isinstance(value, dict):
         raise fail("optimizer", value, "expected a mapping like {name: sgd, lr: 0.01}")
-    unknown = set(value) - {"name", "lr", "momentum", "weight_decay"}
+    unknown = set(value) - {"name", "lr", "momentum", "weight_decay", "nesterov"}
     if unknown:
-        raise fail("optimizer", sorted(unknown)[0], "keys: name, lr, momentum, weight_decay")
+        raise fail("optimizer", sorted(unknown)[0], "keys: name, lr, momentum, weight_decay, nesterov")
     name = choice(value, "optimizer.name", OPTIMIZERS)
     momentum = number(value, "optimizer.momentum", 0.0, positive=False)
     if momentum >= 1:
         raise fail("optimizer.momentum", momentum, "expected a number in [0, 1)")
     if name == "adam" and momentum:
         raise fail("optimizer.momentum", momentum, "adam takes no momentum")
+    nesterov = value.get("nesterov", False)
+    if not isinstance(nesterov, bool):
+        raise fail("optimizer.nesterov", nesterov, "expected true or false")
+    if nesterov and (name != "sgd" or not momentum):
+        raise fail("optimizer.nesterov", nesterov, "Nesterov momentum needs name: sgd and momentum > 0")
     return OptimizerSpec(
         name=name,
         lr=number(value, "optimizer.lr", None, positive=True),
         momentum=momentum,
         weight_decay=number(value, "optimizer.weight_decay", 0.0, positive=False),
+        nesterov=nesterov,
     )
+
+
+STEP_GAMMA = 0.1
+"""The step schedule's factor when the config gives none."""
+
+
+def parse_schedule(value: Any, epochs: int) -> ScheduleSpec:
+    """``{name: constant|step|cosine, milestones: [epochs] (step), gamma: g (step), warmup_epochs: n}``."""
+    allowed = ("expected {name: constant|step|cosine, milestones: [EPOCH, ...], gamma: G, warmup_epochs: N} "
+               "(milestones and gamma for step only)")
+    if value is None:
+        return ScheduleSpec()
+    if not isinstance(value, dict):
+        raise fail("schedule", value, allowed)
+    unknown = sorted(set(value) - {"name", "milestones", "gamma", "warmup_epochs"})
+    if unknown:
+        raise fail(f"schedule.{unknown[0]}", value[unknown[0]], allowed)
+    name = value.get("name", "constant")
+    if name not in SCHEDULES:
+        raise fail("schedule.name", name, f"allowed: {', '.join(SCHEDULES)}")
+    if name != "step" and ("milestones" in value or "gamma" in value):
+        key = "milestones" if "milestones" in value else "gamma"
+        raise fail(f"schedule.{key}", value[key], f"only the step schedule takes {key}")
+    warmup = integer(value, "schedule.warmup_epochs", 0, default=0, maximum=epochs - 1)
+    if name != "step":
+        return ScheduleSpec(name, warmup_epochs=warmup)
+    milestones = value.get("milestones")
+    valid = f"expected a non-empty list of distinct epochs in [{warmup + 1}, {epochs}], after the warmup"
+    if not isinstance(milestones, list) or not milestones or len(set(milestones)) != len(milestones):
+        raise fail("schedule.milestones", milestones, valid)
+    for epoch in milestones:
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or not warmup < epoch <= epochs:
+            raise fail("schedule.milestones", epoch, valid)
+    gamma = number(value, "schedule.gamma", STEP_GAMMA, positive=True)
+    return ScheduleSpec(name, tuple(sorted(milestones)), gamma, warmup)
+
+
+def parse_factory(factory: Any, kwargs: Any, model: str) -> tuple[str | None, FactoryKwargs]:
+    """``factory`` (``package.module:callable``) and ``factory_kwargs`` (a mapping), for
+    ``model: custom`` only; whether they can be imported and built is checked before Ray starts."""
+    if model != "custom":
+        if factory is not None or kwargs is not None:
+            key, given = ("factory", factory) if factory is not None else ("factory_kwargs", kwargs)
+            raise fail(key, given, "only model: custom takes a factory")
+        return None, FactoryKwargs()
+    if not isinstance(factory, str) or factory.count(":") != 1 or not all(factory.split(":")):
+        raise fail("factory", factory, "model custom needs factory: 'package.module:callable'")
+    if kwargs is None:
+        kwargs = {}
+    if not isinstance(kwargs, dict) or not all(isinstance(key, str) for key in kwargs):
+        raise fail("factory_kwargs", kwargs, "expected a mapping of keyword arguments for the factory")
+    reserved = sorted({"input_shape", "n_classes", "widths"} & set(kwargs))
+    if reserved:
+        raise fail(f"factory_kwargs.{reserved[0]}", kwargs[reserved[0]],
+                   "input_shape, n_classes and widths are passed by layerswap")
+    return factory, FactoryKwargs(kwargs)
 
 
 def parse_checkpoints(value: Any, epochs: int) -> tuple[int, ...]:

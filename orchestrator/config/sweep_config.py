@@ -25,10 +25,12 @@ from orchestrator.config.blocks import (
     parse_alphas,
     parse_checkpoints,
     parse_criticality,
+    parse_factory,
     parse_name,
     parse_optimizer,
     parse_pack,
     parse_resources,
+    parse_schedule,
     parse_seeds,
     parse_swaps,
     parse_wandb,
@@ -37,9 +39,11 @@ from orchestrator.config.blocks import (
 from orchestrator.config.grid_axes import Grid, parse_grid, remove_keys, substitute
 from orchestrator.config.values import ConfigError, choice, echo, fail, integer, number
 from orchestrator.config.yaml_loader import YamlRefused, load_yaml
-from trainables.choices import DATASETS, MODELS, PRECISIONS
+from trainables.choices import AUGMENTS, DATASETS, MODELS, PRECISIONS
+from trainables.data.catalog import CATALOG
+from trainables.models.architectures import ARCHITECTURES, NORMS, check_architecture
 from trainables.plan import DEFAULT_ALPHAS, CriticalitySettings, MeasurementPlan
-from trainables.spec import OptimizerSpec, canonical_fields
+from trainables.spec import FactoryKwargs, OptimizerSpec, ScheduleSpec, canonical_fields
 
 MAX_RETRIES = 2
 """Times a trial (Tune) or a measurement task (Ray) is rerun after its worker died."""
@@ -77,6 +81,16 @@ class SweepConfig:
     """The ``interpolate`` grid (fractions of the way from init to trained)."""
     criticality: CriticalitySettings | None = None
     """Module criticality settings; None = not measured."""
+    norm: str = "none"
+    """``batch``: BatchNorm after every conv (the conv families' default when the config names none)."""
+    augment: str = "none"
+    schedule: ScheduleSpec = ScheduleSpec()
+    factory: str | None = None
+    """``model: custom``: ``package.module:callable``."""
+    factory_kwargs: FactoryKwargs = FactoryKwargs()
+    recalibrate: int = 0
+    """Training samples that re-estimate every BatchNorm's statistics of each swapped network for a
+    second measurement of it; 0 = none (a measurement setting, not part of any network's identity)."""
     grid: Grid = Grid()
     """More axes over training-spec fields (:mod:`orchestrator.config.grid_axes`); empty = none."""
 
@@ -92,7 +106,8 @@ class SweepConfig:
     @property
     def plan(self) -> MeasurementPlan:
         """What the sweep measures on every network (not part of any network's identity)."""
-        return MeasurementPlan(self.swaps, self.rerandomize_draws, self.alphas, self.criticality)
+        return MeasurementPlan(self.swaps, self.rerandomize_draws, self.alphas, self.criticality,
+                               self.recalibrate)
 
     def with_overrides(
         self,
@@ -136,8 +151,10 @@ def raw_value(value: Any) -> Any:
         return value.to_raw()
     if hasattr(value, "to_dict"):
         return value.to_dict()
-    if isinstance(value, OptimizerSpec):
+    if isinstance(value, OptimizerSpec | ScheduleSpec):
         return canonical_fields(value)
+    if isinstance(value, FactoryKwargs):
+        return dict(value)
     if dataclasses.is_dataclass(value):
         return dataclasses.asdict(value)
     if isinstance(value, tuple | list):
@@ -147,7 +164,9 @@ def raw_value(value: Any) -> Any:
 
 TOP_LEVEL_KEYS = tuple(field.name for field in dataclasses.fields(SweepConfig))
 """The keys a config may hold: one per SweepConfig field."""
-RECORD_V2_KEYS = frozenset(TOP_LEVEL_KEYS) - {"checkpoint_seconds", "grid"}
+RECORD_V2_KEYS = frozenset(TOP_LEVEL_KEYS) - {
+    "checkpoint_seconds", "grid", "norm", "augment", "schedule", "factory", "factory_kwargs", "recalibrate",
+}
 """The keys every sweep record written by store version 2 holds."""
 
 MAX_CONFIG_BYTES = 2**20
@@ -213,11 +232,23 @@ def parse_fields(raw: dict[str, Any]) -> SweepConfig:
     store = raw.get("store", f"./runs/{name}")
     if not isinstance(store, str) or not store.strip():
         raise fail("store", store, "expected a path or URI")
-    widths = parse_widths(raw.get("widths"))
+    dataset = choice(raw, "dataset", DATASETS)
+    model = choice(raw, "model", MODELS, "mlp")
+    widths = parse_widths(raw["widths"]) if "widths" in raw else (ARCHITECTURES[model].default_widths,)
+    norm = choice(raw, "norm", NORMS, ARCHITECTURES[model].default_norm)
+    for width in widths:
+        try:
+            check_architecture(model, width, norm, dataset, CATALOG[dataset].input_shape)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    augment = choice(raw, "augment", AUGMENTS, "none")
+    if augment != "none" and not CATALOG[dataset].is_image:
+        raise fail("augment", augment, f"dataset {dataset} has no images to flip and crop; use none")
+    factory, factory_kwargs = parse_factory(raw.get("factory"), raw.get("factory_kwargs"), model)
     return SweepConfig(
         name=name,
-        dataset=choice(raw, "dataset", DATASETS),
-        model=choice(raw, "model", MODELS, "mlp"),
+        dataset=dataset,
+        model=model,
         widths=widths,
         seeds=parse_seeds(raw.get("seeds"), len(widths)),
         epochs=epochs,
@@ -235,4 +266,10 @@ def parse_fields(raw: dict[str, Any]) -> SweepConfig:
         checkpoint_seconds=number(raw, "checkpoint_seconds", 60.0, positive=False),
         alphas=parse_alphas(raw.get("alphas")),
         criticality=parse_criticality(raw.get("criticality")),
+        norm=norm,
+        augment=augment,
+        schedule=parse_schedule(raw.get("schedule"), epochs),
+        factory=factory,
+        factory_kwargs=factory_kwargs,
+        recalibrate=integer(raw, "recalibrate", 0, default=0),
     )

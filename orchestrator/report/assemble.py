@@ -51,6 +51,7 @@ from orchestrator.report.document import (
     render_html,
     render_markdown,
 )
+from orchestrator.report.layer_order import layer_order, with_layer_columns
 from orchestrator.report.layer_sections import (
     gap_blocks,
 )
@@ -87,6 +88,7 @@ from orchestrator.report.verdicts import (
     Thresholds,
 )
 from trainables.store import Store, StoreError
+from trainables.store.schemas import TABLE_SCHEMAS
 from trainables.store.store import PARQUET_WRITE_OPTIONS
 from trainables.store.uri import redact_secrets
 
@@ -139,9 +141,15 @@ def build_report(
             f"{store_uri}: no complete trials to report" + (f" ({waiting})" if waiting else "")
         )
     axes = axes or {}
-    stats = compute_stats(contents.trials, contents.swaps, axes)
+    layers = measures[0] if measures is not None else TABLE_SCHEMAS["layers"].empty_table()
+    networks = layer_order(contents.trials, layers)
+    stats = compute_stats(contents.trials, contents.swaps, axes, networks)
     layer_stats = (
-        compute_layer_stats(contents.trials, *measures, axes) if measures is not None
+        compute_layer_stats(
+            contents.trials, with_layer_columns(measures[0], contents.trials, networks), measures[1], axes,
+            networks,
+        )
+        if measures is not None
         else pd.DataFrame(columns=LAYER_STATS_COLUMNS)
     )
     infos = config_infos(contents.trials)

@@ -64,9 +64,10 @@ class Bars:
 class DropProfile:
     """Per-layer mean drop (fraction) and its CI for one configuration and one swap.
 
-    ``depth`` is each layer's relative depth: 0 = first layer, 1 = output
-    layer, hidden layers evenly in between, so configurations of different
-    depth line up.
+    ``depth`` is each layer's relative depth, ``layer_index / (n_layers - 1)``:
+    0 = first layer, 1 = output layer, so configurations of different depth
+    and families line up (evenly spaced over the layers shown where a
+    layer's position is not known).
     """
 
     label: str
@@ -176,9 +177,10 @@ def drop_profile(view: ConfigView, kind: str, epoch: int | None, label: str) -> 
         ],
         dtype=float,
     ).reshape(len(layers), 3)
-    return DropProfile(
-        label, tuple(layers), relative_depth(len(layers)), values[:, 0], values[:, 1], values[:, 2]
-    )
+    depth = np.array([view.depth.get(layer, np.nan) for layer in layers], dtype=float)
+    if not np.isfinite(depth).all():
+        depth = relative_depth(len(layers))
+    return DropProfile(label, tuple(layers), depth, values[:, 0], values[:, 1], values[:, 2])
 
 
 def curve(label: str, rows: pd.DataFrame, x: str, mean: str, low: str, high: str) -> Curve:

@@ -38,7 +38,8 @@ import pyarrow.compute as pc
 
 from orchestrator.report.axes import SweepAxes, axis_csv_frame, with_axis_arrays, with_axis_columns
 from orchestrator.report.censoring import RESOLVED, censoring, combined
-from orchestrator.report.stats import layer_sort_key, t_interval, trials_frame, widths_label
+from orchestrator.report.layer_order import LayerOrder
+from orchestrator.report.stats import layer_position, t_interval, trials_frame, widths_label
 from trainables.plan import CriticalitySettings
 from trainables.store import Store
 
@@ -144,11 +145,14 @@ def _long_values(trials: pa.Table, layers: pa.Table, criticality: pa.Table) -> p
 
 
 def compute_layer_stats(
-    trials: pa.Table, layers: pa.Table, criticality: pa.Table, axes: SweepAxes | None = None
+    trials: pa.Table, layers: pa.Table, criticality: pa.Table, axes: SweepAxes | None = None,
+    networks: LayerOrder | None = None,
 ) -> pd.DataFrame:
     """Aggregate movement, criticality and the generalisation gap over the seeds of each
     configuration; columns ``LAYER_STATS_COLUMNS``, then one per grid axis in ``axes``. Only rows of
-    trials in ``trials`` count."""
+    trials in ``trials`` count. Layers are in forward order (``networks``,
+    :mod:`orchestrator.report.layer_order`; a layer it does not know sorts by name after the known
+    ones)."""
     values = _long_values(trials, layers, criticality)
     merged = values.merge(trials_frame(trials), on="trial_id", how="inner")
     if merged.empty:
@@ -187,9 +191,13 @@ def compute_layer_stats(
     out["n"] = out["n"].astype("int64")
     out["n_measured"] = out["n_measured"].astype("int64")
     out["n_censored"] = out["n_censored"].astype("int64")
+    known = networks or {}
     order = out.assign(
         _quantity=out["quantity"].map(QUANTITY_ORDER.index),
-        _layer=out["layer"].map(lambda v: layer_sort_key(v) if isinstance(v, str) else ("", -2)),
+        _layer=[
+            layer_position(layer, known[config].index(layer) if config in known else None)
+            for config, layer in zip(out["config_id"], out["layer"], strict=True)
+        ],
     ).sort_values(
         ["sweep", "config_rank", "_quantity", "_layer", "epoch", "settings"],
         na_position="first",

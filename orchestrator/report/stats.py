@@ -29,6 +29,16 @@ Units and semantics:
   sweeps in the table, named by its key (``optimizer.lr``), holding the
   configuration's value, null for sweeps without that axis
   (:mod:`orchestrator.report.axes`).
+- ``layer_index`` is the layer's 0-based position in the forward pass and
+  ``depth`` its relative depth, ``layer_index / (n_layers - 1)``
+  (:mod:`orchestrator.report.layer_order`); both null where the row has no
+  layer or the layer's position is not known. Layers are ordered by
+  ``layer_index`` everywhere, never by name.
+- ``recalibrate`` N > 0: the swapped networks were evaluated after every
+  BatchNorm's statistics were re-estimated on N training samples; such rows
+  are never pooled with the others (0, and every row written before v3). The
+  drop is still against the trained network as stored. The report's figures and
+  verdicts show the rows with ``recalibrate`` 0.
 """
 
 from __future__ import annotations
@@ -44,8 +54,9 @@ from scipy import stats as st
 from orchestrator.catalog.contents import with_config_ids
 from orchestrator.catalog.naming import TRIAL_COLUMNS, names_of_trials
 from orchestrator.report.axes import SweepAxes, axis_csv_frame, with_axis_arrays, with_axis_columns
+from orchestrator.report.layer_order import LayerOrder
 
-GROUP_KEYS = ["sweep", "config_id", "kind", "layer", "epoch", "alpha"]
+GROUP_KEYS = ["sweep", "config_id", "kind", "layer", "epoch", "alpha", "recalibrate"]
 DESCRIPTIVE = ["dataset", "model", "widths", "config_name", "config_rank"]
 STATS_COLUMNS = [
     "sweep",
@@ -70,6 +81,9 @@ STATS_COLUMNS = [
     "config_name",
     "ci95_clipped",
     "drop_ci95_clipped",
+    "layer_index",
+    "depth",
+    "recalibrate",
 ]
 
 STATS_SCHEMA = pa.schema(
@@ -97,6 +111,9 @@ STATS_SCHEMA = pa.schema(
         ("config_name", pa.string()),  # what distinguishes the configuration within its sweep
         ("ci95_clipped", pa.bool_()),  # the accuracy interval was cut to [0, 1]
         ("drop_ci95_clipped", pa.bool_()),  # the drop interval was cut to its possible range
+        ("layer_index", pa.int32()),  # the layer's position in the forward pass, 0-based
+        ("depth", pa.float64()),  # layer_index / (n_layers - 1): 0 = first layer, 1 = output layer
+        ("recalibrate", pa.int32()),  # training samples that re-estimated BatchNorm statistics; 0 = none
     ]
 )
 """Arrow schema of ``stats.parquet`` (``widths`` stays a list<int32> there)."""
@@ -110,6 +127,16 @@ def layer_sort_key(layer: str) -> tuple[str, int]:
     """Sort ``fc2`` before ``fc10``: by name prefix, then by its trailing number."""
     match = _TRAILING_NUMBER.match(layer)
     return (match.group(1), int(match.group(2))) if match else (layer, -1)
+
+
+def layer_position(layer: object, layer_index: object) -> tuple[int, int, str, int]:
+    """The one order of rows by layer: no layer (the full network) first, then layers by
+    ``layer_index``, then any name without an index (by :func:`layer_sort_key`)."""
+    if not isinstance(layer, str):
+        return (0, 0, "", 0)
+    if _none_if_na(layer_index) is not None:
+        return (1, int(layer_index), "", 0)
+    return (2, 0, *layer_sort_key(layer))
 
 
 def widths_label(widths: tuple[int, ...] | list[int]) -> str:
@@ -155,21 +182,29 @@ class ConfigView:
     rows: pd.DataFrame
     index: dict[RowKey, pd.Series] = field(repr=False)
     layers: tuple[str, ...]
-    """Layer names (non-null) in depth order."""
+    """Layer names (non-null) in forward order (by ``layer_index``)."""
     last_epoch: int | None
     """The trained network's epoch: the largest ``none`` checkpoint."""
+    depth: dict[str, float] = field(default_factory=dict, repr=False)
+    """Relative depth of each layer whose position is known (``layer_index / (n_layers - 1)``)."""
 
     @classmethod
     def of(cls, key: ConfigKey, rows: pd.DataFrame) -> ConfigView:
+        """The view of ``rows`` with the stored BatchNorm statistics (``recalibrate`` 0)."""
+        rows = rows[rows["recalibrate"] == 0]
         index: dict[RowKey, pd.Series] = {}
         for _, row in rows.iterrows():
             epoch = _none_if_na(row["epoch"])
             alpha = _none_if_na(row["alpha"])
             index[(row["kind"], _none_if_na(row["layer"]), None if epoch is None else int(epoch),
                    None if alpha is None else float(alpha))] = row
-        layers = tuple(sorted(set(rows["layer"].dropna()), key=layer_sort_key))
+        named = rows.dropna(subset=["layer"]).drop_duplicates("layer")
+        names, indexes, depths = named["layer"], named["layer_index"], named["depth"]
+        positions = {layer: layer_position(layer, i) for layer, i in zip(names, indexes, strict=True)}
+        layers = tuple(sorted(positions, key=positions.__getitem__))
+        depth = {layer: float(d) for layer, d in zip(names, depths, strict=True) if not pd.isna(d)}
         epochs = rows.loc[rows["kind"] == "none", "epoch"].dropna()
-        return cls(key, rows, index, layers, None if epochs.empty else int(epochs.max()))
+        return cls(key, rows, index, layers, None if epochs.empty else int(epochs.max()), depth)
 
     def row(
         self, kind: str, layer: str | None = None, epoch: int | None = None, alpha: float | None = None
@@ -234,12 +269,15 @@ def trials_frame(trials: pa.Table) -> pd.DataFrame:
 
 
 def _swaps_frame(swaps: pa.Table) -> pd.DataFrame:
-    return swaps.select(["trial_id", "kind", "layer", "epoch", "alpha", "test_acc"]).to_pandas(
-        types_mapper={pa.int32(): pd.Int32Dtype()}.get
-    )
+    columns = ["trial_id", "kind", "layer", "epoch", "alpha", "test_acc", "recalibrate"]
+    frame = swaps.select(columns).to_pandas(types_mapper={pa.int32(): pd.Int32Dtype()}.get)
+    frame["recalibrate"] = frame["recalibrate"].fillna(0)  # rows written before v3
+    return frame
 
 
-def compute_stats(trials: pa.Table, swaps: pa.Table, axes: SweepAxes | None = None) -> pd.DataFrame:
+def compute_stats(
+    trials: pa.Table, swaps: pa.Table, axes: SweepAxes | None = None, networks: LayerOrder | None = None
+) -> pd.DataFrame:
     """Aggregate swap accuracies over the seeds of each configuration; columns ``STATS_COLUMNS``,
     then one per grid axis in ``axes`` of the sweeps in ``trials`` (``{sweep: keys}``).
 
@@ -248,12 +286,18 @@ def compute_stats(trials: pa.Table, swaps: pa.Table, axes: SweepAxes | None = No
     ``layer`` and ``alpha`` are null (NaN) where the swaps table has null,
     ``epoch`` is a nullable integer. Rows are sorted by sweep, configuration
     (the one order of :func:`orchestrator.catalog.naming.name_configs`), kind
-    (none, reinit, rerandomize, transplant, interpolate), layer depth, epoch, alpha.
+    (none, reinit, rerandomize, transplant, interpolate), ``layer_index``, epoch, alpha,
+    recalibrate. ``networks`` gives each configuration's layers
+    (:func:`orchestrator.report.layer_order.layer_order`); without it, or for a layer it does
+    not know, ``layer_index`` and ``depth`` are null and such layers sort by name after the
+    known ones.
     """
     merged = _swaps_frame(swaps).merge(trials_frame(trials), on="trial_id", how="inner")
     if merged.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in STATS_COLUMNS})
-    trained_rows = merged[(merged["kind"] == "none") & (merged["epoch"] == merged["epochs"])]
+    trained_rows = merged[
+        (merged["kind"] == "none") & (merged["epoch"] == merged["epochs"]) & (merged["recalibrate"] == 0)
+    ]
     trained = trained_rows.groupby("trial_id")["test_acc"].mean()
     merged["trained"] = merged["trial_id"].map(trained).fillna(merged["trial_test_acc"])
 
@@ -285,7 +329,19 @@ def compute_stats(trials: pa.Table, swaps: pa.Table, axes: SweepAxes | None = No
     )
     out["n"] = out["n"].astype("int64")
     out["epoch"] = out["epoch"].astype(pd.Int32Dtype())
+    out["layer_index"], out["depth"] = _positions(out, networks or {})
     return with_axis_columns(_sorted(out)[STATS_COLUMNS].reset_index(drop=True), trials, axes)
+
+
+def _positions(frame: pd.DataFrame, networks: LayerOrder) -> tuple[pd.Series, pd.Series]:
+    """``layer_index`` (nullable int32) and ``depth`` (float, NaN) of each row's layer."""
+    index, depth = [], []
+    for config_id, layer in zip(frame["config_id"], frame["layer"], strict=True):
+        network = networks.get(config_id)
+        position = network.index(layer) if network is not None and isinstance(layer, str) else None
+        index.append(position)
+        depth.append(np.nan if position is None else network.depth(layer))
+    return pd.Series(index, index=frame.index, dtype=pd.Int32Dtype()), pd.Series(depth, index=frame.index)
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
@@ -293,10 +349,12 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
         _kind=frame["kind"].map(
             lambda k: KIND_ORDER.index(k) if k in KIND_ORDER else len(KIND_ORDER)
         ),
-        _layer=frame["layer"].map(lambda v: layer_sort_key(v) if isinstance(v, str) else ("", -2)),
+        _layer=[
+            layer_position(layer, i) for layer, i in zip(frame["layer"], frame["layer_index"], strict=True)
+        ],
     )
     order = order.sort_values(
-        ["sweep", "config_rank", "_kind", "kind", "_layer", "epoch", "alpha"],
+        ["sweep", "config_rank", "_kind", "kind", "_layer", "epoch", "alpha", "recalibrate"],
         na_position="first",
         kind="stable",
     )

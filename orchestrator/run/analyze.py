@@ -20,6 +20,7 @@ from orchestrator.config.blocks import Resources
 from orchestrator.run.claimed_work import work_claimed
 from orchestrator.run.cluster import check_store_reachable
 from orchestrator.run.connect import DEFAULT_CONNECT_TIMEOUT_S, connect_ray
+from orchestrator.run.factories import stored_factory_modules
 from orchestrator.run.measuring import AnalysisOutcome, run_measurements
 from orchestrator.run.missing import (
     MeasurementJob,
@@ -38,11 +39,11 @@ from trainables.store.claims import Claims
 
 def analysis_plan(
     store: Store, sweeps: list[str], swaps: tuple[str, ...] | None, draws: int | None,
-    criticality: bool | CriticalitySettings = False,
+    criticality: bool | CriticalitySettings = False, recalibrate: int | None = None,
 ) -> MeasurementPlan:
-    """The plan to measure: ``swaps``/``draws`` where given, else what the sweeps recorded;
-    criticality with the settings ``criticality`` gives, else as recorded, else with the defaults
-    if ``criticality`` is True and none was recorded."""
+    """The plan to measure: ``swaps``/``draws``/``recalibrate`` where given, else what the sweeps
+    recorded; criticality with the settings ``criticality`` gives, else as recorded, else with the
+    defaults if ``criticality`` is True and none was recorded."""
     recorded = [plan for name, plan in recorded_plans(store).items() if name in sweeps]
     plan = functools.reduce(MeasurementPlan.union, recorded) if recorded else MeasurementPlan()
     settings = plan.criticality
@@ -55,6 +56,7 @@ def analysis_plan(
         plan.rerandomize_draws if draws is None else draws,
         plan.alphas,
         settings,
+        plan.recalibrate if recalibrate is None else recalibrate,
     )
 
 
@@ -70,6 +72,7 @@ def analyze_store(
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
     criticality: bool | CriticalitySettings = False,
     phases: Phases | None = None,
+    recalibrate: int | None = None,
 ) -> AnalysisOutcome:
     """Measure what the complete networks of ``store`` (or of ``sweep``) lack; ``phases`` (optional)
     gets the laps (:mod:`orchestrator.run.phases`)."""
@@ -87,8 +90,9 @@ def analyze_store(
             strict=True,
         )
     }
-    plan = analysis_plan(store, [s.sweep for s in contents.sweeps], swaps, draws, criticality)
+    plan = analysis_plan(store, [s.sweep for s in contents.sweeps], swaps, draws, criticality, recalibrate)
     datasets = {name: load_dataset(name) for name in sorted({spec.dataset for spec in specs.values()})}
+    factory_modules = stored_factory_modules(specs.values())  # custom models: importable here and there
     jobs = missing_measurements(store, specs.values(), plan, datasets)
     log(
         f"analyze: {len(specs)} networks, {describe_jobs(jobs)}; measuring "
@@ -97,7 +101,7 @@ def analyze_store(
     phases.lap("plan")
     if not jobs:
         return AnalysisOutcome(0, 0, 0, 0.0)
-    connected = connect_ray(address, connect_timeout_s)
+    connected = connect_ray(address, connect_timeout_s, py_modules=factory_modules)
     check_store_reachable(store, shared_fs)
     phases.lap("ray")
 

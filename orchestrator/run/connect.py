@@ -20,6 +20,7 @@ import socket
 import sys
 import threading
 import time
+from types import ModuleType
 
 import ray
 
@@ -37,23 +38,36 @@ class ClusterError(UserError):
 
 
 def connect_ray(
-    address: str | None, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S, env_vars: dict[str, str] | None = None
+    address: str | None, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S, env_vars: dict[str, str] | None = None,
+    py_modules: list[ModuleType] | None = None,
 ) -> bool:
     """Join ``address`` within ``timeout_s`` seconds, or start Ray on this machine (all its CPUs and GPUs);
     False when this process was connected already (a test's Ray, a notebook's: used as it is).
 
-    ``env_vars`` are set in every worker of this job (Ray's runtime_env, kept in memory).
+    ``env_vars`` are set in every worker of this job (Ray's runtime_env, kept in memory);
+    ``py_modules`` (a custom model's code) are importable in every worker. A Ray already
+    initialised in this process (tests) is used as it is.
     """
+    runtime_env = job_runtime_env(env_vars, py_modules)
     if ray.is_initialized():
         return False
     if address:
         logging.getLogger(_TOKEN_NOTICE_LOGGER).setLevel(logging.ERROR)
         _check_port(address, timeout_s)
-        _join(address, timeout_s, {"env_vars": env_vars} if env_vars else None)
+        _join(address, timeout_s, runtime_env)
     else:
-        start_local_ray(env_vars)
+        start_local_ray(runtime_env)
     stop_on_sigterm()  # ray.init replaced the CLI's handler with its own
     return True
+
+
+def job_runtime_env(
+    env_vars: dict[str, str] | None = None, py_modules: list[ModuleType] | None = None
+) -> dict | None:
+    """Ray's runtime_env for this job: ``env_vars`` set in every worker, ``py_modules`` importable in
+    every worker (None: neither)."""
+    entries = (("env_vars", env_vars), ("py_modules", py_modules))
+    return {key: value for key, value in entries if value} or None
 
 
 def disconnect_ray() -> None:
@@ -63,15 +77,16 @@ def disconnect_ray() -> None:
         ray.shutdown()
 
 
-def start_local_ray(env_vars: dict[str, str] | None = None) -> None:
-    """Start Ray on this machine (all its CPUs and GPUs), quietly; from any thread."""
+def start_local_ray(runtime_env: dict | None = None) -> None:
+    """Start Ray on this machine (all its CPUs and GPUs) with ``runtime_env`` (:func:`job_runtime_env`),
+    quietly; from any thread."""
     logging.getLogger(_TOKEN_NOTICE_LOGGER).setLevel(logging.ERROR)
     worker_log = logging.getLogger("ray._private.worker")
     worker_log.addFilter(_not_main_thread_notice)
     try:
         # Trial output stays in Tune's trial logs; the driver prints one line per event.
         ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-                 runtime_env={"env_vars": env_vars} if env_vars else None)
+                 runtime_env=runtime_env)
     finally:
         worker_log.removeFilter(_not_main_thread_notice)
 
@@ -88,7 +103,7 @@ class BackgroundRay:
     thread that started them (``PR_SET_PDEATHSIG``), not only with the process.
     """
 
-    def __init__(self, env_vars: dict[str, str] | None = None) -> None:
+    def __init__(self, runtime_env: dict | None = None) -> None:
         self.started_here = not ray.is_initialized()
         self.began = time.monotonic()
         self.up_after: float | None = None
@@ -97,13 +112,15 @@ class BackgroundRay:
         self._up = threading.Event()
         self._release = threading.Event()
         if self.started_here:
-            threading.Thread(target=self._start, args=(env_vars,), name="layerswap-ray", daemon=True).start()
+            threading.Thread(
+                target=self._start, args=(runtime_env,), name="layerswap-ray", daemon=True
+            ).start()
         else:
             self._up.set()
 
-    def _start(self, env_vars: dict[str, str] | None) -> None:
+    def _start(self, runtime_env: dict | None) -> None:
         try:
-            start_local_ray(env_vars)
+            start_local_ray(runtime_env)
         except BaseException as err:  # handed to the thread that waits
             self._error = err
         finally:

@@ -128,6 +128,9 @@ def describe_measurements(jobs: list[MeasurementJob], plan: MeasurementPlan) -> 
         if "rerandomize" in kinds:
             text += f" ({plan.rerandomize_draws} draw{'s' if plan.rerandomize_draws != 1 else ''})"
         parts.append(text)
+    recalibrated = sorted({key[5] for job in jobs for key in job.keys} - {0})
+    if recalibrated:
+        parts.append(f"every swap again with BatchNorm statistics from {recalibrated[0]} training samples")
     if any(job.missing.movement for job in jobs):
         parts.append("movement")
     settings = next((job.missing.settings for job in jobs if job.missing.criticality_layers), None)

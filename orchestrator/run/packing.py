@@ -21,6 +21,7 @@ from orchestrator.config.sweep_config import SweepConfig
 from orchestrator.config.values import ConfigError
 from orchestrator.run.budget import MemoryBudget, check_memory
 from trainables.data.tensors import DatasetArrays
+from trainables.models.architectures import BuildOptions
 from trainables.spec import OptimizerSpec, TrialSpec
 from trainables.train.footprint import PackShape, measure_network
 
@@ -59,6 +60,7 @@ def pack_shape(spec: TrialSpec, data: DatasetArrays) -> PackShape:
         n_train=len(data.y_train), n_test=len(data.y_test),
         batch_size=min(spec.batch_size, len(data.y_train)),
         n_checkpoints=len(spec.checkpoints), optimizer_slots=optimizer_slots(spec.optimizer),
+        options=BuildOptions.of(spec),
     )
 
 
@@ -118,9 +120,11 @@ def largest_pack(shape: PackShape, budget: MemoryBudget | None, threads: int, gp
     two threads leaves one idle for a while (measured 25% slower). On a GPU:
     as many as fit. Either way no more than fit in :data:`MEMORY_HEADROOM` of
     the budget; a GPU of unknown memory (``budget`` None) gets 1, and so does a
-    family without a stacked form (it trains one network per trial).
+    family without a stacked form (it trains one network per trial) or whose
+    stacked form did not measure faster on this kind of device
+    (:meth:`~trainables.train.footprint.PackShape.packs_automatically`).
     """
-    if not shape.packable:
+    if not shape.packs_automatically("cuda" if gpu else "cpu"):
         return 1
     if budget is None:
         return 1 if gpu else _flops_pack(shape, threads)

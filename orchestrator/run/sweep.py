@@ -18,10 +18,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from orchestrator.config.sweep_config import SweepConfig
-from orchestrator.run.connect import DEFAULT_CONNECT_TIMEOUT_S, BackgroundRay, connect_ray
+from orchestrator.run.connect import DEFAULT_CONNECT_TIMEOUT_S, BackgroundRay, connect_ray, job_runtime_env
+from orchestrator.run.factories import check_custom_model
 from orchestrator.run.measuring import AnalysisOutcome, run_measurements
 from orchestrator.run.phases import Phases
 from orchestrator.run.progress import Log, print_line
@@ -79,8 +81,10 @@ def run_sweep(
     started = time.perf_counter()
     phases = phases if phases is not None else Phases(time.monotonic())
     wandb_settings = resolve_wandb(config.wandb)  # before Ray starts: a missing API key is one line
+    factory_modules = check_custom_model(config)  # a custom model's factory: checked, shipped to workers
     start = open_sweep(config)
-    background = BackgroundRay(start.credentials) if start.todo and address is None else None
+    runtime_env = job_runtime_env(start.credentials, factory_modules)
+    background = BackgroundRay(runtime_env) if start.todo and address is None else None
     try:
         plan = plan_sweep(start)
         log(plan.header)
@@ -90,7 +94,7 @@ def run_sweep(
         phases.lap("plan")
         connected = False
         if plan.todo or plan.jobs:
-            connected = join_cluster(plan, address, shared_fs, connect_timeout_s, background)
+            connected = join_cluster(plan, address, shared_fs, connect_timeout_s, background, factory_modules)
         phases.lap("ray")
         queues = plan_queues(plan, address, budget, log) if plan.todo else []
         record_sweep(plan)
@@ -187,18 +191,19 @@ def local_trial_budget(plan: SweepPlan, address: str | None, log: Log) -> Memory
 
 def join_cluster(
     plan: SweepPlan, address: str | None, shared_fs: bool, connect_timeout_s: float,
-    background: BackgroundRay | None = None,
+    background: BackgroundRay | None = None, py_modules: list[ModuleType] | None = None,
 ) -> bool:
-    """Start or join Ray (the store's credentials set in every worker), or wait for the
-    ``background`` start, and check that the store is reachable from every node and, on this
-    machine, that a trial's resources exist. False when Ray was running in this process already."""
+    """Start or join Ray (the store's credentials set in every worker, ``py_modules`` importable in
+    every worker), or wait for the ``background`` start, and check that the store is reachable from
+    every node and, on this machine, that a trial's resources exist. False when Ray was running in
+    this process already."""
     from orchestrator.run.cluster import check_resources_fit, check_store_reachable
 
     if background is not None:
         background.wait()
         connected = background.started_here
     else:
-        connected = connect_ray(address, connect_timeout_s, plan.credentials)
+        connected = connect_ray(address, connect_timeout_s, plan.credentials, py_modules)
     check_store_reachable(plan.store, shared_fs)
     if address is None:
         check_resources_fit(plan.config.resources)

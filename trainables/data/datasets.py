@@ -1,8 +1,9 @@
 """Datasets by name: their normalisation, where they live, and loading them as arrays.
 
-A dataset comes from the data root or the first source that works
-(:mod:`trainables.data.sources`); ``synthetic`` is generated in memory
-(:mod:`trainables.data.synthetic`).
+MNIST and Fashion-MNIST come from the data root or the first source that works
+(:mod:`trainables.data.sources`), CIFAR from the data root in torchvision's layout
+(:mod:`trainables.data.cifar`); ``synthetic`` and ``synthetic-images`` are generated
+in memory (:mod:`trainables.data.synthetic`). Images keep their shape (N, C, H, W).
 """
 
 from __future__ import annotations
@@ -13,23 +14,21 @@ from pathlib import Path
 
 import numpy as np
 
-from trainables.choices import DATASETS
-from trainables.data.sources import N_CLASSES, obtain
-from trainables.data.synthetic import SYNTHETIC_NORMALIZATION, synthetic
+from trainables.data.catalog import CATALOG, DATASETS, Normalization
+from trainables.data.cifar import LAYOUTS as CIFAR_LAYOUTS
+from trainables.data.cifar import import_archive, read_cifar
+from trainables.data.sources import obtain
+from trainables.data.synthetic import synthetic, synthetic_images
 from trainables.data.tensors import DatasetArrays
 from trainables.errors import DataError
 
-_NORMALIZATION: dict[str, tuple[float, float]] = {
-    "mnist": (0.1307, 0.3081),
-    "fashion-mnist": (0.2860, 0.3530),
-    "synthetic": SYNTHETIC_NORMALIZATION,
-}
+_GENERATED = {"synthetic": synthetic, "synthetic-images": synthetic_images}
 
 
-def normalization(name: str) -> tuple[float, float]:
-    """(mean, std) applied after scaling raw values to [0, 1]."""
+def normalization(name: str) -> tuple[Normalization, Normalization]:
+    """(mean, std) applied after scaling raw values to [0, 1]; one number per channel for colour images."""
     _check_name(name)
-    return _NORMALIZATION[name]
+    return CATALOG[name].mean, CATALOG[name].std
 
 
 def default_data_root() -> Path:
@@ -41,16 +40,29 @@ def default_data_root() -> Path:
 
 
 def prepare_dataset(
-    name: str, root: Path | str | None = None, sources: Sequence[str] | None = None
+    name: str,
+    root: Path | str | None = None,
+    sources: Sequence[str] | None = None,
+    archive: Path | str | None = None,
 ) -> str:
     """Make ``name`` available under ``root``; returns a one-line description of the source.
 
     ``sources`` limits the sources tried after the data root (default: ``$LAYERSWAP_DATA_SOURCES``,
-    else all of :data:`trainables.data.sources.SOURCES`).
+    else all of :data:`trainables.data.sources.SOURCES`). ``archive``: a CIFAR archive to import
+    (checked against its published MD5 first).
     """
     _check_name(name)
-    if name == "synthetic":
-        return "synthetic: generated in memory"
+    if archive is not None:
+        if name not in CIFAR_LAYOUTS:
+            archived = ", ".join(CIFAR_LAYOUTS)
+            raise DataError(f"--from: {name} is not imported from an archive; only {archived} are")
+        return import_archive(name, Path(archive).expanduser(), _root(root))
+    if name in _GENERATED:
+        return f"{name}: generated in memory"
+    if name in CIFAR_LAYOUTS:
+        train, test = read_cifar(name, _root(root))
+        folder = _root(root) / CIFAR_LAYOUTS[name].folder
+        return f"{name}: {len(train[1])} training and {len(test[1])} test images in {folder}"
     _, description = obtain(name, _root(root), sources)
     return description
 
@@ -60,20 +72,23 @@ def load_dataset(
 ) -> DatasetArrays:
     """Load ``name``, preparing it under ``root`` first if needed (see :func:`prepare_dataset`)."""
     _check_name(name)
-    if name == "synthetic":
-        return synthetic()
-    splits, _ = obtain(name, _root(root), sources)
-    mean, std = _NORMALIZATION[name]
-    (x_train, y_train), (x_test, y_test) = splits["train"], splits["t10k"]
+    if name in _GENERATED:
+        return _GENERATED[name]()
+    if name in CIFAR_LAYOUTS:
+        (x_train, y_train), (x_test, y_test) = read_cifar(name, _root(root))
+    else:
+        splits, _ = obtain(name, _root(root), sources)
+        (x_train, y_train), (x_test, y_test) = splits["train"], splits["t10k"]
+    info = CATALOG[name]
     return DatasetArrays(
         name=name,
-        x_train=x_train.reshape(len(x_train), -1),
+        x_train=x_train.reshape(len(x_train), *info.input_shape),
         y_train=y_train.astype(np.int64),
-        x_test=x_test.reshape(len(x_test), -1),
+        x_test=x_test.reshape(len(x_test), *info.input_shape),
         y_test=y_test.astype(np.int64),
-        n_classes=N_CLASSES,
-        mean=mean,
-        std=std,
+        n_classes=info.n_classes,
+        mean=info.mean,
+        std=info.std,
         pixel_scale=255.0,
     )
 

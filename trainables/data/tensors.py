@@ -8,6 +8,7 @@ expands the grid) before it has imported torch.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 class DatasetTensors:
     """A dataset on a trial's device, normalised: ``((raw / pixel_scale) - mean) / std``."""
 
-    x_train: torch.Tensor  # float32 (N, D)
+    x_train: torch.Tensor  # float32 (N, *input_shape): (N, C, H, W) for images
     y_train: torch.Tensor  # int64 (N,)
     x_test: torch.Tensor
     y_test: torch.Tensor
@@ -30,7 +31,7 @@ class DatasetTensors:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """The shape of one sample, e.g. ``(784,)``."""
+        """The shape of one sample, e.g. ``(1, 28, 28)``."""
         return tuple(self.x_train.shape[1:])
 
 
@@ -38,9 +39,11 @@ class DatasetTensors:
 class DatasetArrays:
     """Raw arrays as they travel through Ray's object store (numpy, compact).
 
-    ``x_*`` are (N, D): uint8 pixels of flattened 28x28 images, or float32 for
-    ``synthetic``. Dividing by ``pixel_scale`` gives values in [0, 1] (images);
-    ``mean`` and ``std`` then normalise them.
+    ``x_*`` are (N, *input_shape): uint8 pixels of images kept as (N, C, H, W)
+    (a model that wants vectors flattens them), or float32 for the synthetic
+    datasets. Dividing by ``pixel_scale`` gives values in [0, 1] (images);
+    ``mean`` and ``std`` then normalise them: numbers, or one number per channel
+    (dimension 1).
     """
 
     name: str
@@ -49,17 +52,18 @@ class DatasetArrays:
     x_test: np.ndarray
     y_test: np.ndarray
     n_classes: int
-    mean: float
-    std: float
+    mean: float | tuple[float, ...]
+    std: float | tuple[float, ...]
     pixel_scale: float
 
     @property
     def n_features(self) -> int:
-        return int(self.x_train.shape[1])
+        """Values per sample (784 for a 1x28x28 image)."""
+        return math.prod(self.input_shape)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """The shape of one sample, e.g. ``(784,)``."""
+        """The shape of one sample, e.g. ``(1, 28, 28)``."""
         return tuple(int(n) for n in self.x_train.shape[1:])
 
     def tensors(self, device: torch.device | str) -> DatasetTensors:
@@ -80,7 +84,14 @@ class DatasetArrays:
         import torch
 
         raw = _as_tensor(x).to(device).to(torch.float32)
-        return (raw / self.pixel_scale - self.mean) / self.std
+        return (raw / self.pixel_scale - _per_channel(self.mean, raw)) / _per_channel(self.std, raw)
+
+
+def _per_channel(value: float | tuple[float, ...], x: torch.Tensor) -> float | torch.Tensor:
+    """A number as it is; one number per channel as a tensor that broadcasts over (N, C, ...)."""
+    if isinstance(value, int | float):
+        return value
+    return torch.tensor(value, dtype=x.dtype, device=x.device).view(1, -1, *([1] * (x.dim() - 2)))
 
 
 def _as_tensor(a: np.ndarray) -> torch.Tensor:

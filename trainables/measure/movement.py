@@ -10,6 +10,9 @@ theta; norms are Frobenius (L2) norms computed in float64:
 - ``rel_dist_init`` dist_init / ||theta_0||   (0.31 = moved 31% of its initial norm)
 - ``cos_init``      <theta_t, theta_0> / (||theta_t|| ||theta_0||)
 - ``dist_final``    ||theta_t - theta_T||, T the last epoch
+
+and the layer's ``layer_index`` (0-based position in the forward pass) and
+``module_type`` (``linear``, ``conv`` or the module's class name).
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ def movement_rows(
                     if norm * initial_norm
                     else float("nan"),
                     "dist_final": float((theta - final).norm()),
+                    "layer_index": layer.index,
+                    "module_type": layer.module_type,
                 }
             )
     return rows

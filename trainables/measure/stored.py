@@ -15,6 +15,7 @@ settings, :func:`criticality_key`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ from trainables.data.tensors import DatasetTensors
 from trainables.measure.checked_weights import load_checked
 from trainables.measure.criticality import criticality_rows
 from trainables.measure.movement import movement_rows
+from trainables.measure.recalibrate import has_batchnorm, recalibrated, recalibration_samples
 from trainables.measure.swaps import evaluate_variants, swap_variants
 from trainables.models import registry
 from trainables.models.family import StateDict
@@ -66,7 +68,7 @@ class Missing:
 def structure(spec: TrialSpec, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
     """``spec``'s network on the meta device (no memory, no init): its modules and layers, no values."""
     with torch.device("meta"):
-        return registry.build_network(spec.model, input_shape, spec.widths, n_classes)
+        return registry.spec_network(spec, input_shape, n_classes)
 
 
 def network_layers(spec: TrialSpec, input_shape: tuple[int, ...], n_classes: int) -> tuple[str, ...]:
@@ -78,8 +80,10 @@ def network_layers(spec: TrialSpec, input_shape: tuple[int, ...], n_classes: int
 def wanted_keys(
     spec: TrialSpec, plan: MeasurementPlan, input_shape: tuple[int, ...], n_classes: int
 ) -> list[SwapKey]:
-    """Every key ``plan`` asks of ``spec``'s network."""
-    return plan_keys(plan, network_layers(spec, input_shape, n_classes), spec.checkpoints)
+    """Every key ``plan`` asks of ``spec``'s network (recalibrated keys only where it has a BatchNorm)."""
+    model = structure(spec, input_shape, n_classes)
+    layers = tuple(layer.name for layer in registry.family(spec.model).layers(model))
+    return plan_keys(plan, layers, spec.checkpoints, has_batchnorm(model))
 
 
 def _sortable(key: SwapKey) -> tuple:
@@ -98,8 +102,16 @@ def measure(
     data: DatasetTensors,
     keys: Sequence[SwapKey],
 ) -> list[dict]:
-    """The swaps rows of ``keys`` for one network, evaluated on the full test set."""
+    """The swaps rows of ``keys`` for one network, evaluated on the full test set; a key with
+    ``recalibrate`` N > 0 after its BatchNorm statistics are re-estimated on N training samples."""
     variants = list(swap_variants(spec, model, checkpoints, keys))
+    for n in sorted({key[5] for key in keys} - {0}):
+        samples = recalibration_samples(data.x_train, spec.seed, n)
+        variants = [
+            dataclasses.replace(variant, params=recalibrated(model, variant.params, samples, spec.batch_size))
+            if key[5] == n else variant
+            for key, variant in zip(keys, variants, strict=True)
+        ]
     results = evaluate_variants(registry.family(spec.model), model, variants, data.x_test, data.y_test)
     return [
         {
@@ -112,8 +124,9 @@ def measure(
             "test_acc": result.test_acc,
             "test_loss": result.test_loss,
             "n_test": result.n_test,
+            "recalibrate": recalibrate,
         }
-        for (kind, layer, epoch, alpha, draw), result in zip(keys, results, strict=True)
+        for (kind, layer, epoch, alpha, draw, recalibrate), result in zip(keys, results, strict=True)
     ]
 
 

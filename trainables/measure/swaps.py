@@ -104,12 +104,13 @@ def interpolated(start: StateDict, end: StateDict, keys: tuple[str, ...], alpha:
 def swap_variants(
     spec: TrialSpec, model: nn.Module, checkpoints: dict[int, StateDict], keys: Sequence[SwapKey]
 ) -> Iterator[SwapVariant]:
-    """The variant of each key (see :func:`trainables.plan.plan_keys`), in order."""
+    """The variant of each key (see :func:`trainables.plan.plan_keys`), in order, with the
+    stored running statistics (:mod:`trainables.measure.recalibrate` re-estimates them)."""
     family = registry.family(spec.model)
     trained, initial = checkpoints[spec.epochs], checkpoints[0]
     layers = {layer.name: layer for layer in family.layers(model)}
     device = next(iter(trained.values())).device
-    for kind, name, epoch, alpha, draw in keys:
+    for kind, name, epoch, alpha, draw, _ in keys:
         if kind == "none":
             yield SwapVariant(kind, None, epoch, None, checkpoints[epoch])
         elif kind == "reinit":

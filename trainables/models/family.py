@@ -2,8 +2,9 @@
 
 A family (one module in ``trainables/models/``, found through
 :mod:`trainables.models.registry`) is a :class:`ModelFamily`: the model names
-it answers to, its default widths, how to build a network, and its layers in
-forward order (:class:`Layer`). It may also offer faster ways to do what the
+it answers to, its default widths, how to build a network, its layers in
+forward order (:class:`Layer`) and the groups of layers it has beyond single
+layers (:class:`LayerGroup`: residual blocks, stages). It may also offer faster ways to do what the
 generic code does with ``torch.func.functional_call``: train K networks
 stacked (:class:`MakeStack`), evaluate many swap variants at once
 (:class:`VariantEvaluator`), compute the criticality loss of K noise samples
@@ -25,6 +26,8 @@ from typing import Protocol
 
 import torch
 from torch import nn
+
+from trainables.models.architectures import BuildOptions
 
 StateDict = dict[str, torch.Tensor]
 """A network's tensors by state_dict key (``fc1.weight``, ``bn1.running_mean``, ...)."""
@@ -71,6 +74,22 @@ class Layer:
 
 
 @dataclass(frozen=True)
+class LayerGroup:
+    """Consecutive layers swapped together (DESIGN.md, "Layers and layer groups").
+
+    ``level`` is ``block`` (a residual block, named ``layer2.0``) or ``stage``
+    (the layers of one resolution: ``layer2`` in a ResNet, ``stage1`` ... in a
+    VGG); ``layers`` the names of its layers in forward order. Group names never
+    equal layer names. A group of one layer is declared like any other; its
+    layer's own rows serve for it.
+    """
+
+    name: str
+    level: str
+    layers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """Accuracy (fraction correct) and mean cross-entropy over ``n_test`` samples."""
 
@@ -81,9 +100,11 @@ class Evaluation:
 
 class BuildNetwork(Protocol):
     def __call__(
-        self, name: str, input_shape: tuple[int, ...], widths: tuple[int, ...], n_classes: int
+        self, name: str, input_shape: tuple[int, ...], widths: tuple[int, ...], n_classes: int,
+        options: BuildOptions,
     ) -> nn.Module:
-        """The network ``name`` for samples of ``input_shape`` (one sample) and ``n_classes`` classes."""
+        """The network ``name`` for samples of ``input_shape`` (one sample) and ``n_classes`` classes,
+        with ``options`` (``norm``; a ``custom`` model's factory)."""
         ...
 
 
@@ -163,16 +184,22 @@ class ModelFamily:
 
     ``default_widths`` maps each of ``models`` to the widths a config gets
     when it names none. ``layers`` lists a built network's layers in forward
-    order. The optional capabilities are None where the family has none (the
-    generic ``functional_call`` paths serve), except ``stack``: a family
-    without one trains one network per trial.
+    order; ``groups`` its groups of layers in forward order (None: none beyond
+    single layers). The optional capabilities are None where the family has
+    none (the generic ``functional_call`` paths serve), except ``stack``: a
+    family without one trains one network per trial. ``auto_pack_devices``:
+    the device types ("cpu", "cuda") on which ``pack: auto`` trains networks
+    together, those where ``python -m benchmarks`` measured the stacked form
+    faster than separate networks (``pack: N`` packs anywhere there is a stack).
     """
 
     models: tuple[str, ...]
     default_widths: Mapping[str, tuple[int, ...]]
     build: BuildNetwork
     layers: Callable[[nn.Module], tuple[Layer, ...]]
+    groups: Callable[[nn.Module], tuple[LayerGroup, ...]] | None = None
     stack: MakeStack | None = None
+    auto_pack_devices: frozenset[str] = frozenset()
     evaluate_variants: VariantEvaluator | None = None
     noise_loss: MakeNoiseLoss | None = None
     fresh_draw: FreshDraw | None = None

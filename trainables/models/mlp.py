@@ -15,10 +15,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from trainables.models.architectures import BuildOptions, default_widths
 from trainables.models.family import Layer, ModelFamily, StateDict
 from trainables.models.mlp_fast import MLPNoiseLoss, evaluate_variant_tree
 
-SEED_WIDTHS = (2048, 1024, 512, 256)
+SEED_WIDTHS = default_widths("mlp")
 """The seed notebook's hidden widths (784-2048-1024-512-256-10 on MNIST)."""
 
 
@@ -43,8 +44,11 @@ class MLP(nn.Module):
         return getattr(self, last)(x)
 
 
-def build(name: str, input_shape: tuple[int, ...], widths: tuple[int, ...], n_classes: int) -> MLP:
-    """An MLP over samples of ``input_shape`` (flattened to ``prod(input_shape)`` features)."""
+def build(
+    name: str, input_shape: tuple[int, ...], widths: tuple[int, ...], n_classes: int, options: BuildOptions
+) -> MLP:
+    """An MLP over samples of ``input_shape`` (flattened to ``prod(input_shape)`` features); it has
+    no norm (``options.norm`` is ``none``)."""
     return MLP(math.prod(input_shape), widths, n_classes)
 
 
@@ -134,6 +138,7 @@ FAMILY = ModelFamily(
     build=build,
     layers=layers,
     stack=StackedMLP.of,
+    auto_pack_devices=frozenset({"cpu", "cuda"}),
     evaluate_variants=evaluate_variant_tree,
     noise_loss=MLPNoiseLoss,
 )

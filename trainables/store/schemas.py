@@ -48,6 +48,9 @@ TRIALS_SCHEMA = pa.schema(
         ("status", pa.string()),  # "ok", or "diverged" (non-finite training loss); null in older rows = ok
         ("diverged_epoch", pa.int32()),  # the epoch whose training loss was non-finite; null unless diverged
         ("write_seconds", pa.float64()),  # writing the network's other files (weights, spec, index rows)
+        # Since v3:
+        ("n_params", pa.int64()),  # trainable parameters of the network
+        ("factory_source", pa.string()),  # model custom: "<module file> sha256:<its source's sha256>"
     ]
 )
 
@@ -76,6 +79,8 @@ SWAPS_SCHEMA = pa.schema(
         ("test_acc", pa.float64()),
         ("test_loss", pa.float64()),
         ("n_test", pa.int64()),
+        # Since v3 (null in rows written before, which read as 0):
+        ("recalibrate", pa.int32()),  # training samples that re-estimated BatchNorm statistics; 0 = none
     ]
 )
 
@@ -90,6 +95,9 @@ LAYERS_SCHEMA = pa.schema(
         ("rel_dist_init", pa.float64()),
         ("cos_init", pa.float64()),
         ("dist_final", pa.float64()),
+        # Since v3 (null in files written before; readers fill them, orchestrator/report/layer_order.py):
+        ("layer_index", pa.int32()),  # 0-based position of the layer in the forward pass
+        ("module_type", pa.string()),  # "linear", "conv", or a custom model's module class name
     ]
 )
 

@@ -6,7 +6,8 @@ batch size (:func:`measure_network`, cached): FLOPs by
 ``torch.utils.flop_counter.FlopCounterMode`` over one forward and backward,
 the tensors autograd keeps for backward by
 ``torch.autograd.graph.saved_tensors_hooks``, every layer's output by forward
-hooks. :class:`PackShape` turns them into the memory estimate with which the
+hooks, and the peak of the tensors alive during one forward pass in eval mode
+without gradients (:class:`LiveBytes`). :class:`PackShape` turns them into the memory estimate with which the
 driver plans packs and refuses what cannot fit before anything runs
 (``orchestrator/run/packing.py``), and against which ``python -m benchmarks
 gpu_check`` sets a measured peak on a machine that has only torch.
@@ -15,15 +16,19 @@ gpu_check`` sets a measured peak on a machine that has only torch.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 from torch.nn import functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
 from trainables.measure.evaluation import EVAL_BATCH
 from trainables.models import registry
+from trainables.models.architectures import NO_OPTIONS, BuildOptions
 
 FLOAT_BYTES = 4
 INDEX_BYTES = 8
@@ -41,7 +46,10 @@ class NetworkFootprint:
     ``saved_bytes``: what autograd keeps for backward, each storage once,
     parameters and buffers not counted (the input batch and the labels are).
     ``layer_output_bytes``: the outputs of every layer (the output of its last
-    module, a norm's where it has one).
+    module, a norm's where it has one). ``inference_peak_bytes``: the most bytes
+    of tensors alive at once during one forward pass in eval mode without
+    gradients (how the generic path evaluates a swap variant), the input batch
+    not counted.
     """
 
     batch: int
@@ -52,6 +60,33 @@ class NetworkFootprint:
     input_bytes: int
     saved_bytes: int
     layer_output_bytes: int
+    inference_peak_bytes: int
+
+
+class LiveBytes(TorchDispatchMode):
+    """Within the block, the bytes of the tensors the ops create that are still referenced, and
+    their peak (``peak``): each new storage counted once, until its tensor is freed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, int] = {}
+        self.now = 0
+        self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 - torch's protocol
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_leaves(out):
+            if isinstance(tensor, torch.Tensor):
+                storage = tensor.untyped_storage()
+                if storage._cdata not in self.live:
+                    self.live[storage._cdata] = storage.nbytes()
+                    self.now += storage.nbytes()
+                    self.peak = max(self.peak, self.now)
+                    weakref.finalize(tensor, self._free, storage._cdata)
+        return out
+
+    def _free(self, key: int) -> None:
+        self.now -= self.live.pop(key, 0)
 
 
 def output_bytes(output: object) -> int:
@@ -65,12 +100,14 @@ def output_bytes(output: object) -> int:
 
 @lru_cache(maxsize=256)
 def measure_network(
-    model: str, widths: tuple[int, ...], input_shape: tuple[int, ...], n_classes: int, batch: int
+    model: str, widths: tuple[int, ...], input_shape: tuple[int, ...], n_classes: int, batch: int,
+    options: BuildOptions = NO_OPTIONS,
 ) -> NetworkFootprint:
-    """:class:`NetworkFootprint` of ``model`` with ``widths`` on samples of ``input_shape``, ``batch``
-    samples per step, measured on the meta device (the driver asks many times: cached)."""
+    """:class:`NetworkFootprint` of ``model`` with ``widths`` (and ``options``) on samples of
+    ``input_shape``, ``batch`` samples per step, measured on the meta device (the driver asks many
+    times: cached)."""
     with torch.device("meta"):
-        network = registry.build_network(model, input_shape, widths, n_classes).train()
+        network = registry.build_network(model, input_shape, widths, n_classes, options).train()
         x = torch.empty(batch, *input_shape, dtype=torch.float32)
         y = torch.zeros(batch, dtype=torch.int64)
     # A storage is known by its C++ StorageImpl (``_cdata``): on the meta device every data_ptr() is 0.
@@ -100,6 +137,9 @@ def measure_network(
             hook.remove()
     parameters = dict(network.named_parameters())
     buffers = [tensor for key, tensor in network.state_dict().items() if key not in parameters]
+    live = LiveBytes()
+    with torch.no_grad(), live:
+        network.eval()(x)
     return NetworkFootprint(
         batch=batch,
         parameters=sum(p.numel() for p in parameters.values()),
@@ -109,6 +149,7 @@ def measure_network(
         input_bytes=x.nbytes,
         saved_bytes=sum(saved.values()),
         layer_output_bytes=sum(outputs),
+        inference_peak_bytes=live.peak,
     )
 
 
@@ -116,7 +157,7 @@ def measure_network(
 class PackShape:
     """Everything that sizes one trial: the network, the data, the batch, what training keeps.
 
-    ``input_shape`` is one sample's (``(784,)`` for MNIST). ``optimizer_slots``:
+    ``input_shape`` is one sample's (``(1, 28, 28)`` for MNIST). ``optimizer_slots``:
     tensors the optimizer keeps per parameter (0 plain SGD, 1 SGD with
     momentum, 2 Adam). ``n_checkpoints``: saved copies of the weights (every
     checkpoint epoch, epoch 0 included).
@@ -131,11 +172,15 @@ class PackShape:
     batch_size: int
     n_checkpoints: int
     optimizer_slots: int = 2
+    options: BuildOptions = NO_OPTIONS
+    """The network's norm (and a custom model's factory)."""
 
     @property
     def footprint(self) -> NetworkFootprint:
         """One network measured at the trial's batch size."""
-        return measure_network(self.model, self.widths, self.input_shape, self.n_classes, self.batch_size)
+        return measure_network(
+            self.model, self.widths, self.input_shape, self.n_classes, self.batch_size, self.options
+        )
 
     @property
     def parameters(self) -> int:
@@ -151,6 +196,11 @@ class PackShape:
     def packable(self) -> bool:
         """Whether the family trains networks together (has a stacked form)."""
         return registry.family(self.model).stack is not None
+
+    def packs_automatically(self, device: str) -> bool:
+        """Whether ``pack: auto`` packs this family on ``device`` ("cpu", "cuda"): where its stacked
+        form measured faster than separate networks."""
+        return self.packable and device in registry.family(self.model).auto_pack_devices
 
     @property
     def step_bytes(self) -> int:
@@ -169,8 +219,10 @@ class PackShape:
         """Upper estimate of a trial's tensor memory, split into shared and per-network bytes.
 
         Shared: the dataset (float32 inputs, int64 labels) and swap evaluation of
-        :data:`EVAL_BATCH` test samples (inputs and every layer's outputs) through
-        up to three cached activation paths; while the dataset is normalised, one
+        :data:`EVAL_BATCH` test samples: with the family's variant tree (the
+        MLP's) their inputs and every layer's outputs through up to three cached
+        activation paths, on the generic path (one variant at a time) the input
+        and the peak of one forward pass; while the dataset is normalised, one
         more float32 copy of it exists (``load_transient``, before any network).
         Per network: parameters, gradients, the optimizer's tensors, the
         checkpoint copies (buffers included), its shuffle order, and one step's
@@ -182,9 +234,13 @@ class PackShape:
         features = math.prod(self.input_shape)
         data = n_samples * (features * FLOAT_BYTES + INDEX_BYTES)
         evaluated = measure_network(
-            self.model, self.widths, self.input_shape, self.n_classes, min(EVAL_BATCH, self.n_test)
+            self.model, self.widths, self.input_shape, self.n_classes, min(EVAL_BATCH, self.n_test),
+            self.options,
         )
-        evaluation = 3 * (evaluated.input_bytes + evaluated.layer_output_bytes)
+        if registry.family(self.model).evaluate_variants is None:
+            evaluation = evaluated.input_bytes + evaluated.inference_peak_bytes
+        else:
+            evaluation = 3 * (evaluated.input_bytes + evaluated.layer_output_bytes)
         network = self.footprint
         weights = (
             network.parameter_bytes * (2 + self.optimizer_slots)

@@ -3,14 +3,18 @@
 The family stacks the K networks' tensors (:class:`~trainables.models.family.StackedNetworks`;
 the MLP's is :class:`~trainables.models.mlp.StackedMLP`: per layer one stacked
 transposed weight ``(K, in, out)`` and one stacked bias ``(K, out)``, each step
-one ``torch.baddbmm`` over the K networks' own minibatches); a family without
-a stacked form trains one network per trial. Per network, everything matches
+one ``torch.baddbmm`` over the K networks' own minibatches; the conv families'
+is :class:`~trainables.models.functional_stack.FunctionalStack`, ``vmap`` over
+``functional_call`` with BatchNorm buffers stacked too); a family without a
+stacked form trains one network per trial. Per network, everything matches
 :func:`train_network`:
 
 - initial weights: built by :func:`initial_model` and stacked, so epoch 0 is
   bit-identical to the unpacked network;
 - shuffling: its own ``torch.Generator`` seeded with ``derive_seed("shuffle", seed)``
   and one ``randperm`` per epoch, so every minibatch holds the same samples;
+  augmentation draws from its own generator, and the learning-rate schedule
+  (one for the pack: the networks share the spec) steps after every step;
 - loss: the sum over networks of each network's mean cross-entropy, so each
   network's gradient is its own;
 - optimizer: ``torch.optim`` on the stacked tensors; SGD (momentum, weight
@@ -51,6 +55,14 @@ from trainables.train.network import (
     snapshot,
 )
 from trainables.train.precision import PRECISIONS, forward_precision, training_precision
+from trainables.train.recipe import (
+    augment_generator,
+    epoch_draws,
+    flip_crop,
+    graphs_allowed,
+    make_scheduler,
+    with_draws,
+)
 
 
 @dataclass(frozen=True)
@@ -60,8 +72,9 @@ class PackEpochEnd:
     ``train_losses`` is each network's mean training loss, in spec order;
     ``state`` is the whole pack's resumable state: ``model`` holds the stacked
     tensors (:meth:`~trainables.models.family.StackedNetworks.stacked_state`),
-    ``shuffle_rng`` the K shuffle generators' states stacked (K, n); ``stack``
-    is the live stack itself.
+    ``shuffle_rng`` the K shuffle generators' states stacked (K, n), and
+    ``augment_rng`` the K augmentation generators' likewise; ``stack`` is the
+    live stack itself.
     """
 
     epoch: int
@@ -129,14 +142,18 @@ def pack_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def gather(data: DatasetTensors, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each network's minibatch: inputs (K, B, *input_shape) and labels (K, B) for sample indices (K, B).
+    """Each network's minibatch: inputs (K, B, *input_shape) and labels (K, B) for sample indices (K, B),
+    or for (K, 4, B): each network's indices with their augmentation draws below them.
 
     ``index_select`` on the flattened indices: 3-4 times faster on a CPU than
     indexing with a 2-D tensor.
     """
-    flat = batch.reshape(-1)
-    x = data.x_train.index_select(0, flat).view(*batch.shape, *data.input_shape)
-    return x, data.y_train.index_select(0, flat).view(batch.shape)
+    indices = batch if batch.dim() == 2 else batch[:, 0]
+    flat = indices.reshape(-1)
+    x = data.x_train.index_select(0, flat)
+    if batch.dim() == 3:
+        x = flip_crop(x, batch[:, 1:].transpose(0, 1).reshape(3, -1))
+    return x.view(*indices.shape, *data.input_shape), data.y_train.index_select(0, flat).view(indices.shape)
 
 
 def pack_step(
@@ -185,6 +202,9 @@ def train_pack(
     stack = stack_networks(first.model, models)
     optimizer = make_optimizer(first.optimizer, stack.parameters())
     shuffles = [torch.Generator().manual_seed(derive_seed("shuffle", spec.seed)) for spec in specs]
+    augments = [augment_generator(spec, device) for spec in specs]
+    n_train = data.x_train.shape[0]
+    scheduler = make_scheduler(first, optimizer, -(-n_train // first.batch_size))
     if resume is None:
         first_epoch, checkpoints = 1, [{0: snapshot(model)} for model in models]
         if on_snapshot is not None:
@@ -195,22 +215,33 @@ def train_pack(
         optimizer.load_state_dict(resume.state.optimizer)
         for shuffle, rng in zip(shuffles, resume.state.shuffle_rng, strict=True):
             shuffle.set_state(rng.clone())  # a view into the stack crashes set_state (torch 2.14)
+        if first.augment != "none":
+            for augment, rng in zip(augments, resume.state.augment_rng, strict=True):
+                augment.set_state(rng.clone())
+        if scheduler is not None:
+            scheduler.load_state_dict(resume.state.scheduler)
         first_epoch, checkpoints = resume.state.epoch + 1, [dict(s) for s in resume.snapshots]
     diverged: list[int | None] = [None] * len(specs)
     if resume is not None and resume.state.diverged:
         diverged = list(resume.state.diverged)
     step = training_step(
-        partial(pack_step, stack, optimizer, data, precision=first.precision), optimizer, device, graphs
+        partial(pack_step, stack, optimizer, data, precision=first.precision), optimizer, device,
+        graphs and graphs_allowed(first),
     )
-    n_train = data.x_train.shape[0]
     started = time.perf_counter()
     with training_precision(first.precision):
         for epoch in range(first_epoch, first.epochs + 1):
-            orders = torch.stack([torch.randperm(n_train, generator=g) for g in shuffles]).to(device)
+            orders = [torch.randperm(n_train, generator=g).to(device) for g in shuffles]
+            batches = torch.stack([
+                with_draws(order, None if augment is None else epoch_draws(augment, n_train, device))
+                for order, augment in zip(orders, augments, strict=True)
+            ])
             loss_sums = torch.zeros(len(specs), device=device)
             for start in range(0, n_train, first.batch_size):
-                batch = orders[:, start : start + first.batch_size]
-                loss_sums += step(batch) * batch.shape[1]
+                batch = batches[..., start : start + first.batch_size]
+                loss_sums += step(batch) * batch.shape[-1]
+                if scheduler is not None:
+                    scheduler.step()
             losses = (loss_sums / n_train).tolist()  # the epoch's one wait for the device
             diverged = [epoch if was is None and not math.isfinite(loss) else was
                         for was, loss in zip(diverged, losses, strict=True)]
@@ -224,9 +255,10 @@ def train_pack(
                             on_snapshot(k, epoch, network[epoch])
             if on_epoch is not None:
                 rng = torch.stack([shuffle.get_state() for shuffle in shuffles])
-                state = TrainingState(
-                    epoch, stack.stacked_state(), optimizer.state_dict(), rng, tuple(diverged)
-                )
+                augment_rng = (None if first.augment == "none"
+                               else torch.stack([augment.get_state() for augment in augments]))
+                state = TrainingState(epoch, stack.stacked_state(), optimizer.state_dict(), rng, augment_rng,
+                                      None if scheduler is None else scheduler.state_dict(), tuple(diverged))
                 on_epoch(PackEpochEnd(epoch, losses, state, stack))
     if device.type == "cuda":
         torch.cuda.synchronize(device)

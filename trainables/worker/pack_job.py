@@ -35,6 +35,7 @@ from trainables.measure.stored import (
     wanted_keys,
 )
 from trainables.models import registry
+from trainables.models.custom import factory_source
 from trainables.models.family import StateDict, layer_of_keys
 from trainables.plan import MeasurementPlan
 from trainables.spec import TrialSpec
@@ -279,7 +280,9 @@ def record_network(
             )
             trained = network.checkpoints[spec.epochs]
             train_acc = evaluate(network.model, trained, data.x_train, data.y_train).test_acc
-        baseline = {row["epoch"]: row for row in swap_rows if row["kind"] == "none"}
+        baseline = {  # the network as trained: its stored BatchNorm statistics
+            row["epoch"]: row for row in swap_rows if row["kind"] == "none" and row["recalibrate"] == 0
+        }
         trial_row = trial_row_of(
             spec, network, data, sweep, placement, pack_size, resumed_from_epoch,
             test_acc=baseline[spec.epochs]["test_acc"], test_loss=baseline[spec.epochs]["test_loss"],
@@ -350,6 +353,8 @@ def trial_row_of(
         **cuda_columns(placement.device),
         "status": "ok" if network.diverged_epoch is None else "diverged",
         "diverged_epoch": network.diverged_epoch,
+        "n_params": sum(parameter.numel() for parameter in network.model.parameters()),
+        "factory_source": None if spec.factory is None else factory_source(spec.factory),
     }
 
 

@@ -66,11 +66,12 @@ def copy_run_to_store(run_dir: Path, store: Store, relpath: str) -> None:
 
 
 def reinit_drops(swap_rows: list[dict], trained_acc: float) -> dict[str, float]:
-    """Per layer: trained accuracy minus the accuracy with that layer back at epoch 0."""
+    """Per layer: trained accuracy minus the accuracy with that layer back at epoch 0 (its stored
+    BatchNorm statistics, not recalibrated)."""
     return {
         row["layer"]: trained_acc - row["test_acc"]
         for row in swap_rows
-        if row["kind"] == "reinit" and row["epoch"] == 0
+        if row["kind"] == "reinit" and row["epoch"] == 0 and not row.get("recalibrate")
     }
 
 
