@@ -249,4 +249,4 @@ def test_intervals_never_leave_what_accuracy_and_drops_can_be(tmp_path: Path) ->
     trained_row = pick(stats, "none", None, 2)
     assert not trained_row["ci95_clipped"] and not trained_row["drop_ci95_clipped"]
     csv = stats_to_csv(stats).splitlines()
-    assert csv[0].endswith(",config_name,ci95_clipped,drop_ci95_clipped")
+    assert csv[0].endswith(",config_name,ci95_clipped,drop_ci95_clipped,layer_index,depth,recalibrate")

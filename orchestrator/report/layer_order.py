@@ -55,7 +55,8 @@ LayerOrder = dict[str, NetworkLayers]
 
 def _from_spec(spec_json: str | None, n_classes: int | None) -> NetworkLayers | None:
     """The order the spec's family declares; None where the network cannot be built here (no
-    spec, a custom model's factory not importable, a dataset this version does not know)."""
+    spec or one this version cannot read, a custom model's factory not importable, a dataset this
+    version does not know)."""
     if spec_json is None:
         return None
     # Imported here, not at the top: a report of a store whose layers table carries the
@@ -64,7 +65,10 @@ def _from_spec(spec_json: str | None, n_classes: int | None) -> NetworkLayers | 
 
     from trainables.models import registry
 
-    spec = TrialSpec.from_dict(json.loads(spec_json))
+    try:
+        spec = TrialSpec.from_dict(json.loads(spec_json))
+    except (UserError, ValueError, TypeError, KeyError):
+        return None  # not a spec this version can read (a hand-written or damaged spec.json)
     info = CATALOG.get(spec.dataset)
     if info is None:
         return None

@@ -91,6 +91,8 @@ def _per_channel(value: float | tuple[float, ...], x: torch.Tensor) -> float | t
     """A number as it is; one number per channel as a tensor that broadcasts over (N, C, ...)."""
     if isinstance(value, int | float):
         return value
+    import torch
+
     return torch.tensor(value, dtype=x.dtype, device=x.device).view(1, -1, *([1] * (x.dim() - 2)))
 
 
