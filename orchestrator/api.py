@@ -178,8 +178,9 @@ class StoreReader:
         start of the line for ``interpolate``), the donor (``transplant``, usually the last
         epoch); ignored by ``rerandomize`` (its rows have no epoch). ``alpha`` in [0, 1]: only and
         always for ``interpolate``. ``draw``: the ``rerandomize`` draw (default 0). ``layer``: a
-        layer name (``fc1``); None for ``none``. ``recalibrate`` > 0 (BatchNorm statistics
-        re-estimated) is not measured in any store yet.
+        layer name (``fc1``); None for ``none``. ``recalibrate`` N > 0: the variant with every
+        BatchNorm's running statistics re-estimated on N training samples, as the rows with that
+        ``recalibrate`` measured it (networks with BatchNorm only).
         """
         from trainables.measure.stored import network_layers
         from trainables.measure.swaps import swap_variants
@@ -187,11 +188,8 @@ class StoreReader:
 
         spec = self.spec(trial_id)
         key = self._swap_key(kind, layer, epoch, alpha, draw)
-        if recalibrate:
-            raise StoreError(
-                f"store: {kind} of {layer} with recalibrate {recalibrate} is not measured in this store "
-                "(BatchNorm recalibration is not available yet); use recalibrate=0"
-            )
+        if recalibrate < 0:
+            raise ArgumentError(f"recalibrate: {recalibrate} is not allowed; expected 0, or N >= 1 samples")
         if key[2] is not None:
             self._check_epoch(spec, key[2])
         data = self._dataset_arrays(spec.dataset)
@@ -202,9 +200,25 @@ class StoreReader:
             )
         checkpoints = self._checkpoints(spec, {0, spec.epochs} | ({key[2]} - {None}), device)
         model = self._structure(spec)
-        swap_key = (key[0], key[1], key[2], alpha_key(key[3]), key[4])
+        swap_key = (key[0], key[1], key[2], alpha_key(key[3]), key[4], recalibrate)
         [variant] = swap_variants(spec, model, checkpoints, [swap_key])
-        return self._module(spec, variant.params, device)
+        params = variant.params
+        if recalibrate:
+            params = self._recalibrated(spec, model, params, recalibrate, device)
+        return self._module(spec, params, device)
+
+    def _recalibrated(self, spec: TrialSpec, model: nn.Module, params: dict, n: int, device: str) -> dict:
+        """``params`` with every BatchNorm's statistics re-estimated as the measurement does
+        (:mod:`trainables.measure.recalibrate`: the same N samples of the same seeded order)."""
+        from trainables.measure.recalibrate import has_batchnorm, recalibrated, recalibration_samples
+
+        if not has_batchnorm(model):
+            raise StoreError(
+                f"store: {spec.trial_id} has no BatchNorm, so no row of it is measured with recalibrate {n}; "
+                "use recalibrate=0"
+            )
+        samples = recalibration_samples(self.dataset(spec.dataset, device).x_train, spec.seed, n)
+        return recalibrated(model, params, samples, spec.batch_size)
 
     def dataset(self, name: str, device: str = "cpu") -> DatasetTensors:
         """The dataset ``name`` as trials train and test on it: pre-normalised float32 features
@@ -317,6 +331,6 @@ class StoreReader:
 
         data = self._dataset_arrays(spec.dataset)
         with torch.random.fork_rng(devices=[]):
-            module = registry.build_network(spec.model, data.input_shape, spec.widths, data.n_classes)
+            module = registry.spec_network(spec, data.input_shape, data.n_classes)  # its norm and factory
         module.load_state_dict(params)
         return module.to(device).eval()

@@ -138,7 +138,7 @@ def test_errors_are_the_clis_lines(swept, tmp_path, capsys):
         (lambda: store.variant(trial_id, "reinit", "fc9"), ArgumentError, "'fc9' is not a layer of"),
         (lambda: store.variant(trial_id, "interpolate", "fc1"), ArgumentError, "needs an alpha in [0, 1]"),
         (lambda: store.variant(trial_id, "reinit", "fc1", recalibrate=100), StoreError,
-         "is not measured in this store"),
+         "has no BatchNorm, so no row of it is measured with recalibrate 100"),
         (lambda: store.dataset("imagenet"), UserError, "unknown dataset 'imagenet'"),
     ]
     for call, kind, text in cases:

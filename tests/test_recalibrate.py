@@ -5,6 +5,7 @@ BatchNorm writes none; rows written before the column read as 0."""
 from __future__ import annotations
 
 import copy
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 import safetensors.torch
 import torch
 
+from orchestrator import open_store
 from orchestrator.catalog.contents import load_contents
 from orchestrator.catalog.verify import verify_store
 from orchestrator.cli import main
@@ -25,6 +27,7 @@ from orchestrator.run.analyze import analyze_store
 from orchestrator.run.sweep import run_sweep
 from tests.helpers import tiny_raw_config
 from trainables.data.datasets import load_dataset
+from trainables.measure.evaluation import evaluate
 from trainables.measure.recalibrate import recalibrated, recalibration_samples
 from trainables.models import registry
 from trainables.models.architectures import BuildOptions
@@ -148,13 +151,14 @@ def test_analyze_recalibrate_adds_every_key_again_and_each_row_is_the_recalibrat
     row = next(r for r in added if r["kind"] == "reinit" and r["layer"] == "conv1" and r["epoch"] == 0)
     assert row["test_acc"] == pytest.approx(expected, abs=1.5 / len(data.y_test))
     assert torch.equal(recalibration_samples(data.x_train, spec.seed, N), data.x_train[order])
+    # the API rebuilds that recalibrated variant: evaluated, it gives the row's test_acc exactly
+    variant = open_store(root).variant(spec.trial_id, "reinit", "conv1", epoch=0, recalibrate=N)
+    assert evaluate(variant, dict(variant.state_dict()), data.x_test, data.y_test).test_acc == row["test_acc"]
     again = analyze_store(Store.open(str(root)), recalibrate=N, log=lambda _: None)
     assert again.rows == 0
-    write_report(store, sweep="cnn")
-    stats = (root / "report" / "stats.csv").read_text().splitlines()
-    header = stats[0].split(",")
-    recal_column = header.index("recalibrate")
-    assert {line.split(",")[recal_column] for line in stats[1:]} == {"0", str(AT_TRAINING), str(N)}
+    write_report(store)
+    with open(root / "report" / "stats.csv", newline="") as stats:
+        assert {row["recalibrate"] for row in csv.DictReader(stats)} == {"0", str(AT_TRAINING), str(N)}
 
 
 def test_a_network_without_batchnorm_writes_no_recalibrated_rows(stores) -> None:
@@ -187,9 +191,8 @@ def test_rows_written_before_the_column_read_as_recalibrate_0(stores, tmp_path: 
     swaps = load_contents(Store.open(str(old)), None).swaps
     assert swaps.num_rows > 0 and set(swaps.column("recalibrate").to_pylist()) == {0}
     write_report(Store.open(str(old)), out_dir=str(tmp_path / "report"))
-    stats = (tmp_path / "report" / "stats.csv").read_text().splitlines()
-    column = stats[0].split(",").index("recalibrate")
-    assert {line.split(",")[column] for line in stats[1:]} == {"0"}
+    with open(tmp_path / "report" / "stats.csv", newline="") as stats:
+        assert {row["recalibrate"] for row in csv.DictReader(stats)} == {"0"}
     assert verify_store(Store.open(str(old))).problems == []
 
 
