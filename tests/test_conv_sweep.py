@@ -99,7 +99,7 @@ def test_the_trained_accuracy_is_the_network_in_eval_mode_with_its_running_stati
 
 def test_the_report_and_verify_read_the_conv_store(conv_sweep):
     _, store, _ = conv_sweep
-    written = write_report(Store.open(str(store)), sweep="conv")
+    written = write_report(Store.open(str(store)))
     names = {path.rsplit("/", 1)[-1] for path in written}
     assert {"stats.csv", "report.md", "report.html"} <= names
     report = (store / "report" / "report.md").read_text()
