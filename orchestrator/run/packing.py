@@ -88,7 +88,8 @@ def check_buildable(
     for config_id, group in by_configuration(specs).items():
         spec, data = group[0], datasets[group[0].dataset]
         try:
-            measure_network(spec.model, spec.widths, data.input_shape, data.n_classes, spec.batch_size)
+            measure_network(spec.model, spec.widths, data.input_shape, data.n_classes, spec.batch_size,
+                            BuildOptions.of(spec))
         except (ValueError, RuntimeError) as err:
             subject = (
                 f"grid: the configuration {labels[config_id]} does not fit" if config.grid.axes
