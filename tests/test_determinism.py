@@ -38,7 +38,7 @@ def test_training_twice_gives_the_same_weights(tiny_config):
     assert not torch.equal(trained["fc1.weight"], initial["fc1.weight"])
 
 
-TIMINGS = ("train_seconds", "swap_seconds", "finished_at")
+TIMINGS = ("train_seconds", "swap_seconds", "write_seconds", "finished_at")
 """Trial-row columns that say when and how long, not what: the only bytes two runs may differ in."""
 
 

@@ -31,7 +31,7 @@ def test_grid_keys_are_the_spec_fields_and_their_blocks_fields():
     assert set(training_fields()) <= set(keys)
     assert {f"optimizer.{field.name}" for field in dataclasses.fields(OptimizerSpec)} <= set(keys)
     assert not {"seed", "widths", "data_mean", "data_std"} & set(keys)
-    assert measurement_settings() == {"swaps", "rerandomize_draws", "alphas", "criticality"}
+    assert measurement_settings() == {"swaps", "rerandomize_draws", "alphas", "criticality", "recalibrate"}
     assert "grid" not in RECORD_V2_KEYS  # configs without a grid keep their record names
 
 
@@ -128,7 +128,8 @@ REFUSED = [
     ({"optimizer": {"name": "sgd"}, "grid": {"optimizer.lr": [0.1, -1]}}, "",
      "grid: optimizer.lr: -1 is not allowed; expected a number > 0"),
     ({"grid": {"dataset": ["synthetic", "imagenet"]}, "dataset": None}, "",
-     "grid: dataset: 'imagenet' is not allowed; allowed: mnist, fashion-mnist, synthetic"),
+     "grid: dataset: 'imagenet' is not allowed; allowed: mnist, fashion-mnist, cifar10, cifar100, "
+     "synthetic, synthetic-images"),
     ({"optimizer": {"lr": 0.1, "momentum": 0.9}, "grid": {"optimizer.name": ["sgd", "adam"]}}, "",
      "grid: the combination optimizer.name 'adam' does not fit: optimizer.momentum: 0.9 is not allowed; "
      "adam takes no momentum"),
