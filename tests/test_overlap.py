@@ -72,8 +72,9 @@ def test_the_last_lines_of_sweep_and_analyze_say_where_their_time_went(tmp_path)
     assert lines[-3].startswith("store: ") and lines[-2].startswith("report: ")
     assert lines[-1].startswith("sweep tiny: 1 trained, 0 skipped (already trained), 0 failed; ")
     total, phases = phases_of(lines[-1])
-    # this network's swaps take about 0.05 s: "measuring" may round away (phases under 0.05 s are left out)
-    assert {"plan", "workers", "training", "report"} <= set(phases), lines[-1]
+    # this network trains and measures in well under 0.1 s once warm: "training" and "measuring" may
+    # round away (phases under 0.05 s are left out; tests/test_phases.py checks how they are counted)
+    assert {"plan", "workers", "report"} <= set(phases), lines[-1]
     assert set(phases) <= {"plan", "ray", "workers", "training", "measuring", "writing", "report", "the rest"}
     assert sum(phases.values()) == pytest.approx(total, abs=0.05 * len(phases) + 0.01)
     assert 0.5 * wall < total <= wall  # from the process's start to its last line; Ray already stopped

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 
 from orchestrator.config.sweep_config import SweepConfig
 from orchestrator.run.connect import DEFAULT_CONNECT_TIMEOUT_S, BackgroundRay, connect_ray, job_runtime_env
-from orchestrator.run.factories import check_custom_model
 from orchestrator.run.measuring import AnalysisOutcome, run_measurements
 from orchestrator.run.phases import Phases
 from orchestrator.run.progress import Log, print_line
@@ -81,7 +80,7 @@ def run_sweep(
     started = time.perf_counter()
     phases = phases if phases is not None else Phases(time.monotonic())
     wandb_settings = resolve_wandb(config.wandb)  # before Ray starts: a missing API key is one line
-    factory_modules = check_custom_model(config)  # a custom model's factory: checked, shipped to workers
+    factory_modules = custom_model_modules(config)  # a custom model's factory: checked, shipped to workers
     start = open_sweep(config)
     runtime_env = job_runtime_env(start.credentials, factory_modules)
     background = BackgroundRay(runtime_env) if start.todo and address is None else None
@@ -112,6 +111,16 @@ def run_sweep(
         plan.store.uri, len(plan.specs), skipped, work.trained, failed, time.perf_counter() - started,
         work.measured, work.elsewhere, connected,
     )
+
+
+def custom_model_modules(config: SweepConfig) -> list[ModuleType]:
+    """A custom model's factory checked on this machine before Ray starts, and the modules to ship to
+    the workers; none (and no torch imported) for a sweep of built-in families only."""
+    if config.model != "custom":
+        return []
+    from orchestrator.run.factories import check_custom_model
+
+    return check_custom_model(config)
 
 
 def check_before_ray(plan: SweepPlan, address: str | None, log: Log) -> MemoryBudget | None:
