@@ -33,13 +33,15 @@ def sweep_cli(config, address: str, *extra: str) -> subprocess.CompletedProcess:
 
 def test_trials_run_on_both_nodes(two_nodes, tmp_path):
     config = tmp_path / "config.yaml"
-    raw = tiny_raw_config("store", widths=[[16, 8]], seeds=4, pack=1,
-                          resources={"cpu_per_trial": 1, "gpu_per_trial": 0})
+    # enough work (6 networks of 300 epochs, a few seconds each) that the second node's worker has
+    # started before the first node's trial could take every pack from the board
+    raw = tiny_raw_config("store", widths=[[16, 8]], seeds=6, epochs=300, checkpoints=[0, 300], pack=1,
+                          swaps=["reinit"], resources={"cpu_per_trial": 1, "gpu_per_trial": 0})
     config.write_text(yaml.safe_dump(raw))
     result = sweep_cli(config, two_nodes.address, "--shared-fs")
     assert result.returncode == 0, result.stderr[-3000:]
     trials = Store.open(str(tmp_path / "store")).read_index("trials")
-    assert trials.num_rows == 4
+    assert trials.num_rows == 6
     node_ids = set(trials["node_id"].to_pylist())
     cluster_nodes = {node.node_id for node in two_nodes.list_all_nodes()}
     assert node_ids == cluster_nodes and len(node_ids) == 2
