@@ -191,21 +191,29 @@ def assert_one_line(err: str, expected: str, prefix: str = "layerswap: error: ")
     return lines[0]
 
 
-def one_trial_store(root: Path) -> str:
-    """A store at ``root`` of one complete tiny trial, written without Ray; its trial id."""
+def trained_store(root: Path, **overrides) -> list:
+    """The tiny config's networks (widths [8], reinit only, then ``overrides``) trained and written
+    into a store at ``root`` without Ray; their specs."""
     import torch
 
     from orchestrator.config.grid import expand_grid
     from orchestrator.config.sweep_config import parse_config
     from trainables.data.datasets import load_dataset
-    from trainables.store import Store
     from trainables.worker.pack_job import Placement, run_network
 
-    config = parse_config(tiny_raw_config(root, widths=[[8]], seeds=1, epochs=1, checkpoints=[0, 1],
-                                          swaps=["reinit"]))
-    (spec,) = expand_grid(config)
-    run_network(spec, config.plan, load_dataset("synthetic").tensors("cpu"), Store.open(str(root)),
-                config.name, Placement.here(torch.device("cpu")))
+    config = parse_config(tiny_raw_config(root, **{"widths": [[8]], "swaps": ["reinit"], **overrides}))
+    store = Store.open(str(root))
+    store.require_writable_version("sweep")
+    data = load_dataset("synthetic").tensors("cpu")
+    specs = expand_grid(config)
+    for spec in specs:
+        run_network(spec, config.plan, data, store, config.name, Placement.here(torch.device("cpu")))
+    return specs
+
+
+def one_trial_store(root: Path) -> str:
+    """A store at ``root`` of one complete tiny trial, written without Ray; its trial id."""
+    (spec,) = trained_store(root, seeds=1, epochs=1, checkpoints=[0, 1])
     return spec.trial_id
 
 

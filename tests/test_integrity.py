@@ -10,29 +10,18 @@ import pytest
 import torch
 
 from orchestrator.cli import main
-from orchestrator.config.grid import expand_grid
-from orchestrator.config.sweep_config import parse_config
-from tests.helpers import tiny_raw_config
-from trainables.data.datasets import load_dataset
+from tests.helpers import trained_store
 from trainables.errors import WeightsDamaged
 from trainables.measure.stored import load_checkpoints
 from trainables.spec import TrialSpec
 from trainables.store import Store, layout
-from trainables.worker.pack_job import Placement, run_network
 
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory) -> tuple[Path, list[TrialSpec]]:
     """Two trained networks (checkpoints 0-3), measured with reinit only, written without Ray."""
     root = tmp_path_factory.mktemp("integrity") / "store"
-    config = parse_config(tiny_raw_config(root, widths=[[8]], epochs=3, checkpoints=[0, 1, 2, 3],
-                                          swaps=["reinit"]))
-    store = Store.open(str(root))
-    store.require_writable_version("sweep")
-    data = load_dataset("synthetic").tensors("cpu")
-    specs = expand_grid(config)
-    for spec in specs:
-        run_network(spec, config.plan, data, store, config.name, Placement.here(torch.device("cpu")))
+    specs = trained_store(root, epochs=3, checkpoints=[0, 1, 2, 3])
     return root, specs
 
 
