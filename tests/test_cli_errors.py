@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from orchestrator import cli
-from tests.helpers import BUCKET, assert_one_line, run_cli, tiny_raw_config
+from tests.helpers import BUCKET, assert_one_line, free_port, run_cli, tiny_raw_config
 from trainables.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,12 +101,6 @@ def silent_listener():
         sock.bind(("127.0.0.1", 0))
         sock.listen(16)
         yield f"127.0.0.1:{sock.getsockname()[1]}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.parametrize("listening", [False, True], ids=["nothing listening", "not a Ray"])

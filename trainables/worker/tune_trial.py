@@ -226,11 +226,6 @@ class PackAttempt:
     """Test accuracies of networks that earlier attempts recorded."""
 
     @property
-    def written_ok(self) -> bool:
-        """Every write of the pack is done and none failed."""
-        return all(written_ok(handle) for handle in self.written)
-
-    @property
     def recorded(self) -> list[float]:
         """Test accuracies of every network of the pack now recorded (once :func:`settle` returned)."""
         return [*self.earlier, *self.accuracies]
