@@ -178,13 +178,14 @@ class StoreReader:
         start of the line for ``interpolate``), the donor (``transplant``, usually the last
         epoch); ignored by ``rerandomize`` (its rows have no epoch). ``alpha`` in [0, 1]: only and
         always for ``interpolate``. ``draw``: the ``rerandomize`` draw (default 0). ``layer``: a
-        layer name (``fc1``); None for ``none``. ``recalibrate`` N > 0: the variant with every
-        BatchNorm's running statistics re-estimated on N training samples, as the rows with that
-        ``recalibrate`` measured it (networks with BatchNorm only).
+        layer name (``fc1``) or a group's (``layer2.0``, ``stage3``); None for ``none``.
+        ``recalibrate`` N > 0: the variant with every BatchNorm's running statistics re-estimated
+        on N training samples, as the rows with that ``recalibrate`` measured it (networks with
+        BatchNorm only).
         """
         from trainables.measure.stored import network_layers
         from trainables.measure.swaps import swap_variants
-        from trainables.plan import alpha_key
+        from trainables.plan import GROUP_LEVELS, alpha_key
 
         spec = self.spec(trial_id)
         key = self._swap_key(kind, layer, epoch, alpha, draw)
@@ -193,10 +194,11 @@ class StoreReader:
         if key[2] is not None:
             self._check_epoch(spec, key[2])
         data = self._dataset_arrays(spec.dataset)
-        names = network_layers(spec, data.input_shape, data.n_classes)
+        names = network_layers(spec, data.input_shape, data.n_classes, GROUP_LEVELS)
         if kind != "none" and layer not in names:
             raise ArgumentError(
-                f"layer: {layer!r} is not a layer of {trial_id}; its layers: {', '.join(names)}"
+                f"layer: {layer!r} is not a layer or group of {trial_id}; its layers and groups: "
+                f"{', '.join(names)}"
             )
         checkpoints = self._checkpoints(spec, {0, spec.epochs} | ({key[2]} - {None}), device)
         model = self._structure(spec)

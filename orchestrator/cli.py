@@ -32,7 +32,7 @@ from orchestrator.run.logs import new_log_path
 from orchestrator.run.phases import Phases
 from trainables.choices import DATASETS
 from trainables.errors import UserError
-from trainables.plan import SWAP_KINDS, CriticalitySettings
+from trainables.plan import GROUP_LEVELS, SWAP_KINDS, CriticalitySettings, ordered_groups
 from trainables.store.uri import redact_secrets
 
 if TYPE_CHECKING:
@@ -80,6 +80,15 @@ def swap_kinds(text: str) -> tuple[str, ...]:
     if unknown or not kinds:
         raise argparse.ArgumentTypeError(f"{text!r}: allowed kinds are {', '.join(SWAP_KINDS)}")
     return tuple(kind for kind in SWAP_KINDS if kind in kinds)
+
+
+def group_levels(text: str) -> tuple[str, ...]:
+    """An argparse type: comma-separated group levels, ``layer`` always among them."""
+    levels = [level.strip() for level in text.split(",") if level.strip()]
+    unknown = [level for level in levels if level not in GROUP_LEVELS]
+    if unknown or not levels:
+        raise argparse.ArgumentTypeError(f"{text!r}: allowed levels are {', '.join(GROUP_LEVELS)}")
+    return ordered_groups(levels)
 
 
 def criticality_block(text: str) -> CriticalitySettings:
@@ -142,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated kinds ({', '.join(SWAP_KINDS)}; default: what the sweeps' configs asked for)",
     )
     analyze.add_argument("--draws", type=int, help="rerandomize draws per layer (default: as recorded)")
+    analyze.add_argument(
+        "--groups", type=group_levels, metavar="LEVELS",
+        help="also measure groups of layers swapped together: comma-separated block (residual "
+             "blocks), stage (resolution stages); default: as recorded",
+    )
     analyze.add_argument(
         "--recalibrate", type=int, metavar="N",
         help="also measure every swap with BatchNorm statistics re-estimated from N training samples "
@@ -302,6 +316,7 @@ def command_analyze(args: argparse.Namespace) -> int:
         criticality=args.criticality,
         phases=phases,
         recalibrate=args.recalibrate,
+        groups=args.groups,
     )
     if not args.no_report:
         refresh_report_line(Store.open(args.store), phases)

@@ -9,7 +9,7 @@ of a network's identity.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,13 @@ DEFAULT_SWAPS = ("reinit", "rerandomize", "transplant")
 ALPHA_DECIMALS = 6
 DEFAULT_ALPHAS = tuple(round(i / 10, ALPHA_DECIMALS) for i in range(11))
 """The ``interpolate`` grid: 0, 0.1, ..., 1."""
+
+GROUP_LEVELS = ("layer", "block", "stage")
+"""What a plan's ``groups`` may name: single layers, residual blocks, resolution stages
+(DESIGN.md, "Layers and layer groups")."""
+
+DEFAULT_GROUPS = ("layer",)
+"""Single layers only: what a plan measures when it names no groups."""
 
 SwapKey = tuple[str, str | None, int | None, float | None, int | None, int]
 """(kind, layer, epoch, alpha, draw, recalibrate) of one swaps row of a trial; None = null,
@@ -154,24 +161,32 @@ def alpha_key(alpha: float | None) -> float | None:
 @dataclass(frozen=True)
 class MeasurementPlan:
     """The swap kinds to measure (``none`` always), ``rerandomize_draws`` per layer, the
-    ``interpolate`` ``alphas``, ``criticality`` settings (None = not measured), and
+    ``interpolate`` ``alphas``, ``criticality`` settings (None = not measured),
     ``recalibrate``: N > 0 measures every key also with each BatchNorm's running statistics
-    re-estimated from N training samples (networks with BatchNorm only), 0 = not."""
+    re-estimated from N training samples (networks with BatchNorm only), 0 = not; and
+    ``groups``: the levels of :data:`GROUP_LEVELS` measured, ``layer`` always among them (a
+    block or stage of one layer is that layer, measured once)."""
 
     swaps: tuple[str, ...] = DEFAULT_SWAPS
     rerandomize_draws: int = 1
     alphas: tuple[float, ...] = DEFAULT_ALPHAS
     criticality: CriticalitySettings | None = None
     recalibrate: int = 0
+    groups: tuple[str, ...] = DEFAULT_GROUPS
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The plan as a sweep record holds it; ``groups`` only when off its default, so a record
+        written before groups existed reads and hashes as it did."""
+        plan = {
             "swaps": list(self.swaps),
             "rerandomize_draws": self.rerandomize_draws,
             "alphas": list(self.alphas),
             "criticality": None if self.criticality is None else self.criticality.to_dict(),
             "recalibrate": self.recalibrate,
         }
+        if self.groups != DEFAULT_GROUPS:
+            plan["groups"] = list(self.groups)
+        return plan
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MeasurementPlan:
@@ -183,11 +198,13 @@ class MeasurementPlan:
             tuple(sorted({alpha_key(a) for a in data.get("alphas") or DEFAULT_ALPHAS})),
             None if criticality is None else CriticalitySettings.from_dict(criticality),
             int(data.get("recalibrate") or 0),
+            ordered_groups(data.get("groups") or DEFAULT_GROUPS),
         )
 
     def union(self, other: MeasurementPlan) -> MeasurementPlan:
         """Every kind and alpha either plan measures, with the larger number of draws; the
-        criticality settings and recalibration of this plan, else of ``other``."""
+        criticality settings and recalibration of this plan, else of ``other``; the group levels
+        of both."""
         kinds = set(self.swaps) | set(other.swaps)
         return MeasurementPlan(
             tuple(k for k in SWAP_KINDS if k in kinds),
@@ -195,13 +212,23 @@ class MeasurementPlan:
             tuple(sorted(set(self.alphas) | set(other.alphas))),
             self.criticality if self.criticality is not None else other.criticality,
             self.recalibrate or other.recalibrate,
+            ordered_groups(set(self.groups) | set(other.groups)),
         )
+
+
+def ordered_groups(levels: Iterable[str]) -> tuple[str, ...]:
+    """``levels`` in the order of :data:`GROUP_LEVELS`, ``layer`` first and always there."""
+    wanted = set(levels) | {"layer"}
+    return tuple(level for level in GROUP_LEVELS if level in wanted)
 
 
 def plan_keys(
     plan: MeasurementPlan, layers: tuple[str, ...], checkpoints: tuple[int, ...], batchnorm: bool = False
 ) -> list[SwapKey]:
     """Every key ``plan`` asks for on a network with ``layers`` and ``checkpoints``, in order.
+
+    ``layers`` are the names measured: the network's layers, and its groups where the plan asks
+    for them (:func:`trainables.measure.units.measured_units`).
 
     ``none`` at every checkpoint; per layer: ``reinit`` to every checkpoint but
     the last, ``rerandomize`` draws 0..k-1 (epoch null), ``transplant`` from

@@ -31,6 +31,7 @@ from trainables.measure.stored import (
     batch_relpath,
     criticality_batch_relpath,
     criticality_row_key,
+    movement_batch_relpath,
 )
 from trainables.plan import row_key
 from trainables.store import Store, layout
@@ -68,6 +69,8 @@ class Mended:
 def needs_of_key(table: str, key: tuple, checkpoints: tuple[int, ...]) -> set[int]:
     """The checkpoints a row's measurement was computed from: epoch 0 and the last (every swap and
     criticality search starts from them) and a swap's own epoch."""
+    if table == "layers":  # movement is measured at every checkpoint
+        return set(checkpoints) | {0}
     needs = {0, checkpoints[-1]} if checkpoints else {0}
     if table == "swaps" and key[2] is not None:
         needs.add(key[2])
@@ -157,6 +160,8 @@ def new_batch_path(table: str, trial_id: str, keys: list[tuple]) -> str:
     """Where the collapsed batch goes: named by the hash of its keys, as a writer would name it."""
     if table == "swaps":
         return batch_relpath(trial_id, keys)
+    if table == "layers":
+        return movement_batch_relpath(trial_id, [layer for _, layer in keys])
     return criticality_batch_relpath(trial_id, keys)
 
 

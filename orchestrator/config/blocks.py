@@ -20,11 +20,14 @@ from trainables.plan import (
     BISECT_ONLY,
     CRITICALITY_SEARCHES,
     DEFAULT_ALPHAS,
+    DEFAULT_GROUPS,
     GRID_ONLY,
+    GROUP_LEVELS,
     SWAP_KINDS,
     CriticalitySettings,
     alpha_key,
     implied_search,
+    ordered_groups,
 )
 from trainables.spec import FactoryKwargs, OptimizerSpec, ScheduleSpec
 
@@ -215,6 +218,19 @@ def parse_swaps(value: Any) -> tuple[str, ...]:
         if kind not in SWAP_KINDS:
             raise fail("swaps", kind, allowed)
     return tuple(kind for kind in SWAP_KINDS if kind in value)
+
+
+def parse_groups(value: Any) -> tuple[str, ...]:
+    """The ``groups`` levels, in the order of :data:`GROUP_LEVELS`, ``layer`` always among them."""
+    allowed = f"expected a list of {', '.join(GROUP_LEVELS)} (single layers are always measured)"
+    if value is None:
+        return DEFAULT_GROUPS
+    if not isinstance(value, list) or not value:
+        raise fail("groups", value, allowed)
+    for level in value:
+        if level not in GROUP_LEVELS:
+            raise fail("groups", level, allowed)
+    return ordered_groups(value)
 
 
 def parse_resources(value: Any) -> Resources:

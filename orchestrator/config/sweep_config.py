@@ -26,6 +26,7 @@ from orchestrator.config.blocks import (
     parse_checkpoints,
     parse_criticality,
     parse_factory,
+    parse_groups,
     parse_name,
     parse_optimizer,
     parse_pack,
@@ -42,7 +43,7 @@ from orchestrator.config.yaml_loader import YamlRefused, load_yaml
 from trainables.choices import AUGMENTS, DATASETS, MODELS, PRECISIONS
 from trainables.data.catalog import CATALOG
 from trainables.models.architectures import ARCHITECTURES, NORMS, check_architecture
-from trainables.plan import DEFAULT_ALPHAS, CriticalitySettings, MeasurementPlan
+from trainables.plan import DEFAULT_ALPHAS, DEFAULT_GROUPS, CriticalitySettings, MeasurementPlan
 from trainables.spec import FactoryKwargs, OptimizerSpec, ScheduleSpec, canonical_fields
 
 MAX_RETRIES = 2
@@ -91,6 +92,9 @@ class SweepConfig:
     recalibrate: int = 0
     """Training samples that re-estimate every BatchNorm's statistics of each swapped network for a
     second measurement of it; 0 = none (a measurement setting, not part of any network's identity)."""
+    groups: tuple[str, ...] = DEFAULT_GROUPS
+    """Levels measured: ``layer`` (always), and ``block``/``stage`` for groups of layers swapped
+    together (a measurement setting; a group of one layer is measured once, as its layer)."""
     grid: Grid = Grid()
     """More axes over training-spec fields (:mod:`orchestrator.config.grid_axes`); empty = none."""
 
@@ -107,7 +111,7 @@ class SweepConfig:
     def plan(self) -> MeasurementPlan:
         """What the sweep measures on every network (not part of any network's identity)."""
         return MeasurementPlan(self.swaps, self.rerandomize_draws, self.alphas, self.criticality,
-                               self.recalibrate)
+                               self.recalibrate, self.groups)
 
     def with_overrides(
         self,
@@ -166,6 +170,7 @@ TOP_LEVEL_KEYS = tuple(field.name for field in dataclasses.fields(SweepConfig))
 """The keys a config may hold: one per SweepConfig field."""
 RECORD_V2_KEYS = frozenset(TOP_LEVEL_KEYS) - {
     "checkpoint_seconds", "grid", "norm", "augment", "schedule", "factory", "factory_kwargs", "recalibrate",
+    "groups",
 }
 """The keys every sweep record written by store version 2 holds."""
 
@@ -272,4 +277,5 @@ def parse_fields(raw: dict[str, Any]) -> SweepConfig:
         factory=factory,
         factory_kwargs=factory_kwargs,
         recalibrate=integer(raw, "recalibrate", 0, default=0),
+        groups=parse_groups(raw.get("groups")),
     )

@@ -31,7 +31,7 @@ from orchestrator.run.missing import (
 from orchestrator.run.phases import Phases
 from orchestrator.run.progress import Log, print_line
 from trainables.data.datasets import load_dataset
-from trainables.plan import CriticalitySettings, MeasurementPlan
+from trainables.plan import CriticalitySettings, MeasurementPlan, ordered_groups
 from trainables.spec import TrialSpec
 from trainables.store import Store, StoreError
 from trainables.store.claims import Claims
@@ -40,8 +40,9 @@ from trainables.store.claims import Claims
 def analysis_plan(
     store: Store, sweeps: list[str], swaps: tuple[str, ...] | None, draws: int | None,
     criticality: bool | CriticalitySettings = False, recalibrate: int | None = None,
+    groups: tuple[str, ...] | None = None,
 ) -> MeasurementPlan:
-    """The plan to measure: ``swaps``/``draws``/``recalibrate`` where given, else what the sweeps
+    """The plan to measure: ``swaps``/``draws``/``recalibrate``/``groups`` where given, else what the sweeps
     recorded; criticality with the settings ``criticality`` gives, else as recorded, else with the
     defaults if ``criticality`` is True and none was recorded."""
     recorded = [plan for name, plan in recorded_plans(store).items() if name in sweeps]
@@ -57,6 +58,7 @@ def analysis_plan(
         plan.alphas,
         settings,
         plan.recalibrate if recalibrate is None else recalibrate,
+        plan.groups if groups is None else ordered_groups(groups),
     )
 
 
@@ -73,6 +75,7 @@ def analyze_store(
     criticality: bool | CriticalitySettings = False,
     phases: Phases | None = None,
     recalibrate: int | None = None,
+    groups: tuple[str, ...] | None = None,
 ) -> AnalysisOutcome:
     """Measure what the complete networks of ``store`` (or of ``sweep``) lack; ``phases`` (optional)
     gets the laps (:mod:`orchestrator.run.phases`)."""
@@ -90,7 +93,8 @@ def analyze_store(
             strict=True,
         )
     }
-    plan = analysis_plan(store, [s.sweep for s in contents.sweeps], swaps, draws, criticality, recalibrate)
+    plan = analysis_plan(store, [s.sweep for s in contents.sweeps], swaps, draws, criticality, recalibrate,
+                         groups)
     datasets = {name: load_dataset(name) for name in sorted({spec.dataset for spec in specs.values()})}
     factory_modules = stored_factory_modules(specs.values())  # custom models: importable here and there
     jobs = missing_measurements(store, specs.values(), plan, datasets)

@@ -25,7 +25,7 @@ from trainables.measure.stored import (
     network_layers,
     wanted_keys,
 )
-from trainables.plan import SWAP_KINDS, MeasurementPlan, SwapKey, row_key
+from trainables.plan import DEFAULT_GROUPS, SWAP_KINDS, MeasurementPlan, SwapKey, row_key
 from trainables.spec import TrialSpec
 from trainables.store import Store
 
@@ -70,11 +70,27 @@ def with_movement(store: Store) -> set[str]:
     return store.index_trial_ids("layers")
 
 
+def lacking_movement(
+    spec: TrialSpec, units: tuple[str, ...], moved: set[str], measured: dict[str, set[str]] | None
+) -> tuple[str, ...]:
+    """The names of ``units`` (layers, then groups) whose movement ``spec``'s network lacks: all
+    of them without its movement file (``moved``: the trial ids that have one), else those with no
+    row in ``measured`` (the names each trial has rows for; None: single layers only were asked
+    for, and a movement file holds every layer)."""
+    if spec.trial_id not in moved:
+        return units
+    if measured is None:
+        return ()
+    have = measured.get(spec.trial_id, set())
+    return tuple(name for name in units if name not in have)
+
+
 def missing_measurements(
     store: Store, specs: Iterable[TrialSpec], plan: MeasurementPlan, datasets: dict[str, DatasetArrays]
 ) -> list[MeasurementJob]:
     """For each network of ``specs``, what ``plan`` asks that it does not have yet (if anything):
-    swap keys, its weight-movement file (always wanted), criticality layers (if ``plan`` asks).
+    swap keys, weight movement (always wanted) and criticality (if ``plan`` asks) of its layers and
+    of the groups ``plan`` asks for.
     A network that diverged lacks nothing: it has nothing to measure."""
     diverged = diverged_trial_ids(store)
     unique = {spec.trial_id: spec for spec in specs}
@@ -82,6 +98,9 @@ def missing_measurements(
     ids = [spec.trial_id for spec in specs]
     have: dict[str, set[SwapKey]] = stored_keys(store, "swaps", ids, row_key)
     moved = with_movement(store)
+    measured = (
+        stored_keys(store, "layers", ids, lambda row: row["layer"]) if plan.groups != DEFAULT_GROUPS else None
+    )
     critical: dict[str, set[CriticalityKey]] = (
         stored_keys(store, "criticality", ids, criticality_row_key) if plan.criticality else {}
     )
@@ -90,15 +109,16 @@ def missing_measurements(
         data = datasets[spec.dataset]
         wanted = wanted_keys(spec, plan, data.input_shape, data.n_classes)
         lacking = tuple(key for key in wanted if key not in have.get(spec.trial_id, set()))
+        units = network_layers(spec, data.input_shape, data.n_classes, plan.groups)
         layers: tuple[str, ...] = ()
         if plan.criticality is not None:
             done = critical.get(spec.trial_id, set())
             n_train = len(data.y_train)
             layers = tuple(
-                layer for layer in network_layers(spec, data.input_shape, data.n_classes)
-                if criticality_key(layer, plan.criticality, n_train) not in done
+                layer for layer in units if criticality_key(layer, plan.criticality, n_train) not in done
             )
-        missing = Missing(lacking, spec.trial_id not in moved, layers, plan.criticality if layers else None)
+        movement = lacking_movement(spec, units, moved, measured)
+        missing = Missing(lacking, movement, layers, plan.criticality if layers else None)
         if missing:
             jobs.append(MeasurementJob(spec, missing))
     return jobs
@@ -107,7 +127,7 @@ def missing_measurements(
 def describe_jobs(jobs: list[MeasurementJob]) -> str:
     """E.g. ``2 to measure (6 new rows; movement of 2, criticality of 6 layers)``."""
     extra = []
-    moving = sum(job.missing.movement for job in jobs)
+    moving = sum(bool(job.missing.movement) for job in jobs)
     if moving:
         extra.append(f"movement of {moving}")
     critical = sum(len(job.missing.criticality_layers) for job in jobs)
@@ -128,6 +148,9 @@ def describe_measurements(jobs: list[MeasurementJob], plan: MeasurementPlan) -> 
         if "rerandomize" in kinds:
             text += f" ({plan.rerandomize_draws} draw{'s' if plan.rerandomize_draws != 1 else ''})"
         parts.append(text)
+    levels = [level for level in plan.groups if level != "layer"]
+    if levels and jobs:
+        parts.append(f"groups {', '.join(levels)}")
     recalibrated = sorted({key[5] for job in jobs for key in job.keys} - {0})
     if recalibrated:
         parts.append(f"every swap again with BatchNorm statistics from {recalibrated[0]} training samples")

@@ -46,6 +46,7 @@ from trainables.measure.evaluation import eval_mode
 from trainables.measure.sigma_search import LossAt, SearchResult, bisect_search, grid_search
 from trainables.measure.swaps import interpolated
 from trainables.models.family import Layer, ModelFamily, NoiseLoss, StateDict
+from trainables.models.units import measured_units
 from trainables.plan import CriticalitySettings
 from trainables.seeding import derive_seed
 from trainables.store.criticality_rows import GRID_FIRST_SIGMA
@@ -218,17 +219,18 @@ def layer_criticalities(
     settings: CriticalitySettings,
     layers: Sequence[str] | None = None,
 ) -> tuple[float, list[LayerCriticality]]:
-    """The trained loss on (``x``, ``y``) and the criticality of each of ``layers`` (default all).
+    """The trained loss on (``x``, ``y``) and the criticality of each of ``layers`` (layer or group
+    names, :mod:`trainables.models.units`; default every layer).
 
     ``x``/``y`` are the training subset; ``seed`` is the network's seed (the
     noise of layer l is seeded by :func:`noise_seed`).
     """
     network_layers = family.layers(model)
-    by_name = {layer.name: layer for layer in network_layers}
+    by_name = {unit.name: unit for unit in measured_units(family, model)}
     losses = noise_loss(family, model, trained, x, y)
     reference = trained_loss(losses, network_layers, trained)
     results = []
-    for name in layers or by_name:
+    for name in layers or [layer.name for layer in network_layers]:
         started = time.perf_counter()
         layer = by_name[name]
         start = [initial[key] for key in layer.parameters]

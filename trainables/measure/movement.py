@@ -12,7 +12,9 @@ theta; norms are Frobenius (L2) norms computed in float64:
 - ``dist_final``    ||theta_t - theta_T||, T the last epoch
 
 and the layer's ``layer_index`` (0-based position in the forward pass) and
-``module_type`` (``linear``, ``conv`` or the module's class name).
+``module_type`` (``linear``, ``conv`` or the module's class name). A group of layers
+(:mod:`trainables.models.units`) is one vector of all its layers' parameters; its rows have
+``module_type`` ``block`` or ``stage`` and no ``layer_index`` (a group has no one position).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def movement_rows(
                     if norm * initial_norm
                     else float("nan"),
                     "dist_final": float((theta - final).norm()),
-                    "layer_index": layer.index,
+                    "layer_index": layer.index if layer.level == "layer" else None,
                     "module_type": layer.module_type,
                 }
             )

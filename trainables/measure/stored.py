@@ -31,7 +31,8 @@ from trainables.measure.recalibrate import has_batchnorm, recalibrated, recalibr
 from trainables.measure.swaps import evaluate_variants, swap_variants
 from trainables.models import registry
 from trainables.models.family import StateDict
-from trainables.plan import CriticalitySettings, MeasurementPlan, SwapKey, plan_keys
+from trainables.models.units import measured_units
+from trainables.plan import DEFAULT_GROUPS, CriticalitySettings, MeasurementPlan, SwapKey, plan_keys
 from trainables.spec import TrialSpec, canonical_bytes
 from trainables.store import Store, layout
 
@@ -53,11 +54,12 @@ def criticality_row_key(row: dict) -> CriticalityKey:
 
 @dataclass(frozen=True)
 class Missing:
-    """What one stored network lacks: swap ``keys``, its ``movement`` file, and the
+    """What one stored network lacks: swap ``keys``, the weight movement of the layers and groups
+    ``movement`` (every layer when its movement file is absent; groups asked for later), and the
     ``criticality`` (under ``settings``) of ``criticality_layers``."""
 
     keys: tuple[SwapKey, ...] = ()
-    movement: bool = False
+    movement: tuple[str, ...] = ()
     criticality_layers: tuple[str, ...] = ()
     settings: CriticalitySettings | None = None
 
@@ -71,19 +73,23 @@ def structure(spec: TrialSpec, input_shape: tuple[int, ...], n_classes: int) -> 
         return registry.spec_network(spec, input_shape, n_classes)
 
 
-def network_layers(spec: TrialSpec, input_shape: tuple[int, ...], n_classes: int) -> tuple[str, ...]:
-    """The layer names of ``spec``'s network, in forward order."""
-    layers = registry.family(spec.model).layers(structure(spec, input_shape, n_classes))
-    return tuple(layer.name for layer in layers)
+def network_layers(
+    spec: TrialSpec, input_shape: tuple[int, ...], n_classes: int, levels: Iterable[str] = DEFAULT_GROUPS
+) -> tuple[str, ...]:
+    """The names measured on ``spec``'s network: its layers in forward order, then its groups of
+    ``levels`` (:func:`trainables.models.units.measured_units`)."""
+    units = measured_units(registry.family(spec.model), structure(spec, input_shape, n_classes), levels)
+    return tuple(unit.name for unit in units)
 
 
 def wanted_keys(
     spec: TrialSpec, plan: MeasurementPlan, input_shape: tuple[int, ...], n_classes: int
 ) -> list[SwapKey]:
-    """Every key ``plan`` asks of ``spec``'s network (recalibrated keys only where it has a BatchNorm)."""
+    """Every key ``plan`` asks of ``spec``'s network, its groups included where ``plan`` asks for
+    them (recalibrated keys only where it has a BatchNorm)."""
     model = structure(spec, input_shape, n_classes)
-    layers = tuple(layer.name for layer in registry.family(spec.model).layers(model))
-    return plan_keys(plan, layers, spec.checkpoints, has_batchnorm(model))
+    units = measured_units(registry.family(spec.model), model, plan.groups)
+    return plan_keys(plan, tuple(unit.name for unit in units), spec.checkpoints, has_batchnorm(model))
 
 
 def _sortable(key: SwapKey) -> tuple:
@@ -130,9 +136,16 @@ def measure(
     ]
 
 
-def network_movement(spec: TrialSpec, model: nn.Module, checkpoints: dict[int, StateDict]) -> list[dict]:
-    """The ``layers`` rows of a network from its checkpoints."""
-    return movement_rows(spec.trial_id, checkpoints, registry.family(spec.model).layers(model))
+def network_movement(
+    spec: TrialSpec, model: nn.Module, checkpoints: dict[int, StateDict], units: Iterable[str] | None = None
+) -> list[dict]:
+    """The ``layers`` rows of ``units`` (layer and group names; default every layer) of a network
+    from its checkpoints."""
+    family = registry.family(spec.model)
+    if units is None:
+        return movement_rows(spec.trial_id, checkpoints, family.layers(model))
+    by_name = {unit.name: unit for unit in measured_units(family, model)}
+    return movement_rows(spec.trial_id, checkpoints, [by_name[name] for name in units])
 
 
 def network_criticality(
@@ -143,7 +156,7 @@ def network_criticality(
     settings: CriticalitySettings,
     layers: Sequence[str] | None = None,
 ) -> list[dict]:
-    """The ``criticality`` rows of ``layers`` (default all) of a network."""
+    """The ``criticality`` rows of ``layers`` (layer or group names; default every layer) of a network."""
     return criticality_rows(
         spec.trial_id, spec.seed, registry.family(spec.model), model, checkpoints[0],
         checkpoints[spec.epochs], data.x_train, data.y_train, settings, layers,
@@ -166,6 +179,12 @@ def checkpoints_needed(spec: TrialSpec, missing: Missing) -> tuple[int, ...]:
         return tuple(spec.checkpoints)
     epochs = {0, spec.epochs} | {key[2] for key in missing.keys if key[2] is not None}
     return tuple(sorted(epochs))
+
+
+def movement_batch_relpath(trial_id: str, units: Iterable[str]) -> str:
+    """Where the movement of groups measured after a network's own movement file goes: named by
+    the hash of their sorted names."""
+    return layout.batch_path("layers", trial_id, canonical_bytes(sorted(set(units))))
 
 
 def criticality_batch_relpath(trial_id: str, keys: Iterable[CriticalityKey]) -> str:
@@ -192,9 +211,15 @@ def measure_stored(
         rows = measure(spec, model, checkpoints, data, missing.keys)
         store.write_table(relpath, "swaps", pa.Table.from_pylist(rows))
         written += len(rows)
-    relpath = layout.index_path("layers", spec.trial_id)
-    if missing.movement and not store.exists(relpath):
-        rows = network_movement(spec, model, checkpoints)
+    movement, relpath = missing.movement, layout.index_path("layers", spec.trial_id)
+    if movement and store.exists(relpath):
+        # The network's movement file is there (written before groups were asked for, or by a
+        # concurrent writer): its groups go to a batch of their own, its layers are stored.
+        units = {unit.name: unit for unit in measured_units(registry.family(spec.model), model)}
+        movement = tuple(name for name in movement if units[name].level != "layer")
+        relpath = movement_batch_relpath(spec.trial_id, movement)
+    if movement and not store.exists(relpath):
+        rows = network_movement(spec, model, checkpoints, movement)
         store.write_table(relpath, "layers", pa.Table.from_pylist(rows))
         written += len(rows)
     if missing.criticality_layers and missing.settings is not None:

@@ -23,6 +23,10 @@ Row semantics (DESIGN.md, swaps table):
                   trained network), running statistics too; ``epoch`` is 0 in a
                   standard plan.
 
+A group of layers (a residual block, a stage: :mod:`trainables.models.units`) is swapped as one
+layer with all its layers' tensors; its fresh draw resets its modules in forward order from one
+generator seeded by the group's name.
+
 Which variants are built is given by row keys (:mod:`trainables.plan`), so a
 network measured earlier is measured again only for the keys it lacks.
 :func:`evaluate_variants` evaluates them all, with the family's fast evaluator
@@ -42,6 +46,7 @@ from torch import nn
 from trainables.measure.evaluation import evaluate_many
 from trainables.models import registry
 from trainables.models.family import Evaluation, Layer, ModelFamily, StateDict
+from trainables.models.units import measured_units
 from trainables.plan import SwapKey
 from trainables.seeding import derive_seed
 from trainables.spec import TrialSpec
@@ -105,10 +110,11 @@ def swap_variants(
     spec: TrialSpec, model: nn.Module, checkpoints: dict[int, StateDict], keys: Sequence[SwapKey]
 ) -> Iterator[SwapVariant]:
     """The variant of each key (see :func:`trainables.plan.plan_keys`), in order, with the
-    stored running statistics (:mod:`trainables.measure.recalibrate` re-estimates them)."""
+    stored running statistics (:mod:`trainables.measure.recalibrate` re-estimates them). A key's
+    layer may name a group: its layers are swapped together."""
     family = registry.family(spec.model)
     trained, initial = checkpoints[spec.epochs], checkpoints[0]
-    layers = {layer.name: layer for layer in family.layers(model)}
+    layers = {unit.name: unit for unit in measured_units(family, model)}
     device = next(iter(trained.values())).device
     for kind, name, epoch, alpha, draw, _ in keys:
         if kind == "none":

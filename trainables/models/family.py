@@ -53,6 +53,10 @@ class Layer:
     the modules it comprises (``name`` first). ``parameters`` and ``buffers``
     are the state_dict keys it owns: trainable tensors, and the rest (a
     BatchNorm's ``running_mean``, ``running_var``, ``num_batches_tracked``).
+
+    ``level`` is ``layer`` for a layer; a group of layers swapped together is a Layer too
+    (:func:`trainables.models.units.group_unit`), of level ``block`` or ``stage``, its
+    ``index`` its first layer's and its ``module_type`` its level.
     """
 
     name: str
@@ -61,6 +65,7 @@ class Layer:
     modules: tuple[str, ...]
     parameters: tuple[str, ...]
     buffers: tuple[str, ...] = ()
+    level: str = "layer"
 
     @property
     def keys(self) -> tuple[str, ...]:

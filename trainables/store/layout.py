@@ -47,8 +47,9 @@ PREFLIGHT_DIR = "_preflight"
 """Where ``layerswap preflight``'s node probes write (hidden from every reader)."""
 
 TABLES = ("trials", "weights", "swaps", "layers", "criticality")
-BATCH_TABLES = frozenset({"swaps", "criticality"})
-"""Tables whose measurements made later go to ``<trial_id>-<batch>.parquet`` files."""
+BATCH_TABLES = frozenset({"swaps", "layers", "criticality"})
+"""Tables whose measurements made later go to ``<trial_id>-<batch>.parquet`` files (``layers``: the
+movement of groups asked for after the network's own file was written)."""
 
 _INDEX_NAME = re.compile(r"(?P<stem>.+?)(?:-(?P<batch>[0-9a-f]{8}))?\.parquet")
 

@@ -30,6 +30,7 @@ from trainables.measure.stored import (
     load_checkpoints,
     measure,
     network_criticality,
+    network_layers,
     network_movement,
     structure,
     wanted_keys,
@@ -273,9 +274,10 @@ def record_network(
             keys = wanted_keys(spec, plan, data.input_shape, data.n_classes)
             swap_rows = measure(spec, network.model, network.checkpoints, data, keys)
             swap_seconds = time.perf_counter() - swap_started
-            movement = network_movement(spec, network.model, network.checkpoints)
+            units = network_layers(spec, data.input_shape, data.n_classes, plan.groups)
+            movement = network_movement(spec, network.model, network.checkpoints, units)
             criticality = (
-                network_criticality(spec, network.model, network.checkpoints, data, plan.criticality)
+                network_criticality(spec, network.model, network.checkpoints, data, plan.criticality, units)
                 if plan.criticality is not None else []
             )
             trained = network.checkpoints[spec.epochs]
