@@ -202,3 +202,10 @@ def test_stages_asked_for_later_add_rows_and_rewrite_none(grouped: Path, tmp_pat
         registry.family("resnet20"), built("resnet20", (4, 4, 8)), ("layer",))]  # layers by depth first
     group_rows = [row for row in rows if row["layer"] in stages]
     assert group_rows and all(row["layer_index"] == "" and row["depth"] == "" for row in group_rows)
+    # network criticality sums the single layers, not the groups as well
+    layer_names = set(reinit[:22])
+    scores = [row["criticality"] for row in table(grouped, "criticality", CRITICALITY_SCHEMA)
+              if row["layer"] in layer_names]
+    with open(tmp_path / "report" / "layer_stats.csv", newline="") as layer_stats:
+        [network] = [row for row in csv.DictReader(layer_stats) if row["quantity"] == "network_criticality"]
+    assert len(scores) == 22 and float(network["mean"]) == pytest.approx(sum(scores), rel=1e-9)

@@ -135,7 +135,7 @@ def _panel_layers(views: Sequence[ConfigView]) -> tuple[tuple[str, ...], np.ndar
     """The layers of ``views`` by relative depth (the first configuration's order among equals)."""
     depth: dict[str, float] = {}
     for view in views:
-        for layer, d in zip(view.layers, relative_depth(len(view.layers)), strict=True):
+        for layer, d in zip(view.by_depth, relative_depth(len(view.by_depth)), strict=True):
             depth.setdefault(layer, float(d))
     layers = sorted(depth, key=lambda layer: depth[layer])
     return tuple(layers), np.array([depth[layer] for layer in layers], dtype=float)

@@ -165,8 +165,9 @@ def relative_depth(n_layers: int) -> np.ndarray:
 
 
 def drop_profile(view: ConfigView, kind: str, epoch: int | None, label: str) -> DropProfile:
-    """Mean drop vs trained of ``kind`` (at ``epoch``) for each layer of one configuration."""
-    layers = view.layers
+    """Mean drop vs trained of ``kind`` (at ``epoch``) for each layer of one configuration, by
+    relative depth (:attr:`ConfigView.by_depth`: no groups)."""
+    layers = view.by_depth
     found = [view.row(kind, layer, epoch) for layer in layers]
     values = np.array(
         [

@@ -60,7 +60,7 @@ def _movement_blocks(view: ConfigView, rows: pd.DataFrame, slug: str) -> list[Bl
         return []
     curves = [
         figures.curve(layer, moved[moved["layer"] == layer], "epoch", "mean", "ci95_low", "ci95_high")
-        for layer in view.layers
+        for layer in view.by_depth  # coloured by depth: groups are in the table only
         if (moved["layer"] == layer).any()
     ]
     png = plots.to_png(

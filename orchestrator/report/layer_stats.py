@@ -9,8 +9,9 @@ rule for n < 2 as ``stats.parquet`` (:func:`orchestrator.report.stats.t_interval
   ``dist_init``, ``rel_dist_init``, ``cos_init``, ``dist_final``
   (``index/layers``; units as there: norms of the layer's parameters,
   ``rel_dist_init`` a fraction of the initial norm);
-- ``criticality`` per layer (epoch null), and ``network_criticality`` (layer
-  null: the sum over a network's layers, networks with every layer measured);
+- ``criticality`` per layer or group of layers (epoch null), and ``network_criticality``
+  (layer null: the sum over a network's single layers, networks with every layer measured;
+  groups, told by their ``module_type`` in ``index/layers``, are not summed);
   ``settings`` names the criticality grid, since networks measured under
   different settings are never pooled. Criticality spans orders of magnitude,
   so it is summarised on the log scale: ``geo_mean`` (the geometric mean) and
@@ -40,12 +41,14 @@ from orchestrator.report.axes import SweepAxes, axis_csv_frame, with_axis_arrays
 from orchestrator.report.censoring import RESOLVED, censoring, combined
 from orchestrator.report.layer_order import LayerOrder
 from orchestrator.report.stats import layer_position, t_interval, trials_frame, widths_label
-from trainables.plan import CriticalitySettings
+from trainables.plan import GROUP_LEVELS, CriticalitySettings
 from trainables.store import Store
 
 MOVEMENT = ("rel_dist_init", "dist_init", "cos_init", "norm", "dist_final")
 CRITICALITY = ("criticality", "network_criticality")
 QUANTITY_ORDER = (*MOVEMENT, *CRITICALITY, "gen_gap")
+GROUP_TYPES = tuple(level for level in GROUP_LEVELS if level != "layer")
+"""The ``module_type`` of a group's movement rows (``block``, ``stage``)."""
 GROUP_KEYS = ["sweep", "config_id", "quantity", "layer", "epoch", "settings"]
 DESCRIPTIVE = ["dataset", "model", "widths", "config_name", "config_rank"]
 LAYER_STATS_SCHEMA = pa.schema(
@@ -122,8 +125,12 @@ def _long_values(trials: pa.Table, layers: pa.Table, criticality: pa.Table) -> p
             columns={"criticality": "value"}
         )
         parts.append(per_layer.assign(quantity="criticality", epoch=None))
+        # network criticality sums single layers: a group's rows would count its layers twice
+        groups = set() if movement.empty else set(
+            movement.loc[movement["module_type"].isin(GROUP_TYPES), "layer"]
+        )
         network = (
-            critical.groupby(["trial_id", "settings"])
+            critical[~critical["layer"].isin(groups)].groupby(["trial_id", "settings"])
             .agg(value=("criticality", lambda v: v.sum(min_count=1) if v.notna().all() else np.nan),
                  censoring=("censoring", combined))
             .reset_index()

@@ -123,20 +123,26 @@ KIND_ORDER = ("none", "reinit", "rerandomize", "transplant", "interpolate")
 _TRAILING_NUMBER = re.compile(r"^(.*?)(\d+)$")
 
 
-def layer_sort_key(layer: str) -> tuple[str, int]:
-    """Sort ``fc2`` before ``fc10``: by name prefix, then by its trailing number."""
-    match = _TRAILING_NUMBER.match(layer)
-    return (match.group(1), int(match.group(2))) if match else (layer, -1)
+def layer_sort_key(layer: str) -> tuple[tuple[str, int], ...]:
+    """Sort by name, part by dotted part, each by its prefix then its trailing number: ``fc2``
+    before ``fc10``, ``layer1.9`` before ``layer1.10``, and a stage ``layer1`` just before its
+    blocks ``layer1.0``, ``layer1.1``, ... (the order of groups, which have no ``layer_index``)."""
+    parts = []
+    for part in layer.split("."):
+        match = _TRAILING_NUMBER.match(part)
+        parts.append((match.group(1), int(match.group(2))) if match else (part, -1))
+    return tuple(parts)
 
 
-def layer_position(layer: object, layer_index: object) -> tuple[int, int, str, int]:
+def layer_position(layer: object, layer_index: object) -> tuple:
     """The one order of rows by layer: no layer (the full network) first, then layers by
-    ``layer_index``, then any name without an index (by :func:`layer_sort_key`)."""
+    ``layer_index``, then any name without an index (groups of layers, and layers whose position
+    is not known; by :func:`layer_sort_key`)."""
     if not isinstance(layer, str):
-        return (0, 0, "", 0)
+        return (0, 0, ())
     if _none_if_na(layer_index) is not None:
-        return (1, int(layer_index), "", 0)
-    return (2, 0, *layer_sort_key(layer))
+        return (1, int(layer_index), ())
+    return (2, 0, layer_sort_key(layer))
 
 
 def widths_label(widths: tuple[int, ...] | list[int]) -> str:
@@ -182,7 +188,8 @@ class ConfigView:
     rows: pd.DataFrame
     index: dict[RowKey, pd.Series] = field(repr=False)
     layers: tuple[str, ...]
-    """Layer names (non-null) in forward order (by ``layer_index``)."""
+    """Layer names (non-null) in forward order (by ``layer_index``), then its groups of layers
+    (no ``layer_index``; :func:`layer_sort_key`'s order: a stage, then its blocks)."""
     last_epoch: int | None
     """The trained network's epoch: the largest ``none`` checkpoint."""
     depth: dict[str, float] = field(default_factory=dict, repr=False)
@@ -214,6 +221,14 @@ class ConfigView:
 
     def has(self, kind: str) -> bool:
         return any(key[0] == kind for key in self.index)
+
+    @property
+    def by_depth(self) -> tuple[str, ...]:
+        """The layers that have a place on the relative-depth axis: those of known depth, in forward
+        order (not groups, which span depths); all of :attr:`layers` where no depth is known (a
+        store whose layer positions could not be found)."""
+        placed = tuple(layer for layer in self.layers if layer in self.depth)
+        return placed or self.layers
 
     @property
     def single_seed(self) -> bool:
