@@ -135,7 +135,7 @@ def test_errors_are_the_clis_lines(swept, tmp_path, capsys):
         (lambda: store.network(trial_id, epoch=5), ArgumentError, "epoch: 5 is not a checkpoint of"),
         (lambda: store.variant(trial_id, "shuffle", "fc1"), ArgumentError,
          "kind: 'shuffle' is not a swap kind"),
-        (lambda: store.variant(trial_id, "reinit", "fc9"), ArgumentError, "'fc9' is not a layer of"),
+        (lambda: store.variant(trial_id, "reinit", "fc9"), ArgumentError, "'fc9' is not a layer or group of"),
         (lambda: store.variant(trial_id, "interpolate", "fc1"), ArgumentError, "needs an alpha in [0, 1]"),
         (lambda: store.variant(trial_id, "reinit", "fc1", recalibrate=100), StoreError,
          "has no BatchNorm, so no row of it is measured with recalibrate 100"),
