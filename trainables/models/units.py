@@ -45,7 +45,3 @@ def measured_units(
         if group.level in wanted and len(group.layers) > 1
     )
     return layers + groups
-
-
-def unit_names(units: Iterable[Layer]) -> tuple[str, ...]:
-    return tuple(unit.name for unit in units)
