@@ -118,13 +118,17 @@ def test_tf32_holds_in_backward_and_the_optimizer_step_and_is_restored(pack, pre
 def test_trial_rows_name_cuda_and_cublas_only_on_a_gpu_and_trials_are_deterministic():
     assert cuda_columns(CPU) == {"cuda_version": None, "cublas_version": None}
     code = (
-        "import os, torch\n"
+        "import os, sys, torch\n"
         "from trainables.train.device import make_deterministic\n"
         "make_deterministic()\n"
         "print(os.environ['CUBLAS_WORKSPACE_CONFIG'], torch.are_deterministic_algorithms_enabled(),"
-        " torch.is_deterministic_algorithms_warn_only_enabled())\n"
+        " torch.is_deterministic_algorithms_warn_only_enabled(), 'torch._inductor' in sys.modules)\n"
+        "import torch._inductor.config\n"
+        "print(torch._inductor.config.deterministic)\n"
     )
-    env = {key: value for key, value in os.environ.items() if key != "CUBLAS_WORKSPACE_CONFIG"}
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("CUBLAS_WORKSPACE_CONFIG", "TORCHINDUCTOR_DETERMINISTIC")}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             env=env)
-    assert result.stdout.split() == [":4096:8", "True", "True"], result.stderr
+    # deterministic, without importing Inductor (3 s of a worker's start), and Inductor too once imported
+    assert result.stdout.split() == [":4096:8", "True", "True", "False", "True"], result.stderr

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from trainables.models.architectures import BuildOptions
-from trainables.train.footprint import PackShape, measure_network
+from trainables.models.mlp_footprint import mlp_footprint
+from trainables.train.footprint import PackShape, measure_network, measure_on_meta
 
 FLOAT, INDEX, EVAL_BATCH = 4, 8, 4096
 CHANNELS = 6
@@ -54,6 +55,15 @@ def test_the_measured_footprint_of_an_mlp_keeps_the_formulas_within_5_percent(ca
     for pack in (1, 2, 8, 32):
         peak = expected["shared"] + max(expected["load_transient"], pack * expected["per_network"])
         assert memory.peak(pack) == pytest.approx(peak, rel=0.05)
+
+
+@pytest.mark.parametrize("widths", [(), (8,), (16, 8), (3, 50, 7), (2048, 1024, 512, 256)])
+@pytest.mark.parametrize("input_shape", [(20,), (1, 28, 28)])
+@pytest.mark.parametrize("batch", [1, 64, EVAL_BATCH])
+def test_the_mlp_formula_gives_what_the_meta_device_measures(widths, input_shape, batch):
+    measured = measure_on_meta("mlp", widths, input_shape, 10, batch)
+    assert mlp_footprint(widths, input_shape, 10, batch) == measured
+    assert measure_network("mlp", widths, input_shape, 10, batch) == measured  # the driver's figures
 
 
 def test_saved_activations_count_each_storage_once_and_no_weights():

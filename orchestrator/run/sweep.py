@@ -58,6 +58,18 @@ class SweepOutcome:
     """This call started or joined Ray (it was not running in this process before)."""
 
 
+@dataclass(frozen=True)
+class QueuePlan:
+    """The networks to train as Tune trials: ``queues`` (one per trial) of packs, and ``costs``, each
+    pack's training work in FLOPs in queue order (the PackBoard hands the packs out by it)."""
+
+    queues: list[Queue]
+    costs: list[float]
+
+
+NOTHING_QUEUED = QueuePlan([], [])
+
+
 def run_sweep(
     config: SweepConfig,
     address: str | None = None,
@@ -95,7 +107,7 @@ def run_sweep(
         if plan.todo or plan.jobs:
             connected = join_cluster(plan, address, shared_fs, connect_timeout_s, background, factory_modules)
         phases.lap("ray")
-        queues = plan_queues(plan, address, budget, log) if plan.todo else []
+        queued = plan_queues(plan, address, budget, log) if plan.todo else NOTHING_QUEUED
         record_sweep(plan)
     except BaseException:
         if background is not None:
@@ -104,7 +116,7 @@ def run_sweep(
     datasets = put_datasets(plan) if plan.todo or plan.jobs else {}
     if meanwhile is not None and (plan.todo or plan.jobs):
         threading.Thread(target=meanwhile, name="layerswap-meanwhile", daemon=True).start()
-    work = train_and_measure(plan, queues, datasets, address, budget, wandb_settings, log, phases)
+    work = train_and_measure(plan, queued, datasets, address, budget, wandb_settings, log, phases)
     skipped = len(plan.specs) - len(plan.todo)
     failed = len(plan.todo) - work.trained - work.elsewhere
     return SweepOutcome(
@@ -133,7 +145,7 @@ def check_before_ray(plan: SweepPlan, address: str | None, log: Log) -> MemoryBu
 
 
 def train_and_measure(
-    plan: SweepPlan, queues: list[Queue], datasets: dict[str, ray.ObjectRef], address: str | None,
+    plan: SweepPlan, queued: QueuePlan, datasets: dict[str, ray.ObjectRef], address: str | None,
     budget: MemoryBudget | None, wandb_settings: WandbSpec | None, log: Log, phases: Phases,
 ) -> ClaimedOutcome:
     """Measure what trained networks lack, then train the rest, each network under this driver's
@@ -153,7 +165,7 @@ def train_and_measure(
         return measured
 
     def train(specs: list[TrialSpec]) -> int:
-        return train_claimed(plan, queues, datasets, address, budget, wandb_settings, log, phases, specs)
+        return train_claimed(plan, queued, datasets, address, budget, wandb_settings, log, phases, specs)
 
     with Claims(plan.store) as claims:
         if claims.warning:
@@ -166,21 +178,18 @@ def train_and_measure(
 
 
 def train_claimed(
-    plan: SweepPlan, queues: list[Queue], datasets: dict[str, ray.ObjectRef], address: str | None,
+    plan: SweepPlan, queued: QueuePlan, datasets: dict[str, ray.ObjectRef], address: str | None,
     budget: MemoryBudget | None, wandb_settings: WandbSpec | None, log: Log, phases: Phases,
     specs: list[TrialSpec],
 ) -> int:
-    """Train ``specs``, the networks this driver claimed: in ``queues`` when they are all of the plan's,
+    """Train ``specs``, the networks this driver claimed: as ``queued`` when they are all of the plan's,
     else in queues planned for them alone; the networks trained."""
-    from orchestrator.run.packing import pack_cost, pack_shape
     from orchestrator.run.tune_sweep import train_queues
 
     if {spec.trial_id for spec in specs} != {spec.trial_id for spec in plan.todo}:
         plan = dataclasses.replace(plan, todo=specs)
-        queues = plan_queues(plan, address, budget, log)
-    costs = [pack_cost(pack, pack_shape(pack[0], plan.datasets[pack[0].dataset]))
-             for queue in queues for pack in queue]
-    training = train_queues(plan, queues, wandb_settings, log, costs, datasets)
+        queued = plan_queues(plan, address, budget, log)
+    training = train_queues(plan, queued.queues, wandb_settings, log, queued.costs, datasets)
     phases.lap_work(training.began, training.times)
     return training.completed
 
@@ -219,9 +228,10 @@ def join_cluster(
     return connected
 
 
-def plan_queues(plan: SweepPlan, address: str | None, budget: MemoryBudget | None, log: Log) -> list[Queue]:
+def plan_queues(plan: SweepPlan, address: str | None, budget: MemoryBudget | None, log: Log) -> QueuePlan:
     """The networks to train in packs, the packs in queues (one per Tune trial) for the
-    connected Ray's trial slots; on a cluster, sized for its smallest worker's memory."""
+    connected Ray's trial slots, with each pack's cost; on a cluster, sized for its smallest
+    worker's memory."""
     from orchestrator.catalog.naming import configuration_labels
     from orchestrator.run.budget import cluster_budget
     from orchestrator.run.cluster import trial_slots
@@ -237,7 +247,8 @@ def plan_queues(plan: SweepPlan, address: str | None, budget: MemoryBudget | Non
     queues = make_queues(packs, slots, costs)
     if len(queues) < len(packs):
         log(f"{len(packs)} packs in {len(queues)} Tune trials (queues of packs)")
-    return queues
+    cost_of = {pack[0].trial_id: cost for pack, cost in zip(packs, costs, strict=True)}
+    return QueuePlan(queues, [cost_of[pack[0].trial_id] for queue in queues for pack in queue])
 
 
 def put_datasets(plan: SweepPlan) -> dict[str, ray.ObjectRef]:

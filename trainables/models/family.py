@@ -22,12 +22,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import nn
 
 from trainables.models.architectures import BuildOptions
+
+if TYPE_CHECKING:
+    from trainables.train.footprint import NetworkFootprint
 
 StateDict = dict[str, torch.Tensor]
 """A network's tensors by state_dict key (``fc1.weight``, ``bn1.running_mean``, ...)."""
@@ -176,6 +179,16 @@ class MakeNoiseLoss(Protocol):
         ...
 
 
+class FootprintFormula(Protocol):
+    def __call__(
+        self, widths: tuple[int, ...], input_shape: tuple[int, ...], n_classes: int, batch: int
+    ) -> NetworkFootprint:
+        """The :class:`~trainables.train.footprint.NetworkFootprint` of the family's network with
+        ``widths`` on samples of ``input_shape``, ``batch`` samples per step: the figures the meta
+        device gives, without running it."""
+        ...
+
+
 class FreshDraw(Protocol):
     def __call__(self, model: nn.Module, layer: Layer, seed: int) -> StateDict:
         """A new draw of ``layer``'s tensors (:attr:`Layer.keys`) from its initialisation, seeded by
@@ -196,6 +209,8 @@ class ModelFamily:
     the device types ("cpu", "cuda") on which ``pack: auto`` trains networks
     together, those where ``python -m benchmarks`` measured the stacked form
     faster than separate networks (``pack: N`` packs anywhere there is a stack).
+    ``footprint``: the network's footprint by formula, the meta device's figures without running
+    it (None: :func:`~trainables.train.footprint.measure_network` measures it there).
     """
 
     models: tuple[str, ...]
@@ -208,6 +223,7 @@ class ModelFamily:
     evaluate_variants: VariantEvaluator | None = None
     noise_loss: MakeNoiseLoss | None = None
     fresh_draw: FreshDraw | None = None
+    footprint: FootprintFormula | None = None
 
 
 def module_type(module: nn.Module) -> str:

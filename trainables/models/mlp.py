@@ -3,7 +3,7 @@
 Layers ``fc1`` ... ``fcN`` (``fcK.weight``, ``fcK.bias``), PyTorch's default
 ``nn.Linear`` initialisation. Its fast measurement paths (the prefix-sharing
 variant tree, the batched criticality noise) are in
-:mod:`trainables.models.mlp_fast`.
+:mod:`trainables.models.mlp_fast`, its footprint by formula in :mod:`trainables.models.mlp_footprint`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from torch import nn
 from trainables.models.architectures import BuildOptions, default_widths
 from trainables.models.family import Layer, ModelFamily, StateDict
 from trainables.models.mlp_fast import MLPNoiseLoss, evaluate_variant_tree
+from trainables.models.mlp_footprint import mlp_footprint
 
 SEED_WIDTHS = default_widths("mlp")
 """The seed notebook's hidden widths (784-2048-1024-512-256-10 on MNIST)."""
@@ -141,4 +142,5 @@ FAMILY = ModelFamily(
     auto_pack_devices=frozenset({"cpu", "cuda"}),
     evaluate_variants=evaluate_variant_tree,
     noise_loss=MLPNoiseLoss,
+    footprint=mlp_footprint,
 )

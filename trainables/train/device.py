@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -51,9 +52,18 @@ def make_deterministic() -> None:
     this first in a trial. Ops without a deterministic kernel warn instead of
     failing; uninitialised memory is not filled (it costs time and our
     kernels never read it).
+
+    ``torch.use_deterministic_algorithms`` would also set Inductor's ``deterministic``, importing
+    ``torch._inductor`` and Dynamo to do so: 3 s of every worker's start, for a compiler no trial
+    uses. The flags are set as it sets them, and Inductor's is set only should it be imported (now,
+    or later through its environment variable).
     """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE_CONFIG)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch._C._set_deterministic_algorithms(True, warn_only=True)
+    os.environ.setdefault("TORCHINDUCTOR_DETERMINISTIC", "1")
+    inductor = sys.modules.get("torch._inductor.config")
+    if inductor is not None:
+        inductor.deterministic = True
     torch.utils.deterministic.fill_uninitialized_memory = False
 
 

@@ -2,7 +2,8 @@
 
 The figures are measured from the network itself, built on the meta device
 (shapes only: no memory, no init, milliseconds) and run once at the trial's
-batch size (:func:`measure_network`, cached): FLOPs by
+batch size (:func:`measure_on_meta`; :func:`measure_network` asks a family's formula first,
+the MLP's, and caches): FLOPs by
 ``torch.utils.flop_counter.FlopCounterMode`` over one forward and backward,
 the tensors autograd keeps for backward by
 ``torch.autograd.graph.saved_tensors_hooks``, every layer's output by forward
@@ -104,8 +105,21 @@ def measure_network(
     options: BuildOptions = NO_OPTIONS,
 ) -> NetworkFootprint:
     """:class:`NetworkFootprint` of ``model`` with ``widths`` (and ``options``) on samples of
-    ``input_shape``, ``batch`` samples per step, measured on the meta device (the driver asks many
-    times: cached)."""
+    ``input_shape``, ``batch`` samples per step: by the family's formula where it has one (the
+    MLP's; the same figures, without torch's first meta-device step and its seconds of imports),
+    else measured on the meta device (:func:`measure_on_meta`). The driver asks many times: cached."""
+    formula = registry.family(model).footprint
+    if formula is not None:
+        return formula(widths, input_shape, n_classes, batch)
+    return measure_on_meta(model, widths, input_shape, n_classes, batch, options)
+
+
+def measure_on_meta(
+    model: str, widths: tuple[int, ...], input_shape: tuple[int, ...], n_classes: int, batch: int,
+    options: BuildOptions = NO_OPTIONS,
+) -> NetworkFootprint:
+    """:class:`NetworkFootprint` of ``model`` measured on the meta device: one training step and one
+    forward pass in eval mode (see the module docstring)."""
     with torch.device("meta"):
         network = registry.build_network(model, input_shape, widths, n_classes, options).train()
         x = torch.empty(batch, *input_shape, dtype=torch.float32)
