@@ -18,7 +18,15 @@ import ray
 import torch
 
 from orchestrator.config.sweep_config import SweepConfig, parse_config
-from tests.helpers import BUCKET, CREDENTIALS, free_port, one_trial_store, tiny_raw_config
+from tests.helpers import (
+    BUCKET,
+    CREDENTIALS,
+    GRID_SWEEP,
+    free_port,
+    lr_grid,
+    one_trial_store,
+    tiny_raw_config,
+)
 from trainables.models import registry
 
 
@@ -59,6 +67,20 @@ def pristine_store(tmp_path_factory) -> tuple[Path, str]:
     that change a store take :func:`store`, a copy."""
     root = tmp_path_factory.mktemp("pristine") / "store"
     return root, one_trial_store(root)
+
+
+@pytest.fixture(scope="session")
+def grid_sweep(local_ray, tmp_path_factory):
+    """A real grid sweep on Ray, run once for tests/test_grid.py and tests/test_grid_report.py:
+    ``optimizer.lr`` 0.1 and 0.05 x the tiny widths x 2 seeds, 2 epochs, reinit and rerandomize,
+    automatic packs (:data:`tests.helpers.GRID_SWEEP`). (store root, its outcome, its log lines);
+    never changed: a test that sweeps into it or reports copies it first."""
+    from orchestrator.run.sweep import run_sweep
+
+    root = tmp_path_factory.mktemp("grid") / "store"
+    lines: list[str] = []
+    outcome = run_sweep(parse_config(lr_grid(root, [0.1, 0.05], **GRID_SWEEP)), log=lines.append)
+    return root, outcome, tuple(lines)
 
 
 @pytest.fixture

@@ -22,6 +22,10 @@ def lr_grid(store: Path, lrs, **overrides) -> dict:
     return tiny_raw_config(store, **{**axis, **overrides})
 
 
+GRID_SWEEP = {"epochs": 2, "checkpoints": [0, 2], "swaps": ["reinit", "rerandomize"], "pack": "auto"}
+"""With ``lr_grid(store, [0.1, 0.05], **GRID_SWEEP)``: the grid sweep of the fixture ``grid_sweep``."""
+
+
 def tiny_raw_config(store: Path, **overrides) -> dict:
     raw = {
         "name": "tiny",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shutil
 import subprocess
 import sys
 
@@ -19,7 +20,7 @@ from orchestrator.config.sweep_config import RECORD_V2_KEYS, ConfigError, parse_
 from orchestrator.run.budget import cpu_budget, machine_memory_bytes, trial_need_bytes
 from orchestrator.run.packing import check_buildable, make_packs, optimizer_slots, pack_shape
 from orchestrator.run.sweep import run_sweep
-from tests.helpers import lr_grid, tiny_raw_config
+from tests.helpers import GRID_SWEEP, lr_grid, tiny_raw_config
 from trainables.data.datasets import load_dataset
 from trainables.spec import OptimizerSpec, TrialSpec, training_fields
 from trainables.store import Store
@@ -67,12 +68,12 @@ def test_one_configuration_is_named_by_its_widths():
 
 
 def test_a_grid_sweep_trains_every_configuration_apart_and_one_more_value_only_its_networks(
-    local_ray, tmp_path, capsys
+    local_ray, grid_sweep, tmp_path, capsys
 ):
+    swept, first, logged = grid_sweep  # lr 0.1 and 0.05 (shared with tests/test_grid_report.py)
     store = tmp_path / "store"
-    common = {"epochs": 2, "checkpoints": [0, 2], "swaps": ["reinit"], "pack": "auto"}
-    lines: list[str] = []
-    first = run_sweep(parse_config(lr_grid(store, [0.1, 0.05], **common)), log=lines.append)
+    shutil.copytree(swept, store)  # this test sweeps into it
+    lines = list(logged)
     assert (first.total, first.completed, first.failed) == (8, 8, 0)
     plan_lines = sorted(line for line in lines if " trial(s) of " in line)
     assert [line.split(" · ")[0] for line in plan_lines] == [
@@ -92,7 +93,7 @@ def test_a_grid_sweep_trains_every_configuration_apart_and_one_more_value_only_i
     assert (stats.groupby("config_id")["n"].max() == 2).all()  # each configuration pools its 2 seeds
 
     lines.clear()
-    again = run_sweep(parse_config(lr_grid(store, [0.1, 0.05, 0.02], **common)), log=lines.append)
+    again = run_sweep(parse_config(lr_grid(store, [0.1, 0.05, 0.02], **GRID_SWEEP)), log=lines.append)
     assert (again.total, again.skipped, again.completed, again.failed) == (12, 8, 4, 0)
     new = {row["trial_id"]: row["lr"] for row in Store.open(str(store)).read_index("trials").to_pylist()}
     assert sorted(lr for trial_id, lr in new.items() if trial_id not in {r["trial_id"] for r in trials}) == [

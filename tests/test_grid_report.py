@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from orchestrator.report.layer_stats import LAYER_STATS_COLUMNS, compute_layer_s
 from orchestrator.report.sections import config_infos
 from orchestrator.report.stats import STATS_COLUMNS, compute_stats, config_views
 from orchestrator.run.sweep import run_sweep
-from tests.helpers import lr_grid, standard_swaps, swaps_table, tiny_raw_config, trial_table
+from tests.helpers import GRID_SWEEP, standard_swaps, swaps_table, tiny_raw_config, trial_table
 from trainables.spec import TrialSpec
 from trainables.store import Store
 from trainables.store.schemas import CRITICALITY_SCHEMA, TRIALS_SCHEMA
@@ -254,10 +255,13 @@ def test_more_panels_than_a_figure_shows_are_a_table(tmp_path: Path) -> None:
     assert not list(report_dir(store).glob("axis-*.png"))
 
 
-def test_a_real_grid_sweep_reports_along_its_axis_and_a_plain_sweep_does_not(local_ray, tmp_path, capsys):
+def test_a_real_grid_sweep_reports_along_its_axis_and_a_plain_sweep_does_not(
+    local_ray, grid_sweep, tmp_path, capsys
+):
+    swept, grid, _ = grid_sweep  # lr 0.1 and 0.05, reinit and rerandomize (shared with tests/test_grid.py)
     store = tmp_path / "store"
-    common = {"epochs": 2, "checkpoints": [0, 2], "swaps": ["reinit", "rerandomize"]}
-    grid = run_sweep(parse_config(lr_grid(store, [0.1, 0.05], **common)), log=lambda line: None)
+    shutil.copytree(swept, store)  # this test sweeps into it
+    common = {key: GRID_SWEEP[key] for key in ("epochs", "checkpoints", "swaps")}
     plain = run_sweep(parse_config(tiny_raw_config(store, name="plain", widths=[[12]], seeds=2,
                                                    optimizer={"name": "sgd", "lr": 0.2}, **common)),
                       log=lambda line: None)
