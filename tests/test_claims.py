@@ -74,6 +74,62 @@ def test_a_claim_whose_driver_died_is_taken_over(store):
         assert json.loads(store.read_bytes(layout.claim_path(A)))["owner"] == heir.me.owner
 
 
+def dead_driver(store: Store, trial_id: str) -> str:
+    """The owner id of a driver that claimed ``trial_id`` with the default (90 s) lease and was
+    killed with SIGKILL, leaving its claim and its lease behind."""
+    script = (
+        "import os, signal, trainables.store.claims as claims\n"
+        "from trainables.store import Store\n"
+        f"driver = claims.Claims(Store.open({store.location!r})).__enter__()\n"
+        f"assert driver.take([{trial_id!r}]) == ([{trial_id!r}], {{}})\n"
+        "print(driver.me.owner, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    dead = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert dead.returncode == -signal.SIGKILL, dead.stderr
+    return dead.stdout.split()[0]
+
+
+def test_a_dead_drivers_claim_on_this_machine_is_taken_over_before_its_lease_expires(store):
+    owner = dead_driver(store, A)
+    lease = json.loads(store.read_bytes(layout.lease_path(owner)))
+    assert lease["expires"] > time.time() + 60  # still valid for a minute and more
+    with Claims(store) as heir:
+        assert lease["space"] == heir.space != ""  # it ran here: its process is known to be gone
+        assert heir.holder(A) is None
+        assert heir.take([A]) == ([A], {})
+        assert json.loads(store.read_bytes(layout.claim_path(A)))["owner"] == heir.me.owner
+
+
+def test_a_live_driver_in_another_process_or_a_dead_one_elsewhere_keeps_its_claim(store):
+    script = (
+        "import sys, time, trainables.store.claims as claims\n"
+        "from trainables.store import Store\n"
+        f"driver = claims.Claims(Store.open({store.location!r})).__enter__()\n"
+        f"assert driver.take([{A!r}]) == ([{A!r}], {{}})\n"
+        "print(driver.me.owner, flush=True)\n"
+        "sys.stdin.read()\n"  # holds the claim until the test closes its stdin
+    )
+    live = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        owner = live.stdout.readline().split()[0]
+        with Claims(store) as other:
+            assert other.take([A]) == ([], {A: other.holder(A)})
+            assert other.holder(A).owner == owner and other.holder(A).pid == live.pid
+    finally:
+        live.stdin.close()
+        live.wait(timeout=60)
+    # a driver that died on another machine (its lease names another process space): its pid
+    # means nothing here, so only the lease's expiry frees the claim
+    elsewhere = dead_driver(store, B)
+    lease = json.loads(store.read_bytes(layout.lease_path(elsewhere)))
+    store.write_bytes(layout.lease_path(elsewhere), json.dumps({**lease, "space": "other-host/x/1"}).encode())
+    with Claims(store) as heir:
+        assert heir.take([B])[0] == [] and heir.holder(B).owner == elsewhere
+
+
 def test_of_drivers_claiming_at_once_exactly_one_wins(store):
     drivers = [Claims(store).__enter__() for _ in range(6)]
     won: list[str] = []

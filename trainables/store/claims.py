@@ -7,7 +7,10 @@ the claim's owner, host, process and start. The owner's liveness is its *lease*,
 :data:`REFRESH_SECONDS` while the driver lives and valid for :data:`LEASE_SECONDS` (one write per
 interval however many networks it holds). A claim whose lease is gone or expired belongs to a
 driver that died: another driver takes it over with a compare-and-swap, so only one of several
-can. A driver deletes its claims when their work is done, then its lease.
+can. A lease also names the owner's *process space* (host, boot, pid namespace): a driver in the
+same space sees at once whether the owner's process still exists, so a rerun on the machine
+where a driver crashed takes its claims over without waiting for the lease to expire. A driver
+deletes its claims when their work is done, then its lease.
 
 Atomic create-if-absent, per filesystem (pyarrow.fs has none):
 
@@ -36,6 +39,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -47,6 +51,28 @@ REFRESH_SECONDS = 15.0
 """How often a live driver rewrites its lease."""
 PARALLEL = 16
 """Claims made, read or released at once (each is a request on an object store)."""
+
+
+def process_space() -> str:
+    """What makes this process's id mean one process: the host, its boot and its pid namespace
+    (``""`` where /proc cannot tell: then only a lease's expiry says a driver died)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return ""
+    return f"{socket.gethostname()}/{boot}/{namespace}"
+
+
+def process_gone(pid: int) -> bool:
+    """Whether no process ``pid`` exists in this pid namespace (one of another user's exists)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 @dataclass(frozen=True)
@@ -278,6 +304,7 @@ class Claims:
         self.files, self.warning = atomic_files(store)
         now = datetime.now(UTC).isoformat(timespec="seconds")
         self.me = Holder(uuid.uuid4().hex[:16], socket.gethostname(), os.getpid(), now)
+        self.space = process_space()
         self.held: set[str] = set()
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
@@ -294,7 +321,7 @@ class Claims:
         self.store.delete(layout.lease_path(self.me.owner))
 
     def _write_lease(self) -> None:
-        lease = self.me.to_bytes(expires=time.time() + LEASE_SECONDS)
+        lease = self.me.to_bytes(expires=time.time() + LEASE_SECONDS, space=self.space)
         self.store.write_bytes(layout.lease_path(self.me.owner), lease)
 
     def _refresh(self) -> None:
@@ -305,16 +332,21 @@ class Claims:
                 continue
 
     def alive(self, holder: Holder) -> bool:
-        """Whether ``holder``'s lease exists and has not expired."""
+        """Whether ``holder``'s lease exists and has not expired, and, where its owner ran in this
+        driver's process space, whether the owner's process still exists."""
         if holder.owner == self.me.owner:
             return True
         found = self.files.read(layout.lease_path(holder.owner))
         if found is None:
             return False
         try:
-            return float(json.loads(found[0])["expires"]) > time.time()
+            lease = json.loads(found[0])
+            if float(lease["expires"]) <= time.time():
+                return False
         except (ValueError, KeyError, TypeError):
             return False
+        here = bool(self.space) and lease.get("space") == self.space
+        return not (here and process_gone(holder.pid))
 
     def take(self, trial_ids: list[str]) -> tuple[list[str], dict[str, Holder]]:
         """Claim each of ``trial_ids``: (those now held by this driver, in order; the others with the
