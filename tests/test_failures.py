@@ -166,7 +166,9 @@ def test_a_killed_worker_is_one_line_and_the_sweep_stays_parallel(tmp_path):
     at once again (before, Tune's actor reuse left one slot dead for the rest of the sweep)."""
     store = tmp_path / "store"
     config = tmp_path / "config.yaml"
-    raw = tiny_raw_config(store, widths=[[16]], seeds=6, epochs=300, checkpoints=[0, 300], pack=1,
+    # 1,000 epochs (about 5 s a network here): long enough that the networks after the retry outlast
+    # the new worker's start, so that two of them can be seen training at once
+    raw = tiny_raw_config(store, widths=[[16]], seeds=6, epochs=1000, checkpoints=[0, 1000], pack=1,
                           swaps=["reinit"], resources={"cpu_per_trial": 1, "gpu_per_trial": 0})
     config.write_text(yaml.safe_dump(raw))
     marker, logs = tmp_path / "killed", tmp_path / "logs"
