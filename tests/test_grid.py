@@ -32,7 +32,9 @@ def test_grid_keys_are_the_spec_fields_and_their_blocks_fields():
     assert set(training_fields()) <= set(keys)
     assert {f"optimizer.{field.name}" for field in dataclasses.fields(OptimizerSpec)} <= set(keys)
     assert not {"seed", "widths", "data_mean", "data_std"} & set(keys)
-    assert measurement_settings() == {"swaps", "rerandomize_draws", "alphas", "criticality", "recalibrate", "groups"}
+    assert measurement_settings() == {
+        "swaps", "rerandomize_draws", "alphas", "criticality", "recalibrate", "groups",
+    }
     assert "grid" not in RECORD_V2_KEYS  # configs without a grid keep their record names
 
 
