@@ -50,36 +50,14 @@ def test_a_live_holder_is_skipped_and_a_released_claim_is_free(store):
     assert store.list_files(layout.CLAIMS_DIR) == []
 
 
-def test_a_claim_whose_driver_died_is_taken_over(store):
-    """A driver killed with SIGKILL keeps its claim and lease file; once the lease expires the claim
-    is free for the next driver (the lease is made to last 1 s here, in the dying driver)."""
+def dead_driver(store: Store, trial_id: str, lease_seconds: float | None = None) -> str:
+    """The owner id of a driver that claimed ``trial_id`` (with a lease of ``lease_seconds``, default
+    the module's 90 s) and was killed with SIGKILL, leaving its claim and its lease behind."""
+    lease = "" if lease_seconds is None else f"claims.LEASE_SECONDS = {lease_seconds!r}\n"
     script = (
         "import os, signal, trainables.store.claims as claims\n"
         "from trainables.store import Store\n"
-        "claims.LEASE_SECONDS = 1.0\n"
-        f"driver = claims.Claims(Store.open({store.location!r})).__enter__()\n"
-        f"assert driver.take([{A!r}]) == ([{A!r}], {{}})\n"
-        "print(driver.me.owner, flush=True)\n"
-        "os.kill(os.getpid(), signal.SIGKILL)\n"
-    )
-    dead = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT,
-                          timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert dead.returncode == -signal.SIGKILL, dead.stderr
-    owner = dead.stdout.split()[0]
-    assert json.loads(store.read_bytes(layout.claim_path(A)))["owner"] == owner  # left behind
-    time.sleep(1.5)  # its lease expires
-    with Claims(store) as heir:
-        assert heir.holder(A) is None  # its lease expired: nobody alive holds it
-        assert heir.take([A]) == ([A], {})
-        assert json.loads(store.read_bytes(layout.claim_path(A)))["owner"] == heir.me.owner
-
-
-def dead_driver(store: Store, trial_id: str) -> str:
-    """The owner id of a driver that claimed ``trial_id`` with the default (90 s) lease and was
-    killed with SIGKILL, leaving its claim and its lease behind."""
-    script = (
-        "import os, signal, trainables.store.claims as claims\n"
-        "from trainables.store import Store\n"
+        f"{lease}"
         f"driver = claims.Claims(Store.open({store.location!r})).__enter__()\n"
         f"assert driver.take([{trial_id!r}]) == ([{trial_id!r}], {{}})\n"
         "print(driver.me.owner, flush=True)\n"
@@ -89,6 +67,25 @@ def dead_driver(store: Store, trial_id: str) -> str:
                           timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert dead.returncode == -signal.SIGKILL, dead.stderr
     return dead.stdout.split()[0]
+
+
+def moved_elsewhere(store: Store, owner: str) -> None:
+    """Make ``owner``'s lease name another machine's process space: its pid means nothing here."""
+    lease = json.loads(store.read_bytes(layout.lease_path(owner)))
+    store.write_bytes(layout.lease_path(owner), json.dumps({**lease, "space": "other-host/x/1"}).encode())
+
+
+def test_a_claim_whose_driver_died_elsewhere_is_taken_over_once_its_lease_expires(store):
+    """A driver killed with SIGKILL keeps its claim and lease file; on another machine only the
+    lease's expiry frees the claim (the lease is made to last 1 s here, in the dying driver)."""
+    owner = dead_driver(store, A, lease_seconds=1.0)
+    moved_elsewhere(store, owner)
+    assert json.loads(store.read_bytes(layout.claim_path(A)))["owner"] == owner  # left behind
+    time.sleep(1.5)  # its lease expires
+    with Claims(store) as heir:
+        assert heir.holder(A) is None  # its lease expired: nobody alive holds it
+        assert heir.take([A]) == ([A], {})
+        assert json.loads(store.read_bytes(layout.claim_path(A)))["owner"] == heir.me.owner
 
 
 def test_a_dead_drivers_claim_on_this_machine_is_taken_over_before_its_lease_expires(store):
@@ -124,8 +121,7 @@ def test_a_live_driver_in_another_process_or_a_dead_one_elsewhere_keeps_its_clai
     # a driver that died on another machine (its lease names another process space): its pid
     # means nothing here, so only the lease's expiry frees the claim
     elsewhere = dead_driver(store, B)
-    lease = json.loads(store.read_bytes(layout.lease_path(elsewhere)))
-    store.write_bytes(layout.lease_path(elsewhere), json.dumps({**lease, "space": "other-host/x/1"}).encode())
+    moved_elsewhere(store, elsewhere)
     with Claims(store) as heir:
         assert heir.take([B])[0] == [] and heir.holder(B).owner == elsewhere
 
