@@ -28,7 +28,7 @@ from orchestrator.config.grid import expand_grid
 from orchestrator.config.sweep_config import load_config
 from trainables.data.datasets import load_dataset
 from trainables.measure.checked_weights import indexed_rows, read_checked
-from trainables.measure.stored import Missing, measure_stored, wanted_keys
+from trainables.measure.stored import Missing, measure_stored, wanted
 from trainables.store import Store, layout
 from trainables.worker.pack_job import Placement, run_networks
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         trained = time.perf_counter() - started
         rows: list[dict[str, Any]] = []
         for spec in specs:
-            keys = tuple(key for key in wanted_keys(spec, config.plan, data.input_shape, data.n_classes)
+            keys = tuple(key for key in wanted(spec, config.plan, data.input_shape, data.n_classes).keys
                          if key[0] != "none")
             missing = Missing(keys)
             with_check, without = [], []

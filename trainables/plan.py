@@ -228,7 +228,7 @@ def plan_keys(
     """Every key ``plan`` asks for on a network with ``layers`` and ``checkpoints``, in order.
 
     ``layers`` are the names measured: the network's layers, and its groups where the plan asks
-    for them (:func:`trainables.measure.units.measured_units`).
+    for them (:func:`trainables.models.units.measured_units`).
 
     ``none`` at every checkpoint; per layer: ``reinit`` to every checkpoint but
     the last, ``rerandomize`` draws 0..k-1 (epoch null), ``transplant`` from

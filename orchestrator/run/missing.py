@@ -22,8 +22,7 @@ from trainables.measure.stored import (
     Missing,
     criticality_key,
     criticality_row_key,
-    network_layers,
-    wanted_keys,
+    wanted,
 )
 from trainables.plan import DEFAULT_GROUPS, SWAP_KINDS, MeasurementPlan, SwapKey, row_key
 from trainables.spec import TrialSpec
@@ -107,9 +106,9 @@ def missing_measurements(
     jobs = []
     for spec in specs:
         data = datasets[spec.dataset]
-        wanted = wanted_keys(spec, plan, data.input_shape, data.n_classes)
-        lacking = tuple(key for key in wanted if key not in have.get(spec.trial_id, set()))
-        units = network_layers(spec, data.input_shape, data.n_classes, plan.groups)
+        asked = wanted(spec, plan, data.input_shape, data.n_classes)
+        lacking = tuple(key for key in asked.keys if key not in have.get(spec.trial_id, set()))
+        units = asked.units
         layers: tuple[str, ...] = ()
         if plan.criticality is not None:
             done = critical.get(spec.trial_id, set())

@@ -82,14 +82,21 @@ def network_layers(
     return tuple(unit.name for unit in units)
 
 
-def wanted_keys(
-    spec: TrialSpec, plan: MeasurementPlan, input_shape: tuple[int, ...], n_classes: int
-) -> list[SwapKey]:
-    """Every key ``plan`` asks of ``spec``'s network, its groups included where ``plan`` asks for
-    them (recalibrated keys only where it has a BatchNorm)."""
+@dataclass(frozen=True)
+class Wanted:
+    """What a plan asks of one network: the ``units`` it measures (layer names in forward order,
+    then the groups the plan asks for) and every swap ``key``."""
+
+    units: tuple[str, ...]
+    keys: list[SwapKey]
+
+
+def wanted(spec: TrialSpec, plan: MeasurementPlan, input_shape: tuple[int, ...], n_classes: int) -> Wanted:
+    """What ``plan`` asks of ``spec``'s network, its groups included where ``plan`` asks for them
+    (recalibrated keys only where it has a BatchNorm); its structure built once for both."""
     model = structure(spec, input_shape, n_classes)
-    units = measured_units(registry.family(spec.model), model, plan.groups)
-    return plan_keys(plan, tuple(unit.name for unit in units), spec.checkpoints, has_batchnorm(model))
+    units = tuple(unit.name for unit in measured_units(registry.family(spec.model), model, plan.groups))
+    return Wanted(units, plan_keys(plan, units, spec.checkpoints, has_batchnorm(model)))
 
 
 def _sortable(key: SwapKey) -> tuple:

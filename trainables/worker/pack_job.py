@@ -30,10 +30,9 @@ from trainables.measure.stored import (
     load_checkpoints,
     measure,
     network_criticality,
-    network_layers,
     network_movement,
     structure,
-    wanted_keys,
+    wanted,
 )
 from trainables.models import registry
 from trainables.models.custom import factory_source
@@ -271,13 +270,13 @@ def record_network(
     else:
         with Stopwatch(times, "measure"):
             swap_started = time.perf_counter()
-            keys = wanted_keys(spec, plan, data.input_shape, data.n_classes)
-            swap_rows = measure(spec, network.model, network.checkpoints, data, keys)
+            asked = wanted(spec, plan, data.input_shape, data.n_classes)
+            swap_rows = measure(spec, network.model, network.checkpoints, data, asked.keys)
             swap_seconds = time.perf_counter() - swap_started
-            units = network_layers(spec, data.input_shape, data.n_classes, plan.groups)
-            movement = network_movement(spec, network.model, network.checkpoints, units)
+            movement = network_movement(spec, network.model, network.checkpoints, asked.units)
             criticality = (
-                network_criticality(spec, network.model, network.checkpoints, data, plan.criticality, units)
+                network_criticality(spec, network.model, network.checkpoints, data, plan.criticality,
+                                    asked.units)
                 if plan.criticality is not None else []
             )
             trained = network.checkpoints[spec.epochs]
