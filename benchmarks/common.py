@@ -25,9 +25,9 @@ from trainables.data.tensors import DatasetTensors
 from trainables.models import registry
 from trainables.plan import SwapKey, plan_keys
 from trainables.spec import TrialSpec
-from trainables.train.footprint import PackShape
 from trainables.train.network import train_network
 from trainables.train.pack import train_pack
+from trainables.train.pack_shape import PackShape
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"

@@ -15,7 +15,7 @@ Peak memory: one conv trial (``resnet20``, 2,048 training and 512 test images, b
 epoch, ``reinit`` of every layer, written to a temporary store) in a fresh process; measured = its
 peak resident memory after the imports (Linux ``VmHWM``, reset by ``/proc/self/clear_refs``)
 minus its resident memory then, or on a GPU ``torch.cuda.max_memory_allocated``; estimated =
-:meth:`~trainables.train.footprint.PackShape.memory` (tensors only, measured on the meta device).
+:meth:`~trainables.train.pack_shape.PackShape.memory` (tensors only, measured on the meta device).
 
     python -m benchmarks.conv [--quick]
 """
@@ -46,8 +46,8 @@ from trainables.models.architectures import BuildOptions
 from trainables.plan import MeasurementPlan
 from trainables.spec import OptimizerSpec, TrialSpec
 from trainables.store import Store
-from trainables.train.footprint import PackShape
 from trainables.train.network import initial_model, train_network
+from trainables.train.pack_shape import PackShape
 from trainables.worker.pack_job import Placement, run_network
 
 BATCH = 128

@@ -19,7 +19,7 @@ line. It reports:
   FLOPs at the measured peak of a large matmul in that precision) and of the
   HBM floor (the step's bytes at the measured copy bandwidth), for the faster;
 - the measured peak memory of a K = 8 trial against the sweep's estimate
-  (``trainables/train/footprint.py``), and what the process holds beyond its tensors
+  (``trainables/train/pack_shape.py``), and what the process holds beyond its tensors
   (NVML's figure for this process minus torch's reserved bytes): the figure
   ``CUDA_PROCESS_BYTES`` in orchestrator/run/packing.py should hold;
 - run-to-run bit-identity of packed training, graphed training against eager
@@ -50,10 +50,11 @@ from trainables.data.tensors import DatasetTensors
 from trainables.models.mlp import StackedMLP
 from trainables.spec import OptimizerSpec, TrialSpec
 from trainables.train.cuda_graphs import WARMUP_STEPS, Step, training_step
-from trainables.train.device import cublas_version, driver_version, make_deterministic
-from trainables.train.footprint import PackShape
+from trainables.train.device import cublas_version, make_deterministic
+from trainables.train.gpu_memory import driver_version
 from trainables.train.network import initial_model, make_optimizer, train_network, train_step
 from trainables.train.pack import TrainedNetwork, pack_step, train_pack
+from trainables.train.pack_shape import PackShape
 from trainables.train.precision import PRECISIONS, training_precision
 
 RESULTS = Path(__file__).resolve().parent / "results"

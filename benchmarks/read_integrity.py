@@ -28,7 +28,8 @@ from orchestrator.config.grid import expand_grid
 from orchestrator.config.sweep_config import load_config
 from trainables.data.datasets import load_dataset
 from trainables.measure.checked_weights import indexed_rows, read_checked
-from trainables.measure.stored import Missing, measure_stored, wanted
+from trainables.measure.row_keys import Missing
+from trainables.measure.stored import measure_stored, wanted
 from trainables.store import Store, layout
 from trainables.worker.pack_job import Placement, run_networks
 

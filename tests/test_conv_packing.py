@@ -12,9 +12,9 @@ from orchestrator.run.packing import largest_pack
 from trainables.data.datasets import load_dataset
 from trainables.models.architectures import BuildOptions
 from trainables.spec import OptimizerSpec, ScheduleSpec, TrialSpec
-from trainables.train.footprint import PackShape
 from trainables.train.network import train_network
 from trainables.train.pack import train_pack
+from trainables.train.pack_shape import PackShape
 
 CPU = torch.device("cpu")
 # A vmapped conv is a grouped convolution: other kernels and summation order than one network's,

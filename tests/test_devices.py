@@ -18,7 +18,8 @@ from orchestrator.run.sweep import run_sweep
 from tests.helpers import tiny_raw_config
 from trainables.data.datasets import load_dataset
 from trainables.spec import OptimizerSpec, TrialSpec
-from trainables.train.device import GpuMemory, cuda_columns
+from trainables.train.device import cuda_columns
+from trainables.train.gpu_memory import GpuMemory
 from trainables.train.network import train_network
 from trainables.train.pack import train_pack
 

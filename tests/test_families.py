@@ -29,9 +29,9 @@ from trainables.models.mlp_fast import MLPNoiseLoss
 from trainables.plan import CriticalitySettings, MeasurementPlan, plan_keys
 from trainables.seeding import derive_seed
 from trainables.spec import OptimizerSpec, TrialSpec
-from trainables.train.footprint import PackShape
 from trainables.train.network import train_network
 from trainables.train.pack import train_pack
+from trainables.train.pack_shape import PackShape
 
 CPU = torch.device("cpu")
 SPEC_BN = TrialSpec(
@@ -81,6 +81,13 @@ def test_the_registry_and_the_config_choices_import_no_torch():
               "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_a_family_sized_without_torch_declares_what_its_family_has():
+    for name in registry.SIZED_WITHOUT_TORCH:
+        assert registry.sizing(name) == registry.family(name).sizing, name
+    assert registry.sizing("cnn") == registry.family("cnn").sizing
+    assert registry.sizing("mlp").packable and not registry.sizing("cnn").variant_tree
 
 
 # --- layers ---------------------------------------------------------------------------

@@ -6,7 +6,8 @@ import pytest
 
 from trainables.models.architectures import BuildOptions
 from trainables.models.mlp_footprint import mlp_footprint
-from trainables.train.footprint import PackShape, measure_network, measure_on_meta
+from trainables.train.footprint import measure_on_meta
+from trainables.train.pack_shape import PackShape, measure_network
 
 FLOAT, INDEX, EVAL_BATCH = 4, 8, 4096
 CHANNELS = 6

@@ -24,7 +24,7 @@ from tests.helpers import GRID_SWEEP, lr_grid, tiny_raw_config
 from trainables.data.datasets import load_dataset
 from trainables.spec import OptimizerSpec, TrialSpec, training_fields
 from trainables.store import Store
-from trainables.train.footprint import PackShape
+from trainables.train.pack_shape import PackShape
 
 
 def test_grid_keys_are_the_spec_fields_and_their_blocks_fields():

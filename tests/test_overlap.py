@@ -49,6 +49,39 @@ def test_the_sweep_module_imports_neither_torch_nor_ray_tune():
     assert result.stdout.strip() == "[]", result.stderr
 
 
+PLAN_AN_MLP_SWEEP = """
+import sys
+from orchestrator.catalog.naming import configuration_labels
+from orchestrator.config.sweep_config import load_config
+from orchestrator.run.packing import make_packs
+from orchestrator.run.sweep import check_before_ray
+from orchestrator.run.sweep_plan import open_sweep, plan_sweep
+import orchestrator.run.tune_sweep  # the trials' configs and Tune's entry point
+
+plan = plan_sweep(open_sweep(load_config(sys.argv[1])))
+budget = check_before_ray(plan, None, print)
+packs = make_packs(plan.config, plan.todo, plan.datasets, 2, budget, print, configuration_labels(plan.specs))
+print(len(plan.todo), len(packs), "torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(("model", "dataset", "widths", "torch_imported"), [
+    ("mlp", "synthetic", [[16, 8], [12]], False), ("cnn", "synthetic-images", [[4, 8]], True),
+])
+def test_a_sweep_of_mlps_plans_without_torch(tmp_path, model, dataset, widths, torch_imported):
+    """The driver of an MLP sweep sizes and packs its networks without torch (seconds of imports
+    before its first trial); a family sized on the meta device imports it, as it must."""
+    config = tmp_path / "sweep.yaml"
+    raw = tiny_raw_config(tmp_path / "store", model=model, dataset=dataset, widths=widths)
+    config.write_text(yaml.safe_dump(raw))
+    result = subprocess.run([sys.executable, "-c", PLAN_AN_MLP_SWEEP, str(config)], capture_output=True,
+                            text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    todo, packs, imported = result.stdout.split()[-3:]
+    assert int(todo) == 2 * len(widths) and int(packs) >= 1
+    assert imported == str(torch_imported)
+
+
 def test_a_sweep_refused_while_ray_starts_leaves_no_ray_and_one_line(tmp_path):
     width = math.ceil(math.sqrt(2 * machine_memory_bytes() / 4 / 5))  # twice this machine's memory
     config = tmp_path / "config.yaml"

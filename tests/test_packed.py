@@ -15,9 +15,9 @@ from orchestrator.run.packing import MAX_PACK, largest_pack, make_packs, make_qu
 from tests.helpers import tiny_raw_config
 from trainables.data.datasets import load_dataset
 from trainables.spec import OptimizerSpec, TrialSpec
-from trainables.train.footprint import PackShape
 from trainables.train.network import TrainingState, initial_model, train_network
 from trainables.train.pack import PackEpochEnd, PackResume, train_pack
+from trainables.train.pack_shape import PackShape
 
 CPU = torch.device("cpu")
 

@@ -14,7 +14,7 @@ import pytest
 
 from orchestrator.cli import main
 from tests.helpers import trained_store
-from trainables.measure.stored import batch_relpath
+from trainables.measure.row_keys import batch_relpath
 from trainables.plan import row_key
 from trainables.spec import TrialSpec
 from trainables.store import Store, layout

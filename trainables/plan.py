@@ -13,6 +13,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+EVAL_BATCH = 4096
+"""Samples evaluated at once (swap measurement, train accuracy, per-epoch test accuracy)."""
+
 SWAP_KINDS = ("reinit", "rerandomize", "transplant", "interpolate")
 """Swap kinds a plan may ask for; ``none`` (the baselines) is always measured."""
 

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from orchestrator.catalog.verify import Verification
-from trainables.measure.stored import (
+from trainables.measure.row_keys import (
     batch_relpath,
     criticality_batch_relpath,
     criticality_row_key,

@@ -18,8 +18,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from orchestrator.config.blocks import Resources
 from orchestrator.config.values import ConfigError
-from trainables.train.device import GpuMemory, read_gpu_memory
-from trainables.train.footprint import PackShape
+from trainables.train.gpu_memory import GpuMemory, read_gpu_memory
+from trainables.train.pack_shape import PackShape
 
 GiB = 2**30
 

@@ -1,5 +1,6 @@
 """What stored networks lack: the swap keys, weight-movement files and criticality layers a plan
-asks for that are not in the store yet.
+asks for that are not in the store yet. Torch is imported only when there are stored networks
+to look at, so a sweep of new networks plans without it.
 
 The driver reads what each network already has (one read of the swaps and of the
 criticality index, one listing of the layers index) and makes one
@@ -17,13 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from trainables.data.tensors import DatasetArrays
-from trainables.measure.stored import (
-    CriticalityKey,
-    Missing,
-    criticality_key,
-    criticality_row_key,
-    wanted,
-)
+from trainables.measure.row_keys import CriticalityKey, Missing, criticality_key, criticality_row_key
 from trainables.plan import DEFAULT_GROUPS, SWAP_KINDS, MeasurementPlan, SwapKey, row_key
 from trainables.spec import TrialSpec
 from trainables.store import Store
@@ -91,6 +86,8 @@ def missing_measurements(
     swap keys, weight movement (always wanted) and criticality (if ``plan`` asks) of its layers and
     of the groups ``plan`` asks for.
     A network that diverged lacks nothing: it has nothing to measure."""
+    from trainables.measure.stored import wanted  # builds each network's structure: imports torch
+
     diverged = diverged_trial_ids(store)
     unique = {spec.trial_id: spec for spec in specs}
     specs = [spec for trial_id, spec in unique.items() if trial_id not in diverged]

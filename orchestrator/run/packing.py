@@ -6,7 +6,7 @@ Tune trial works through, one after the other. Every figure of a configuration (
 batch size, epochs, optimizer slots, dataset) comes from its own spec, never from the sweep
 config, whose grid may vary any of them; what the sweep config gives is how to run (``pack``,
 resources). Every figure here comes from a
-:class:`~trainables.train.footprint.PackShape` (measured from the network on the
+:class:`~trainables.train.pack_shape.PackShape` (measured from the network on the
 meta device); nothing here touches a GPU (GPU memory is read through NVML); the
 memory a trial may use is :mod:`orchestrator.run.budget`'s.
 """
@@ -23,7 +23,7 @@ from orchestrator.run.budget import MemoryBudget, check_memory
 from trainables.data.tensors import DatasetArrays
 from trainables.models.architectures import BuildOptions
 from trainables.spec import OptimizerSpec, TrialSpec
-from trainables.train.footprint import PackShape, measure_network
+from trainables.train.pack_shape import PackShape, measure_network
 
 CPU_PACK_STEP_FLOPS = 2.0e9
 """On a CPU, pack networks until one step does about this many matmul FLOPs.
@@ -83,7 +83,7 @@ def check_buildable(
 ) -> None:
     """Refuse the sweep (one line naming the configuration) when a configuration's network cannot be
     built and run on its dataset: its family refuses those widths, or a step fails on the meta device
-    (:func:`~trainables.train.footprint.measure_network`, cached for the packing that follows)."""
+    (:func:`~trainables.train.pack_shape.measure_network`, cached for the packing that follows)."""
     labels = configuration_labels(specs)
     for config_id, group in by_configuration(specs).items():
         spec, data = group[0], datasets[group[0].dataset]
@@ -123,7 +123,7 @@ def largest_pack(shape: PackShape, budget: MemoryBudget | None, threads: int, gp
     the budget; a GPU of unknown memory (``budget`` None) gets 1, and so does a
     family without a stacked form (it trains one network per trial) or whose
     stacked form did not measure faster on this kind of device
-    (:meth:`~trainables.train.footprint.PackShape.packs_automatically`).
+    (:meth:`~trainables.train.pack_shape.PackShape.packs_automatically`).
     """
     if not shape.packs_automatically("cuda" if gpu else "cpu"):
         return 1

@@ -101,7 +101,11 @@ def run_sweep(
         log(plan.header)
         budget = check_before_ray(plan, address, log)
         if plan.todo:
-            import orchestrator.run.tune_sweep  # noqa: F401 - Ray Tune's imports (1 s), while Ray starts
+            # While Ray starts: Ray Tune's imports (1 s), and the W&B integration that Tune's fit
+            # imports, W&B with it, to count its callbacks for Ray's usage stats (1.5 s).
+            import ray.air.integrations.wandb  # noqa: F401
+
+            import orchestrator.run.tune_sweep  # noqa: F401
         phases.lap("plan")
         connected = False
         if plan.todo or plan.jobs:

@@ -41,7 +41,7 @@ from trainables.store import Store, layout
 from trainables.store.uri import split_credentials
 from trainables.worker import fault_injection
 from trainables.worker.pack_board import PackBoard
-from trainables.worker.tune_trial import TuneTrialConfig, run_tune_trial
+from trainables.worker.trial_entry import TuneTrialConfig, run_tune_trial
 from trainables.worker.wandb_spec import WandbSpec
 from trainables.worker.work_times import WorkTimes
 

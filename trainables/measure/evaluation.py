@@ -19,9 +19,7 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from trainables.models.family import Evaluation, ModelFamily, StateDict
-
-EVAL_BATCH = 4096
-"""Samples evaluated at once (swap measurement, train accuracy, per-epoch test accuracy)."""
+from trainables.plan import EVAL_BATCH
 
 
 @contextmanager

@@ -28,43 +28,20 @@ from trainables.measure.checked_weights import load_checked
 from trainables.measure.criticality import criticality_rows
 from trainables.measure.movement import movement_rows
 from trainables.measure.recalibrate import has_batchnorm, recalibrated, recalibration_samples
+from trainables.measure.row_keys import (
+    Missing,
+    batch_relpath,
+    criticality_batch_relpath,
+    criticality_key,
+    movement_batch_relpath,
+)
 from trainables.measure.swaps import evaluate_variants, swap_variants
 from trainables.models import registry
 from trainables.models.family import StateDict
 from trainables.models.units import measured_units
 from trainables.plan import DEFAULT_GROUPS, CriticalitySettings, MeasurementPlan, SwapKey, plan_keys
-from trainables.spec import TrialSpec, canonical_bytes
+from trainables.spec import TrialSpec
 from trainables.store import Store, layout
-
-CriticalityKey = tuple
-"""(layer, *:meth:`CriticalitySettings.key`) of a criticality row: the layer, the search and every
-setting it uses, and the subset size."""
-
-
-def criticality_key(layer: str, settings: CriticalitySettings, n_train: int) -> CriticalityKey:
-    """The key of ``layer``'s criticality row under ``settings`` on a training set of ``n_train``."""
-    return (layer, *settings.key(min(settings.subset, n_train)))
-
-
-def criticality_row_key(row: dict) -> CriticalityKey:
-    """The key of a stored criticality row (a dict with the criticality table's columns; one
-    without ``search`` is a grid row)."""
-    return (row["layer"], *CriticalitySettings.of_row(row).key(row["subset_size"]))
-
-
-@dataclass(frozen=True)
-class Missing:
-    """What one stored network lacks: swap ``keys``, the weight movement of the layers and groups
-    ``movement`` (every layer when its movement file is absent; groups asked for later), and the
-    ``criticality`` (under ``settings``) of ``criticality_layers``."""
-
-    keys: tuple[SwapKey, ...] = ()
-    movement: tuple[str, ...] = ()
-    criticality_layers: tuple[str, ...] = ()
-    settings: CriticalitySettings | None = None
-
-    def __bool__(self) -> bool:
-        return bool(self.keys or self.movement or self.criticality_layers)
 
 
 def structure(spec: TrialSpec, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
@@ -97,15 +74,6 @@ def wanted(spec: TrialSpec, plan: MeasurementPlan, input_shape: tuple[int, ...],
     model = structure(spec, input_shape, n_classes)
     units = tuple(unit.name for unit in measured_units(registry.family(spec.model), model, plan.groups))
     return Wanted(units, plan_keys(plan, units, spec.checkpoints, has_batchnorm(model)))
-
-
-def _sortable(key: SwapKey) -> tuple:
-    return tuple((value is None, "" if value is None else value) for value in key)
-
-
-def batch_relpath(trial_id: str, keys: Iterable[SwapKey]) -> str:
-    """Where a later batch of a trial's swap rows goes: named by the hash of its sorted keys."""
-    return layout.batch_path("swaps", trial_id, canonical_bytes(sorted(keys, key=_sortable)))
 
 
 def measure(
@@ -186,17 +154,6 @@ def checkpoints_needed(spec: TrialSpec, missing: Missing) -> tuple[int, ...]:
         return tuple(spec.checkpoints)
     epochs = {0, spec.epochs} | {key[2] for key in missing.keys if key[2] is not None}
     return tuple(sorted(epochs))
-
-
-def movement_batch_relpath(trial_id: str, units: Iterable[str]) -> str:
-    """Where the movement of groups measured after a network's own movement file goes: named by
-    the hash of their sorted names."""
-    return layout.batch_path("layers", trial_id, canonical_bytes(sorted(set(units))))
-
-
-def criticality_batch_relpath(trial_id: str, keys: Iterable[CriticalityKey]) -> str:
-    """Where a later batch of a trial's criticality rows goes: named by the hash of its keys."""
-    return layout.batch_path("criticality", trial_id, canonical_bytes(sorted(keys)))
 
 
 def measure_stored(

@@ -22,15 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import torch
 from torch import nn
 
 from trainables.models.architectures import BuildOptions
-
-if TYPE_CHECKING:
-    from trainables.train.footprint import NetworkFootprint
+from trainables.models.sizing import FamilySizing, FootprintFormula
 
 StateDict = dict[str, torch.Tensor]
 """A network's tensors by state_dict key (``fc1.weight``, ``bn1.running_mean``, ...)."""
@@ -179,16 +177,6 @@ class MakeNoiseLoss(Protocol):
         ...
 
 
-class FootprintFormula(Protocol):
-    def __call__(
-        self, widths: tuple[int, ...], input_shape: tuple[int, ...], n_classes: int, batch: int
-    ) -> NetworkFootprint:
-        """The :class:`~trainables.train.footprint.NetworkFootprint` of the family's network with
-        ``widths`` on samples of ``input_shape``, ``batch`` samples per step: the figures the meta
-        device gives, without running it."""
-        ...
-
-
 class FreshDraw(Protocol):
     def __call__(self, model: nn.Module, layer: Layer, seed: int) -> StateDict:
         """A new draw of ``layer``'s tensors (:attr:`Layer.keys`) from its initialisation, seeded by
@@ -210,7 +198,7 @@ class ModelFamily:
     together, those where ``python -m benchmarks`` measured the stacked form
     faster than separate networks (``pack: N`` packs anywhere there is a stack).
     ``footprint``: the network's footprint by formula, the meta device's figures without running
-    it (None: :func:`~trainables.train.footprint.measure_network` measures it there).
+    it (None: :func:`~trainables.train.pack_shape.measure_network` measures it there).
     """
 
     models: tuple[str, ...]
@@ -224,6 +212,13 @@ class ModelFamily:
     noise_loss: MakeNoiseLoss | None = None
     fresh_draw: FreshDraw | None = None
     footprint: FootprintFormula | None = None
+
+    @property
+    def sizing(self) -> FamilySizing:
+        """What the driver needs of this family to plan its trials."""
+        return FamilySizing(
+            self.stack is not None, self.auto_pack_devices, self.evaluate_variants is not None, self.footprint
+        )
 
 
 def module_type(module: nn.Module) -> str:

@@ -18,7 +18,7 @@ from torch import nn
 from trainables.models.architectures import BuildOptions, default_widths
 from trainables.models.family import Layer, ModelFamily, StateDict
 from trainables.models.mlp_fast import MLPNoiseLoss, evaluate_variant_tree
-from trainables.models.mlp_footprint import mlp_footprint
+from trainables.models.mlp_footprint import SIZING
 
 SEED_WIDTHS = default_widths("mlp")
 """The seed notebook's hidden widths (784-2048-1024-512-256-10 on MNIST)."""
@@ -139,8 +139,8 @@ FAMILY = ModelFamily(
     build=build,
     layers=layers,
     stack=StackedMLP.of,
-    auto_pack_devices=frozenset({"cpu", "cuda"}),
+    auto_pack_devices=SIZING.auto_pack_devices,
     evaluate_variants=evaluate_variant_tree,
     noise_loss=MLPNoiseLoss,
-    footprint=mlp_footprint,
+    footprint=SIZING.footprint,
 )

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 
-from trainables.train.footprint import FLOAT_BYTES, INDEX_BYTES, NetworkFootprint
+from trainables.models.sizing import FamilySizing
+from trainables.train.pack_shape import FLOAT_BYTES, INDEX_BYTES, NetworkFootprint
 
 
 def mlp_footprint(
@@ -55,3 +56,9 @@ def mlp_footprint(
         layer_output_bytes=(sum(widths) + n_classes) * activation,
         inference_peak_bytes=peak,
     )
+
+
+SIZING = FamilySizing(
+    packable=True, auto_pack_devices=frozenset({"cpu", "cuda"}), variant_tree=True, footprint=mlp_footprint
+)
+"""The MLP family's sizing (:mod:`trainables.models.mlp` builds its family with it), known without torch."""

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from trainables.models.family import ModelFamily
+    from trainables.models.sizing import FamilySizing
 
 FAMILIES: dict[str, str] = {
     "mlp": "trainables.models.mlp",
@@ -39,6 +40,10 @@ FAMILIES: dict[str, str] = {
 
 MODELS: tuple[str, ...] = tuple(FAMILIES)
 
+SIZED_WITHOUT_TORCH: dict[str, str] = {"mlp": "trainables.models.mlp_footprint"}
+"""Model name -> a module that defines its family's ``SIZING`` without importing torch (tests/test_families.py
+checks that it equals the family's own)."""
+
 
 def family(name: str) -> ModelFamily:
     """The family that builds ``model: name``; ValueError (one line) for an unknown name."""
@@ -46,6 +51,15 @@ def family(name: str) -> ModelFamily:
     if module is None:
         raise ValueError(f"model: {name!r} is not known; allowed: {', '.join(MODELS)}")
     return importlib.import_module(module).FAMILY
+
+
+def sizing(name: str) -> FamilySizing:
+    """What the driver needs of ``model: name``'s family to plan its trials; for the families of
+    :data:`SIZED_WITHOUT_TORCH`, without importing torch."""
+    module = SIZED_WITHOUT_TORCH.get(name)
+    if module is not None:
+        return importlib.import_module(module).SIZING
+    return family(name).sizing
 
 
 def build_network(

@@ -1,25 +1,17 @@
-"""The trial's device: no silent CPU fallback, deterministic kernels, versions, GPU memory via NVML.
-
-GPU memory is read through NVML (``nvidia-ml-py``), never through torch, so the
-process that asks (the sweep's driver, a probe task) creates no CUDA context
-and holds no GPU memory.
-"""
+"""The trial's device: no silent CPU fallback, deterministic kernels, the CUDA versions a trial row
+records (GPU memory and the driver's version: :mod:`trainables.train.gpu_memory`)."""
 
 from __future__ import annotations
 
 import os
 import socket
 import sys
-from dataclasses import dataclass
 from importlib import metadata
 
 import torch
 
 CUBLAS_WORKSPACE_CONFIG = ":4096:8"
 """cuBLAS workspace setting that makes its matmuls deterministic (set before CUDA starts)."""
-
-DEFAULT_COMPUTE_MODE = 0
-"""NVML_COMPUTEMODE_DEFAULT: several processes may share the GPU (fractional trials need it)."""
 
 
 class DeviceError(RuntimeError):
@@ -81,75 +73,3 @@ def cuda_columns(device: torch.device) -> dict[str, str | None]:
     if device.type != "cuda":
         return {"cuda_version": None, "cublas_version": None}
     return {"cuda_version": torch.version.cuda, "cublas_version": cublas_version()}
-
-
-@dataclass(frozen=True)
-class GpuMemory:
-    """One GPU as NVML sees it: ``free`` and ``total`` bytes, and its compute mode."""
-
-    index: int
-    name: str
-    free: int
-    total: int
-    compute_mode: int
-
-    @property
-    def shared_mode(self) -> bool:
-        return self.compute_mode == DEFAULT_COMPUTE_MODE
-
-
-def visible_gpu_indices(count: int) -> list[int]:
-    """NVML indices of the GPUs ``CUDA_VISIBLE_DEVICES`` leaves visible (all when unset)."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is None:
-        return list(range(count))
-    indices = []
-    for item in visible.split(","):
-        item = item.strip()
-        if not item.isdigit():
-            return list(range(count))  # UUIDs or MIG names: NVML's order is the best we have
-        if int(item) < count:
-            indices.append(int(item))
-    return indices
-
-
-def read_gpu_memory() -> tuple[list[GpuMemory], str | None]:
-    """(the visible GPUs, None), or ([], why NVML could not tell) — without a CUDA context."""
-    try:
-        import pynvml
-    except ImportError:
-        return [], "nvidia-ml-py is not installed"
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError as err:
-        return [], f"NVML: {err}"
-    try:
-        gpus = []
-        for index in visible_gpu_indices(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            info = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            name = pynvml.nvmlDeviceGetName(handle)
-            gpus.append(GpuMemory(
-                index, name.decode() if isinstance(name, bytes) else name, int(info.free), int(info.total),
-                int(pynvml.nvmlDeviceGetComputeMode(handle)),
-            ))
-        return gpus, None
-    except pynvml.NVMLError as err:
-        return [], f"NVML: {err}"
-    finally:
-        pynvml.nvmlShutdown()
-
-
-def driver_version() -> str | None:
-    """The NVIDIA driver's version from NVML, or None where NVML does not answer (informative only)."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            version = pynvml.nvmlSystemGetDriverVersion()
-        finally:
-            pynvml.nvmlShutdown()
-        return version.decode() if isinstance(version, bytes) else str(version)
-    except Exception:  # noqa: BLE001 - informative only: no NVML, no driver, an old pynvml
-        return None

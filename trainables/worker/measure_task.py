@@ -12,7 +12,8 @@ from typing import Any
 import torch
 
 from trainables.data.tensors import DatasetArrays
-from trainables.measure.stored import Missing, measure_stored
+from trainables.measure.row_keys import Missing
+from trainables.measure.stored import measure_stored
 from trainables.spec import TrialSpec
 from trainables.store import Store
 from trainables.train.device import make_deterministic, trial_device

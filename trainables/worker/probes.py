@@ -16,7 +16,7 @@ import ray
 
 from trainables.store import Store, layout
 from trainables.store.uri import redact_secrets
-from trainables.train.device import driver_version
+from trainables.train.gpu_memory import driver_version
 
 PROBE_DIR = layout.PREFLIGHT_DIR
 """Where probes write into the store (a name starting with ``_``: store readers never see it)."""

@@ -46,7 +46,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import ray
 import torch
@@ -55,51 +54,21 @@ from ray import tune
 from trainables.data.tensors import DatasetArrays, DatasetTensors
 from trainables.errors import StoreUnwritable
 from trainables.models.family import StateDict
-from trainables.plan import MeasurementPlan
 from trainables.spec import TrialSpec
 from trainables.store import Store
 from trainables.train.device import make_deterministic, trial_device
 from trainables.train.network import EpochEnd, TrainingState
 from trainables.train.pack import PackEpochEnd
-from trainables.worker.fault_injection import CrashAfterEpoch
 from trainables.worker.pack_job import Placement, run_networks
 from trainables.worker.store_writer import StoreWriter, Written
-from trainables.worker.wandb_log import WandbRun, WandbSpec, close_runs
+from trainables.worker.trial_entry import TuneTrialConfig
+from trainables.worker.wandb_log import WandbRun, close_runs
 from trainables.worker.work_times import WorkTimes
 
 STATE_FILE = "training_state.pt"
 TRIAL_IDS_FILE = "trial_ids"
 REPORT_SECONDS = 1.0
 """Progress results are sent to the driver at most this often (each one costs the driver an event)."""
-
-
-@dataclass(frozen=True)
-class TuneTrialConfig:
-    """Everything one Tune trial needs, built on the driver.
-
-    ``packs``: every pack of the sweep, each networks of one configuration trained
-    together; ``board``: the :class:`~trainables.worker.pack_board.PackBoard` actor that says which
-    of them this trial trains next; ``plan``: what to measure on each network once trained;
-    ``label``: the trial id of the first network of its own queue (Tune's trial name);
-    ``threads``: torch threads (its CPU share); ``gpu_share``: its GPU
-    fraction (0: CPU); ``checkpoint_seconds``: at most this long between
-    checkpoints of a pack; ``retries``: in-place retries of a pack that raises.
-    """
-
-    label: str
-    sweep: str
-    store: str
-    packs: tuple[tuple[TrialSpec, ...], ...]
-    board: Any
-    """A Ray actor handle of :class:`~trainables.worker.pack_board.PackBoard`."""
-    plan: MeasurementPlan = MeasurementPlan()
-    threads: int = 1
-    gpu_share: float = 0.0
-    checkpoint_seconds: float = 60.0
-    retries: int = 2
-    wandb: WandbSpec | None = None
-    faults: CrashAfterEpoch | None = None
-    """Test-only fault injection (:mod:`trainables.worker.fault_injection`); None in every real sweep."""
 
 
 def network_params(end: EpochEnd | PackEpochEnd, k: int) -> StateDict:
@@ -365,11 +334,8 @@ class TrialQueue:
             self.progress.failed.append([ids[0], sum(i not in in_store for i in ids), pack.error])
 
 
-def run_tune_trial(
-    config: dict, datasets: dict[str, DatasetArrays | ray.ObjectRef], trials: dict[str, TuneTrialConfig]
-) -> None:
-    """Tune's entry point: ``config["label"]`` names this trial's :class:`TuneTrialConfig`."""
-    trial = trials[config["label"]]
+def run_trial(trial: TuneTrialConfig, datasets: dict[str, DatasetArrays | ray.ObjectRef]) -> None:
+    """Run one Tune trial (:func:`trainables.worker.trial_entry.run_tune_trial` calls it in the worker)."""
     make_deterministic()
     torch.set_num_threads(max(1, trial.threads))
     TrialQueue(trial, datasets).run()
