@@ -33,7 +33,8 @@ def test_smoke_run_checks_everything_on_the_cpu_and_imports_only_torch(tmp_path)
     record = json.loads(out.read_text())
     assert record["smoke"] is True and record["matmul"]["ok"] is True
     assert record["run_to_run_bit_identical"] is True
-    assert 0 < record["packed_vs_unpacked_max_abs"] < 1e-4  # batched kernels: float tolerance, not bits
+    # batched kernels: float tolerance, not bits (on some CPUs they agree to the bit)
+    assert 0 <= record["packed_vs_unpacked_max_abs"] < 1e-4
     rows = record["throughput"]
     assert [(row["precision"], row["pack"]) for row in rows] == [
         (precision, pack) for precision in ("fp32", "tf32", "bf16") for pack in (1, 2, 8)
