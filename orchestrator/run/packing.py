@@ -6,8 +6,8 @@ Tune trial works through, one after the other. Every figure of a configuration (
 batch size, epochs, optimizer slots, dataset) comes from its own spec, never from the sweep
 config, whose grid may vary any of them; what the sweep config gives is how to run (``pack``,
 resources). Every figure here comes from a
-:class:`~trainables.train.pack_shape.PackShape` (measured from the network on the
-meta device); nothing here touches a GPU (GPU memory is read through NVML); the
+:class:`~trainables.train.pack_shape.PackShape` (by the family's formula, else measured from
+the network on the meta device); nothing here touches a GPU (GPU memory is read through NVML); the
 memory a trial may use is :mod:`orchestrator.run.budget`'s.
 """
 
