@@ -218,8 +218,11 @@ class Store:
         if not self.root and self.fs.type_name in _ATOMIC_ON_CLOSE:
             return []
         selector = pafs.FileSelector(self.root or "/", allow_not_found=True, recursive=False)
-        names = sorted(info.base_name for info in self.fs.get_file_info(selector)
-                       if not layout.is_hidden(info.base_name))
+        try:
+            infos = self.fs.get_file_info(selector)
+        except FileNotFoundError:  # gone while listed: another driver's probe made the root and removed it
+            return []
+        names = sorted(info.base_name for info in infos if not layout.is_hidden(info.base_name))
         return names[:limit] + (["…"] if len(names) > limit else [])
 
     def require_writable_version(self, command: str) -> None:
