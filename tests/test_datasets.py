@@ -101,6 +101,20 @@ def test_tensors_leave_float_arrays_untouched() -> None:
     assert t.x_test.shape == (512, 20) and t.y_train.shape == (1024,)
 
 
+@pytest.mark.parametrize(("mean", "std"), [(0.5, 2.0), ((0.5, -1.0), (2.0, 4.0))])
+def test_tensors_normalise_float_arrays_into_new_memory(mean, std) -> None:
+    """Float32 features are normalised in a copy: the source (an object-store buffer in a trial)
+    keeps its values, per-channel statistics broadcast over (N, C, ...)."""
+    x = np.arange(2 * 2 * 3, dtype=np.float32).reshape(2, 2, 3)
+    before = x.copy()
+    d = DatasetArrays("float", x, np.zeros(2, np.int64), x, np.zeros(2, np.int64), 2, mean, std, 1.0)
+    t = d.tensors("cpu")
+    np.testing.assert_array_equal(x, before)
+    channel = (slice(None), None) if isinstance(mean, tuple) else ()
+    expected = (before - np.asarray(mean, np.float32)[channel]) / np.asarray(std, np.float32)[channel]
+    np.testing.assert_allclose(t.x_train.numpy(), expected, rtol=1e-6)
+
+
 def test_normalization_and_names() -> None:
     assert DATASETS == ("mnist", "fashion-mnist", "cifar10", "cifar100", "synthetic", "synthetic-images")
     assert normalization("mnist") == (0.1307, 0.3081)

@@ -79,12 +79,16 @@ class DatasetArrays:
         )
 
     def _features(self, x: np.ndarray, device: torch.device | str) -> torch.Tensor:
-        # Copy the compact raw values to the device first, convert there. Out of
-        # place throughout: the source may be a read-only object-store buffer.
+        # Copy the compact raw values to the device first, convert there into a new
+        # tensor (the source may be a read-only object-store buffer), then normalise
+        # that in place: the same operations in the same order as
+        # ``(raw / pixel_scale - mean) / std``, without three more full-size copies.
         import torch
 
-        raw = _as_tensor(x).to(device).to(torch.float32)
-        return (raw / self.pixel_scale - _per_channel(self.mean, raw)) / _per_channel(self.std, raw)
+        values = _as_tensor(x).to(device).to(torch.float32, copy=True)
+        return values.div_(self.pixel_scale).sub_(_per_channel(self.mean, values)).div_(
+            _per_channel(self.std, values)
+        )
 
 
 def _per_channel(value: float | tuple[float, ...], x: torch.Tensor) -> float | torch.Tensor:
