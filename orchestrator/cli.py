@@ -37,6 +37,7 @@ from trainables.plan import GROUP_LEVELS, SWAP_KINDS, CriticalitySettings, order
 from trainables.store.uri import redact_secrets
 
 if TYPE_CHECKING:
+    from orchestrator.run.connect import LeavingRay
     from trainables.store import Store
 
 MAX_LINE_CHARS = 400
@@ -251,12 +252,14 @@ def command_sweep(args: argparse.Namespace) -> int:
         f"({measured.rows} new rows), {measured.failed} failed"
     )
     print(f"store: {outcome.store_uri}")
+    from orchestrator.run.connect import LeavingRay
     from trainables.store import Store
 
+    leaving = LeavingRay(outcome.connected_here)  # Ray stops while the report is built
     store = Store.open(config.store)
     written = [] if args.no_report else refresh_report_line(store, phases)  # what failed is missing from it
     if outcome.failed or measured.failed:
-        stop_ray(outcome.connected_here, phases)
+        stop_ray(leaving, phases)
         print(f"{summary}; {phases.line()}")
         return report_failures(outcome.failed + measured.failed, measured.damaged, outcome.store_uri)
     if written and wandb_settings is not None:
@@ -265,7 +268,7 @@ def command_sweep(args: argparse.Namespace) -> int:
         attach_report(wandb_settings, config.name, store.fs, written)
     if wandb_settings is not None and wandb_settings.mode == "offline":
         print("\n".join(sync_hint(wandb_settings, store, config.name)))
-    stop_ray(outcome.connected_here, phases)
+    stop_ray(leaving, phases)
     print(f"{summary}; {phases.line()}")
     return 0
 
@@ -292,13 +295,11 @@ def import_report() -> None:
     import orchestrator.report.assemble  # noqa: F401
 
 
-def stop_ray(connected_here: bool, phases: Phases) -> None:
-    """Leave the Ray this command started or joined, before its last line (its time counts as ray)."""
-    if connected_here:
-        from orchestrator.run.connect import disconnect_ray
-
-        disconnect_ray()
-        phases.lap("ray")
+def stop_ray(leaving: LeavingRay, phases: Phases) -> None:
+    """Wait until this command has left the Ray it started or joined, before its last line (what is
+    left of that after the report counts as ray)."""
+    leaving.wait()
+    phases.lap("ray")
 
 
 def command_analyze(args: argparse.Namespace) -> int:
@@ -319,9 +320,12 @@ def command_analyze(args: argparse.Namespace) -> int:
         recalibrate=args.recalibrate,
         groups=args.groups,
     )
+    from orchestrator.run.connect import LeavingRay
+
+    leaving = LeavingRay(outcome.connected_here)  # Ray stops while the report is built
     if not args.no_report:
         refresh_report_line(Store.open(args.store), phases)
-    stop_ray(outcome.connected_here, phases)
+    stop_ray(leaving, phases)
     print(
         f"analyze: {outcome.networks} networks measured ({outcome.rows} new rows), "
         f"{outcome.failed} failed, {phases.line()}"

@@ -81,6 +81,31 @@ def disconnect_ray() -> None:
         ray.shutdown()
 
 
+class LeavingRay:
+    """:func:`disconnect_ray` in a helper thread, so that Ray's processes stop while the command
+    builds its report; :meth:`wait` blocks until they have (nothing to wait for when this
+    command neither started nor joined a Ray)."""
+
+    def __init__(self, connected_here: bool) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        if connected_here:
+            self._thread = threading.Thread(target=self._leave, name="layerswap-leave-ray")
+            self._thread.start()
+
+    def _leave(self) -> None:
+        try:
+            disconnect_ray()
+        except BaseException as err:  # handed to the thread that waits
+            self._error = err
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            if self._error is not None:
+                raise self._error
+
+
 def _kill_autoscaler_monitor() -> None:
     """Kill the autoscaler monitor of a Ray this process started (none when it joined a cluster).
 
