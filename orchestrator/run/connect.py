@@ -35,6 +35,16 @@ _TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
 """Logs "Token authentication is enabled for this Ray cluster ..." at every start."""
 
 
+LOCAL_RAY_CONFIG = {
+    "raylet_client_connect_timeout_milliseconds": 100,
+    "raylet_client_num_connect_attempts": 100,
+}
+"""Ray's settings for a Ray started here: its clients retry connecting to the raylet's sockets
+every 0.1 s, not every second (Ray's default: 10 tries, 1 s apart; the same 10 s in all). The
+raylet's own first connection to its object store often comes before the store listens: with the
+default, Ray's start then took a second longer (about one start in six here, 2.1 s against 3.1 s)."""
+
+
 class ClusterError(UserError):
     """The Ray cluster to join cannot be reached; the message names the address and what to check."""
 
@@ -131,7 +141,7 @@ def start_local_ray(runtime_env: dict | None = None) -> None:
     try:
         # Trial output stays in Tune's trial logs; the driver prints one line per event.
         ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-                 runtime_env=runtime_env)
+                 runtime_env=runtime_env, _system_config=LOCAL_RAY_CONFIG)
     finally:
         worker_log.removeFilter(_not_main_thread_notice)
 
@@ -187,8 +197,7 @@ class BackgroundRay:
         """Undo the start: wait for it to end, then shut down the Ray it started."""
         if self.started_here:
             self._up.wait()
-            if ray.is_initialized():
-                ray.shutdown()
+            disconnect_ray()
             self._release.set()
 
 

@@ -4,11 +4,12 @@
 the rest 0.5``. The driver's time is cut into consecutive laps, each named for what it
 waited on: ``plan`` (imports, the config, the store, the dataset, the grid, the
 memory check; Ray starts meanwhile), ``ray`` (what was left of Ray's start, or
-joining a cluster, and leaving Ray at the end), ``workers`` (until the first worker was ready: its process
-started and imported torch, its data on the device), ``training``, ``measuring``
-and ``writing`` (the workers' own measured seconds, divided by how many ran at
-once), ``report``; ``the rest`` is what no phase names (Tune's and Ray's
-bookkeeping, the workers' own between the phases, Tune's end).
+joining a cluster, and what leaving Ray took beyond the report, built meanwhile),
+``workers`` (until the first worker was ready: its process started and imported
+torch, its data on the device), ``training``, ``measuring`` and ``writing`` (the
+workers' own measured seconds, divided by how many ran at once), ``report``;
+``the rest`` is what no phase names (Tune's and Ray's bookkeeping, the workers'
+own between the phases, Tune's end).
 """
 
 from __future__ import annotations
