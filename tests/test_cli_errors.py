@@ -9,10 +9,12 @@ before and after).
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -20,7 +22,7 @@ import pytest
 import yaml
 
 from orchestrator import cli
-from tests.helpers import BUCKET, assert_one_line, free_port, run_cli, tiny_raw_config
+from tests.helpers import BUCKET, assert_one_line, free_port, ray_processes_of, run_cli, tiny_raw_config
 from trainables.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,6 +119,59 @@ def test_an_address_where_no_ray_answers_is_one_line(tmp_path, silent_listener, 
     line = assert_one_line(result.stderr, "cluster: ")
     assert address in line and "check that Ray runs there" in line
     assert ("within 2 s" in line) == listening
+    assert not (tmp_path / "store").exists()
+
+
+def accepts_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture
+def token_cluster(tmp_path):
+    """host:port of a real Ray head (``ray start --head``) that wants Ray's authentication token;
+    stopped, with every process it started, afterwards."""
+    port = free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    head = subprocess.Popen(
+        [str(Path(sys.executable).with_name("ray")), "start", "--head", f"--port={port}", "--num-cpus=1",
+         "--include-dashboard=false", "--disable-usage-stats", "--block"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not accepts_connections(port):
+            assert head.poll() is None and time.monotonic() < deadline, "ray start --head did not start"
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        head.terminate()
+        head.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while ray_processes_of(head.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
+def test_a_cluster_that_wants_a_token_refuses_the_driver_at_once_in_one_line(tmp_path, token_cluster):
+    """Ray itself retries for about 20 s and then names no cause; the driver gives up as soon as
+    Ray's log says the token was refused, well inside --connect-timeout."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_raw_config(tmp_path / "store")))
+    env = {key: value for key, value in os.environ.items() if key != "RAY_AUTH_MODE"}  # a test Ray sets it
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "sweep", str(config), "--address", token_cluster,
+         "--connect-timeout", "60"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env={**env, "HOME": str(tmp_path / "driver-home"), "LAYERSWAP_LOG_DIR": str(tmp_path / "logs")},
+    )
+    assert result.returncode == 2
+    line = assert_one_line(result.stderr, f"cluster: the Ray at {token_cluster} refused this driver")
+    assert "RAY_AUTH_MODE=token" in line and "--address auto" in line
+    assert time.monotonic() - started < 30  # not the 60 s allowed
     assert not (tmp_path / "store").exists()
 
 

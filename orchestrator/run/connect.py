@@ -20,6 +20,7 @@ import socket
 import sys
 import threading
 import time
+from pathlib import Path
 from types import ModuleType
 
 import ray
@@ -225,6 +226,22 @@ def _check_port(address: str, timeout_s: float) -> None:
         ) from None
 
 
+TOKEN_REFUSED = "InvalidAuthToken"
+"""In Ray's connection log: the cluster uses token authentication and this driver sent no token or
+another one (Ray retries for about 20 s before it gives up)."""
+
+
+def _wait_to_join(thread: threading.Thread, timeout_s: float, log_path: Path) -> bool:
+    """Wait up to ``timeout_s`` seconds for the joining ``thread``; True, at once, when Ray's
+    connection log at ``log_path`` shows the cluster refused this driver's token."""
+    deadline = time.monotonic() + timeout_s
+    while thread.is_alive() and (left := deadline - time.monotonic()) > 0:
+        thread.join(min(0.25, left))
+        if thread.is_alive() and TOKEN_REFUSED in log_path.read_text(errors="replace"):
+            return True
+    return False
+
+
 def _not_main_thread_notice(record: logging.LogRecord) -> bool:
     """Drops Ray's "SIGTERM handler is not set because current thread is not the main thread"."""
     return not str(record.msg).startswith("SIGTERM handler is not set")
@@ -259,8 +276,9 @@ def _join(address: str, timeout_s: float, runtime_env: dict | None) -> None:
 
     thread = threading.Thread(target=join, name="layerswap-connect", daemon=True)
     thread.start()
+    token_refused = False
     try:
-        thread.join(timeout_s)
+        token_refused = _wait_to_join(thread, timeout_s, log_path)
     finally:
         worker_log.removeFilter(_not_main_thread_notice)
         if outcome:
@@ -271,6 +289,12 @@ def _join(address: str, timeout_s: float, runtime_env: dict | None) -> None:
         else:
             sys.stderr = os.fdopen(terminal, "w", buffering=1)
             atexit.unregister(ray.shutdown)
+    if token_refused:
+        raise ClusterError(
+            f"cluster: the Ray at {address} refused this driver: it uses token authentication "
+            f"(Ray's messages: {log_path}); on its head `--address auto` finds the token, elsewhere "
+            "copy its ~/.ray/auth_token here and set RAY_AUTH_MODE=token"
+        )
     if not outcome:
         raise ClusterError(
             f"cluster: no Ray answered at {address} within {timeout_s:g} s (--connect-timeout); "
