@@ -17,6 +17,7 @@ from trainables.measure.stored import measure_stored
 from trainables.spec import TrialSpec
 from trainables.store import Store
 from trainables.train.device import make_deterministic, trial_device
+from trainables.worker.quiet_exit import quiet_stops
 from trainables.worker.work_times import Stopwatch, WorkTimes
 
 
@@ -35,6 +36,7 @@ def measure_network_task(
 ) -> MeasuredNetwork:
     """Measure what the network ``spec`` lacks (swap keys, movement, criticality) from its
     stored weights and write the rows."""
+    quiet_stops()  # the raylet ends the job's workers with SIGTERM
     make_deterministic()
     torch.set_num_threads(max(1, threads))
     device = trial_device(gpu_share)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from trainables.plan import MeasurementPlan
 from trainables.spec import TrialSpec
 from trainables.worker.fault_injection import CrashAfterEpoch
+from trainables.worker.quiet_exit import quiet_stops
 from trainables.worker.wandb_spec import WandbSpec
 
 if TYPE_CHECKING:
@@ -53,4 +54,5 @@ def run_tune_trial(
     """Tune's entry point: ``config["label"]`` names this trial's :class:`TuneTrialConfig`."""
     from trainables.worker.tune_trial import run_trial
 
+    quiet_stops()  # Tune ends the trial's worker with SIGTERM
     run_trial(trials[config["label"]], datasets)
