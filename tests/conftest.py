@@ -6,10 +6,8 @@ Helpers that tests import live in tests/helpers.py (no test imports this module)
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -26,6 +24,7 @@ from tests.helpers import (
     lr_grid,
     one_trial_store,
     tiny_raw_config,
+    wait_until_listening,
 )
 from trainables.models import registry
 
@@ -104,15 +103,7 @@ def s3_endpoint():
         for name, value in CREDENTIALS.items():
             env.setenv(name, value)
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    assert server.poll() is None, "moto server exited"
-                    assert time.monotonic() < deadline, "moto server did not start in 30 s"
-                    time.sleep(0.2)
+            wait_until_listening(port, server, "moto server", 30)
             endpoint = f"127.0.0.1:{port}"
             admin, _ = pafs.FileSystem.from_uri(
                 f"s3://{BUCKET}?endpoint_override={endpoint}&scheme=http&allow_bucket_creation=true"

@@ -6,6 +6,8 @@ import datetime as dt
 import hashlib
 import json
 import socket
+import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -238,6 +240,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until_listening(port: int, server: subprocess.Popen, name: str, timeout_s: float) -> None:
+    """Return once something accepts connections on 127.0.0.1:``port``; fail when the ``server``
+    process exits first or ``timeout_s`` seconds pass."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert server.poll() is None, f"{name} exited"
+            assert time.monotonic() < deadline, f"{name} did not start in {timeout_s:g} s"
+            time.sleep(0.2)
 
 
 def s3_uri(endpoint: str, prefix: str, **options: str) -> str:

@@ -22,7 +22,15 @@ import pytest
 import yaml
 
 from orchestrator import cli
-from tests.helpers import BUCKET, assert_one_line, free_port, ray_processes_of, run_cli, tiny_raw_config
+from tests.helpers import (
+    BUCKET,
+    assert_one_line,
+    free_port,
+    ray_processes_of,
+    run_cli,
+    tiny_raw_config,
+    wait_until_listening,
+)
 from trainables.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,14 +130,6 @@ def test_an_address_where_no_ray_answers_is_one_line(tmp_path, silent_listener, 
     assert not (tmp_path / "store").exists()
 
 
-def accepts_connections(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
-
-
 @pytest.fixture
 def token_cluster(tmp_path):
     """host:port of a real Ray head (``ray start --head``) that wants Ray's authentication token;
@@ -142,10 +142,7 @@ def token_cluster(tmp_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
     )
     try:
-        deadline = time.monotonic() + 60
-        while not accepts_connections(port):
-            assert head.poll() is None and time.monotonic() < deadline, "ray start --head did not start"
-            time.sleep(0.2)
+        wait_until_listening(port, head, "ray start --head", 60)
         yield f"127.0.0.1:{port}"
     finally:
         head.terminate()
