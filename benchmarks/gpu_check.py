@@ -52,7 +52,8 @@ from trainables.spec import OptimizerSpec, TrialSpec
 from trainables.train.cuda_graphs import WARMUP_STEPS, Step, training_step
 from trainables.train.device import cublas_version, make_deterministic
 from trainables.train.gpu_memory import driver_version
-from trainables.train.network import initial_model, make_optimizer, train_network, train_step
+from trainables.train.network import initial_model, train_network, train_step
+from trainables.train.optimizer import make_optimizer
 from trainables.train.pack import TrainedNetwork, pack_step, train_pack
 from trainables.train.pack_shape import PackShape
 from trainables.train.precision import PRECISIONS, training_precision

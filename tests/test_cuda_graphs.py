@@ -17,6 +17,7 @@ from trainables.spec import OptimizerSpec, TrialSpec
 from trainables.train.cuda_graphs import WARMUP_STEPS, GraphedStep, graphs_enabled, training_step
 from trainables.train.device import make_deterministic
 from trainables.train.network import TrainingState, train_network
+from trainables.train.optimizer import SGD
 from trainables.train.pack import PackEpochEnd, PackResume, train_pack
 
 CPU = torch.device("cpu")
@@ -47,7 +48,7 @@ def assert_same_weights(first: dict[str, torch.Tensor], second: dict[str, torch.
 
 
 def test_on_a_cpu_the_step_is_the_eager_one_and_the_environment_can_turn_graphs_off(monkeypatch):
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    optimizer = SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
 
     def step(batch: torch.Tensor) -> torch.Tensor:
         return batch.float()
@@ -91,7 +92,7 @@ def test_both_batch_shapes_are_captured_and_their_losses_match_the_eager_steps(g
     for graphs in (True, False):
         torch.manual_seed(0)
         model = torch.nn.Linear(gpu_data.x_train.shape[1], 10).to(device)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        optimizer = SGD(list(model.parameters()), lr=0.1, momentum=0.9)
 
         def eager(batch: torch.Tensor, model=model, optimizer=optimizer) -> torch.Tensor:
             x, y = gpu_data.x_train.index_select(0, batch), gpu_data.y_train.index_select(0, batch)

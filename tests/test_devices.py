@@ -10,7 +10,6 @@ import sys
 import pytest
 import torch
 import yaml
-from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from orchestrator.config.sweep_config import parse_config
 from orchestrator.run.budget import compute_mode_warnings, gpu_budget, machine_memory_bytes
@@ -21,6 +20,7 @@ from trainables.spec import OptimizerSpec, TrialSpec
 from trainables.train.device import cuda_columns
 from trainables.train.gpu_memory import GpuMemory
 from trainables.train.network import train_network
+from trainables.train.optimizer import Optimizer
 from trainables.train.pack import train_pack
 
 CPU = torch.device("cpu")
@@ -76,29 +76,30 @@ def test_gpu_budget_is_the_share_of_the_smallest_gpu_and_never_more_than_is_free
     assert compute_mode_warnings([exclusive], 1.0) == []
 
 
-def precision_seen_during(train) -> dict[str, set[str]]:
-    """The CUDA fp32 matmul precision setting while backward and the optimizer step run."""
+def precision_seen_during(train, monkeypatch) -> dict[str, set[str]]:
+    """The CUDA fp32 matmul precision setting while backward and the optimizer step run (the step
+    observed by a wrapper that records the setting and then steps as ever)."""
     seen: dict[str, set[str]] = {"backward": set(), "step": set()}
 
     def unpack(tensor):
         seen["backward"].add(torch.backends.cuda.matmul.fp32_precision)
         return tensor
 
-    def before_step(optimizer, args, kwargs):
-        seen["step"].add(torch.backends.cuda.matmul.fp32_precision)
+    real_step = Optimizer.step
 
-    hook = register_optimizer_step_pre_hook(before_step)
-    try:
-        with torch.autograd.graph.saved_tensors_hooks(lambda tensor: tensor, unpack):
-            train()
-    finally:
-        hook.remove()
+    def recorded_step(optimizer: Optimizer) -> None:
+        seen["step"].add(torch.backends.cuda.matmul.fp32_precision)
+        real_step(optimizer)
+
+    monkeypatch.setattr(Optimizer, "step", recorded_step)
+    with torch.autograd.graph.saved_tensors_hooks(lambda tensor: tensor, unpack):
+        train()
     return seen
 
 
 @pytest.mark.parametrize("pack", [1, 2])
 @pytest.mark.parametrize("precision", ["tf32", "fp32"])
-def test_tf32_holds_in_backward_and_the_optimizer_step_and_is_restored(pack, precision):
+def test_tf32_holds_in_backward_and_the_optimizer_step_and_is_restored(pack, precision, monkeypatch):
     data = load_dataset("synthetic").tensors(CPU)
     specs = [
         TrialSpec(dataset="synthetic", data_mean=0.0, data_std=1.0, model="mlp", widths=(8,), seed=seed,
@@ -108,9 +109,9 @@ def test_tf32_holds_in_backward_and_the_optimizer_step_and_is_restored(pack, pre
     ]
     before = torch.backends.cuda.matmul.fp32_precision
     if pack == 1:
-        seen = precision_seen_during(lambda: train_network(specs[0], data, CPU))
+        seen = precision_seen_during(lambda: train_network(specs[0], data, CPU), monkeypatch)
     else:
-        seen = precision_seen_during(lambda: train_pack(specs, data, CPU))
+        seen = precision_seen_during(lambda: train_pack(specs, data, CPU), monkeypatch)
     expected = "tf32" if precision == "tf32" else "ieee"
     assert seen == {"backward": {expected}, "step": {expected}}
     assert torch.backends.cuda.matmul.fp32_precision == before  # evaluation afterwards: as it was

@@ -19,7 +19,8 @@ from tests.helpers import tiny_raw_config
 from trainables.data.datasets import load_dataset
 from trainables.seeding import derive_seed
 from trainables.spec import OptimizerSpec, ScheduleSpec, TrialSpec
-from trainables.train.network import Resume, TrainingState, make_optimizer, train_network
+from trainables.train.network import Resume, TrainingState, train_network
+from trainables.train.optimizer import make_optimizer
 from trainables.train.pack import PackResume, train_pack
 from trainables.train.recipe import PAD, augment_generator, epoch_draws, flip_crop, lr_factor
 
@@ -102,8 +103,8 @@ def test_training_steps_the_schedule_after_every_optimizer_step(data):
 
 def test_nesterov_momentum_reaches_the_optimizer():
     params = [nn.Parameter(torch.zeros(2))]
-    assert make_optimizer(OptimizerSpec("sgd", 0.1, 0.9, nesterov=True), params).defaults["nesterov"]
-    assert not make_optimizer(OptimizerSpec("sgd", 0.1, 0.9), params).defaults["nesterov"]
+    assert make_optimizer(OptimizerSpec("sgd", 0.1, 0.9, nesterov=True), params).hyperparameters["nesterov"]
+    assert not make_optimizer(OptimizerSpec("sgd", 0.1, 0.9), params).hyperparameters["nesterov"]
 
 
 def test_augmentation_changes_training_and_repeats_bit_for_bit(data):

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 
 import torch
 
+from trainables.train.optimizer import Optimizer
+
 Step = Callable[[torch.Tensor], torch.Tensor]
 """One training step on the sample indices ``batch``; returns the detached per-network losses."""
 
@@ -72,7 +74,7 @@ class GraphedStep:
     calling again.
     """
 
-    def __init__(self, step: Step, optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    def __init__(self, step: Step, optimizer: Optimizer, device: torch.device) -> None:
         self._step = step
         self._optimizer = optimizer
         self._device = device
@@ -127,7 +129,7 @@ class GraphedStep:
 
 
 def training_step(
-    step: Step, optimizer: torch.optim.Optimizer, device: torch.device, graphs: bool = True
+    step: Step, optimizer: Optimizer, device: torch.device, graphs: bool = True
 ) -> Step:
     """``step`` replayed from CUDA graphs on a CUDA device when ``graphs``; ``step`` itself otherwise."""
     if graphs and device.type == "cuda":

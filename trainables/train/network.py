@@ -17,8 +17,9 @@ from trainables.data.tensors import DatasetTensors
 from trainables.models.family import StateDict
 from trainables.models.registry import spec_network
 from trainables.seeding import derive_seed
-from trainables.spec import OptimizerSpec, TrialSpec
+from trainables.spec import TrialSpec
 from trainables.train.cuda_graphs import training_step
+from trainables.train.optimizer import Optimizer, make_optimizer
 from trainables.train.precision import forward_precision, training_precision
 from trainables.train.recipe import (
     augment_generator,
@@ -107,24 +108,6 @@ def initial_model(spec: TrialSpec, input_shape: tuple[int, ...], n_classes: int)
         return spec_network(spec, input_shape, n_classes)
 
 
-def make_optimizer(spec: OptimizerSpec, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    """The optimizer of ``spec`` over ``params``.
-
-    Adam on a CUDA device keeps its step count on the device (``capturable``), as
-    a CUDA graph of the step needs; it does so with graphs off too, so a GPU
-    trains the same weights either way.
-    """
-    if spec.name == "sgd":
-        return torch.optim.SGD(
-            params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay, nesterov=spec.nesterov
-        )
-    if spec.name == "adam":
-        return torch.optim.Adam(
-            params, lr=spec.lr, weight_decay=spec.weight_decay, capturable=params[0].is_cuda
-        )
-    raise ValueError(f"optimizer.name: {spec.name!r} is not known; allowed: sgd, adam")
-
-
 def snapshot(model: nn.Module) -> StateDict:
     return {key: value.detach().clone() for key, value in model.state_dict().items()}
 
@@ -139,7 +122,7 @@ def minibatch(data: DatasetTensors, batch: torch.Tensor) -> tuple[torch.Tensor, 
 
 
 def train_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, data: DatasetTensors, batch: torch.Tensor,
+    model: nn.Module, optimizer: Optimizer, data: DatasetTensors, batch: torch.Tensor,
     precision: str,
 ) -> torch.Tensor:
     """One minibatch step on ``batch`` (:func:`minibatch`, on the data's device); the loss, detached.

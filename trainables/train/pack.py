@@ -17,7 +17,7 @@ stacked form trains one network per trial. Per network, everything matches
   (one for the pack: the networks share the spec) steps after every step;
 - loss: the sum over networks of each network's mean cross-entropy, so each
   network's gradient is its own;
-- optimizer: ``torch.optim`` on the stacked tensors; SGD (momentum, weight
+- optimizer: :mod:`trainables.train.optimizer` on the stacked tensors; SGD (momentum, weight
   decay) and Adam are elementwise, so a stacked step is K independent steps.
 
 Weights after training agree with unpacked training to float tolerance, not
@@ -51,9 +51,9 @@ from trainables.train.network import (
     TrainedNetwork,
     TrainingState,
     initial_model,
-    make_optimizer,
     snapshot,
 )
+from trainables.train.optimizer import Optimizer, make_optimizer
 from trainables.train.precision import PRECISIONS, forward_precision, training_precision
 from trainables.train.recipe import (
     augment_generator,
@@ -157,7 +157,7 @@ def gather(data: DatasetTensors, batch: torch.Tensor) -> tuple[torch.Tensor, tor
 
 
 def pack_step(
-    stack: StackedNetworks, optimizer: torch.optim.Optimizer, data: DatasetTensors, batch: torch.Tensor,
+    stack: StackedNetworks, optimizer: Optimizer, data: DatasetTensors, batch: torch.Tensor,
     precision: str,
 ) -> torch.Tensor:
     """One step of every network on its minibatch ``batch`` (K, B) of sample indices; losses (K,), detached.

@@ -10,25 +10,28 @@ with the resumable training state. A step then receives its batch as a (4, B)
 tensor: the sample indices and the three draws of each (:func:`with_draws`), so
 nothing random happens inside a step (a CUDA graph replays it as it is).
 
-**Schedules** (``schedule``): a ``torch.optim.lr_scheduler.LambdaLR`` stepped
-after every optimizer step, whose factor of ``optimizer.lr`` is the closed form
+**Schedules** (``schedule``): a :class:`LearningRateSchedule` (``torch.optim``'s
+``LambdaLR``, without its optimizer class) stepped after every optimizer step,
+whose factor of ``optimizer.lr`` is the closed form
 of MultiStepLR (``step``: times ``gamma`` from each milestone epoch on) or of
 CosineAnnealingLR with eta_min 0 (``cosine``: ``(1 + cos(pi t / T)) / 2`` over the
 T steps after the warmup), after an optional linear warmup (the first
 ``warmup_epochs`` epochs, the k-th step at ``k / warmup steps`` of the rate).
-One LambdaLR holds all of it, so its state (the step count) is all a resume needs.
+One schedule holds all of it, so its state (the step count) is all a resume needs.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.nn import functional as F
 
 from trainables.seeding import derive_seed
 from trainables.spec import ScheduleSpec, TrialSpec
+from trainables.train.optimizer import Optimizer
 
 PAD = 4
 """Zero padding of the random crop, pixels on each side."""
@@ -84,14 +87,39 @@ def lr_factor(schedule: ScheduleSpec, steps_per_epoch: int, epochs: int) -> Call
     return factor
 
 
+class LearningRateSchedule:
+    """Sets ``optimizer.lr`` to its base rate times ``factor(step)`` before optimizer step ``step``
+    (0-based): ``LambdaLR``'s arithmetic. ``step()`` after every optimizer step."""
+
+    def __init__(self, optimizer: Optimizer, factor: Callable[[int], float]) -> None:
+        self.optimizer = optimizer
+        self.factor = factor
+        self.base_lr = optimizer.lr
+        self.last_epoch = 0
+        """Optimizer steps taken (LambdaLR's name for it)."""
+        optimizer.lr = self.base_lr * factor(0)
+
+    def step(self) -> None:
+        self.last_epoch += 1
+        self.optimizer.lr = self.base_lr * self.factor(self.last_epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The step count and the rate it set (``LambdaLR.state_dict()``'s names for them)."""
+        return {"last_epoch": self.last_epoch, "_last_lr": [self.optimizer.lr]}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        """Continue from ``saved`` (this class's or a LambdaLR's state dict); the optimizer's own state
+        holds the rate of its next step."""
+        self.last_epoch = int(saved["last_epoch"])
+
+
 def make_scheduler(
-    spec: TrialSpec, optimizer: torch.optim.Optimizer, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LambdaLR | None:
-    """The learning-rate scheduler of ``spec`` (None for a constant rate without warmup)."""
+    spec: TrialSpec, optimizer: Optimizer, steps_per_epoch: int
+) -> LearningRateSchedule | None:
+    """The learning-rate schedule of ``spec`` (None for a constant rate without warmup)."""
     if spec.schedule == ScheduleSpec():
         return None
-    factor = lr_factor(spec.schedule, steps_per_epoch, spec.epochs)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return LearningRateSchedule(optimizer, lr_factor(spec.schedule, steps_per_epoch, spec.epochs))
 
 
 def graphs_allowed(spec: TrialSpec) -> bool:
