@@ -97,7 +97,7 @@ def test_both_batch_shapes_are_captured_and_their_losses_match_the_eager_steps(g
         def eager(batch: torch.Tensor, model=model, optimizer=optimizer) -> torch.Tensor:
             x, y = gpu_data.x_train.index_select(0, batch), gpu_data.y_train.index_select(0, batch)
             loss = torch.nn.functional.cross_entropy(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             return loss.detach()

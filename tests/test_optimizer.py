@@ -39,7 +39,7 @@ def train(model: nn.Module, optimizer, steps: range, schedule=None) -> None:
     for step in steps:
         generator = torch.Generator().manual_seed(step)
         x, y = torch.randn(8, 6, generator=generator), torch.randint(0, 3, (8,), generator=generator)
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
         if schedule is not None:

@@ -115,7 +115,7 @@ class GraphedStep:
         graph = torch.cuda.CUDAGraph()
         pool = next(iter(self._captured.values())).graph.pool() if self._captured else None
         # Gradients are allocated by the captured backward, from the graph's pool.
-        self._optimizer.zero_grad(set_to_none=True)
+        self._optimizer.zero_grad()
         try:
             with torch.cuda.graph(graph, pool=pool, stream=self._stream):
                 losses = self._step(static_batch)

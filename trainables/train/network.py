@@ -132,7 +132,7 @@ def train_step(
     x, y = minibatch(data, batch)
     with forward_precision(precision, batch.device):
         loss = F.cross_entropy(model(x), y)
-    optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad()
     loss.backward()
     optimizer.step()
     return loss.detach()

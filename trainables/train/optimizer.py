@@ -42,12 +42,10 @@ class Optimizer:
         """torch.optim's param_group entries other than ``lr`` and ``params``."""
         self.state: list[dict[str, torch.Tensor]] = [{} for _ in self.params]
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
+    def zero_grad(self) -> None:
+        """Drop the gradients (torch.optim's default, ``set_to_none=True``)."""
         for param in self.params:
-            if set_to_none:
-                param.grad = None
-            elif param.grad is not None:
-                param.grad.detach_().zero_()
+            param.grad = None
 
     def step(self) -> None:
         with torch.no_grad():
@@ -71,10 +69,9 @@ class Optimizer:
             raise ValueError(f"optimizer state: {len(group['params'])} parameters saved, "
                              f"{len(self.params)} to optimize")
         self.lr = group["lr"]
-        by_index = dict(zip(group["params"], range(len(self.params)), strict=True))
         self.state = [{} for _ in self.params]
-        for saved_index, state in saved["state"].items():
-            i = by_index[int(saved_index)]
+        for index, state in saved["state"].items():  # one group: its parameters are numbered 0, 1, ...
+            i = int(index)
             param = self.params[i]
             self.state[i] = {
                 name: self._loaded(name, value, param).clone() for name, value in state.items()

@@ -167,7 +167,7 @@ def pack_step(
     x, y = gather(data, batch)
     with forward_precision(precision, batch.device):
         losses = pack_losses(stack.forward(x), y)
-    optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad()
     losses.sum().backward()
     optimizer.step()
     return losses.detach()
