@@ -121,3 +121,51 @@ def test_the_last_lines_of_sweep_and_analyze_say_where_their_time_went(tmp_path)
     total, phases = phases_of(last)
     assert {"plan", "ray", "workers", "measuring"} <= set(phases), last
     assert sum(phases.values()) == pytest.approx(total, abs=0.05 * len(phases) + 0.01)
+
+
+PRESTARTED_WORKER_PROBE = """
+import os, sys, time
+from pathlib import Path
+import ray
+from ray import tune
+from orchestrator.run.tune_sweep import trials_in_prestarted_workers
+
+def idle_workers(session):
+    found = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            parent = (proc / "stat").read_text().rsplit(")", 1)[1].split()[1]
+            if ((proc / "cmdline").read_bytes().startswith(b"ray::IDLE")
+                    and session in (Path("/proc") / parent / "cmdline").read_text()):
+                found.add(int(proc.name))
+        except (OSError, IndexError):
+            continue
+    return found
+
+ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+session = ray._private.worker._global_node.get_session_dir_path()
+deadline = time.monotonic() + 60
+while not (idle := idle_workers(session)):
+    assert time.monotonic() < deadline, "Ray prestarted no worker in 60 s"
+    time.sleep(0.1)
+if sys.argv[1] == "ours":
+    trials_in_prestarted_workers()
+
+def trial(config):
+    tune.report({"pid": os.getpid()})
+
+result = tune.Tuner(tune.with_resources(trial, {"cpu": 1}),
+                    run_config=tune.RunConfig(storage_path=sys.argv[2], verbose=0)).fit()[0]
+print("prestarted" if result.metrics["pid"] in idle else "fresh")
+"""
+
+
+@pytest.mark.parametrize("env, worker", [("ours", "prestarted"), ("tune's", "fresh")])
+def test_a_trial_starts_in_a_worker_ray_prestarted(tmp_path, env, worker):
+    """A Tune trial runs in one of the workers Ray prestarted (two, one per CPU: Tune's driver leases one
+    for a task of its own, so with one CPU the trial sometimes found none left). The control: with
+    the runtime_env Tune gives trial actors by default, Ray starts a fresh process for the trial."""
+    result = subprocess.run([sys.executable, "-c", PRESTARTED_WORKER_PROBE, env, str(tmp_path)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == worker
