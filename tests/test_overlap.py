@@ -160,8 +160,8 @@ print("prestarted" if result.metrics["pid"] in idle else "fresh")
 
 
 def test_a_trial_starts_in_a_worker_ray_prestarted(tmp_path):
-    """A Tune trial runs in one of the workers Ray prestarted (two, one per CPU: Tune's driver leases one
-    for a task of its own, so with one CPU the trial sometimes found none left). Without
+    """A Tune trial runs in one of the workers Ray prestarted (two, one per CPU: one is often taken
+    before the trial asks, so with one CPU the trial sometimes found none left). Without
     :func:`trials_in_prestarted_workers`, with the runtime_env Tune gives trial actors, Ray 2.60 started
     a fresh process for the trial (checked by hand; not run here, to keep the suite short)."""
     result = subprocess.run([sys.executable, "-c", PRESTARTED_WORKER_PROBE, str(tmp_path)],

@@ -114,8 +114,8 @@ def trials_in_prestarted_workers() -> None:
     Ray hands an actor an idle worker only when their runtime_envs are equal, and
     prestarted workers have none; Tune gives every trial actor one that sets
     ``PL_DISABLE_FORK=1``, for PyTorch Lightning (ray-project/ray#28197), which
-    layerswap's training never imports. Without it, a trial's worker is ready about
-    1.5 s sooner on a 2-core machine. A job that sets its own runtime_env (a store's
+    layerswap's training never imports. Without that variable, a trial's worker is
+    ready about 1.5 s sooner on a 2-core machine. A job that sets its own runtime_env (a store's
     credentials, a custom model's modules) gets fresh workers as before.
     """
     class_cache.DEFAULT_ENV_VARS.pop("PL_DISABLE_FORK", None)
