@@ -123,6 +123,34 @@ def test_the_last_lines_of_sweep_and_analyze_say_where_their_time_went(tmp_path)
     assert sum(phases.values()) == pytest.approx(total, abs=0.05 * len(phases) + 0.01)
 
 
+UNUSED_SERVICES_PROBE = """
+import os
+import ray
+import ray._private.node as ray_node
+from orchestrator.run.connect import UNUSED_SERVICES, start_local_ray
+from tests.helpers import ray_processes_of
+
+originals = [getattr(ray_node.Node, name) for name in UNUSED_SERVICES]
+start_local_ray()
+print(ray.get(ray.remote(lambda: 6 * 7).remote()))
+print("restored" if [getattr(ray_node.Node, name) for name in UNUSED_SERVICES] == originals else "patched")
+print(*ray_processes_of(os.getpid()), sep="\\n")
+"""
+
+
+def test_a_ray_started_for_a_command_runs_no_dashboard_autoscaler_or_log_monitor():
+    """Ray, started here, runs tasks without its API server (the dashboard process), its autoscaler
+    monitor and its log monitor; a later ``ray.init`` in the same process would start them again."""
+    result = subprocess.run([sys.executable, "-c", UNUSED_SERVICES_PROBE], capture_output=True, text=True,
+                            cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer, restored, *processes = result.stdout.strip().splitlines()
+    assert (answer, restored) == ("42", "restored")
+    assert any("/raylet " in line for line in processes) and any("/gcs_server " in line for line in processes)
+    for script in ("dashboard/dashboard.py", "autoscaler/_private/monitor.py", "_private/log_monitor.py"):
+        assert not any(script in line for line in processes), (script, processes)
+
+
 PRESTARTED_WORKER_PROBE = """
 import os, sys, time
 from pathlib import Path
